@@ -1,0 +1,76 @@
+"""The `npga` entry point: one tyro-parsed config dataclass per subcommand, nothing else.
+
+`npga SUB [--config preset.yaml] [--field value ...]`: the preset fills the config, the command line
+overrides it. Subcommand modules are imported only when chosen, so `npga --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import tyro
+
+from npga.config import load_config
+
+# name -> (module, config class, function taking the config, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {}
+
+
+def _usage() -> str:
+    width = max((len(n) for n in SUBCOMMANDS), default=0)
+    lines = ["usage: npga SUBCOMMAND [--config PRESET.yaml] [options]", "", "subcommands:"]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, _, help_) in SUBCOMMANDS.items()]
+    lines += ["", "`npga SUBCOMMAND --help` lists the options of one subcommand."]
+    return "\n".join(lines)
+
+
+def _pop_config_path(args: list[str]) -> tuple[str | None, list[str]]:
+    """Split `--config PATH` / `--config=PATH` out of the arguments."""
+    rest: list[str] = []
+    path = None
+    it = iter(args)
+    for a in it:
+        if a == "--config":
+            path = next(it, None)
+            if path is None:
+                raise SystemExit("npga: --config needs a path")
+        elif a.startswith("--config="):
+            path = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+    return path, rest
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return
+    name, rest = args[0], args[1:]
+    if name not in SUBCOMMANDS:
+        raise SystemExit(f"npga: unknown subcommand {name!r}\n\n{_usage()}")
+    module_name, config_name, fn_name, help_ = SUBCOMMANDS[name]
+    module = importlib.import_module(module_name)
+    config_cls, fn = getattr(module, config_name), getattr(module, fn_name)
+    preset, rest = _pop_config_path(rest)
+    try:
+        default = load_config(config_cls, preset) if preset else None
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"npga {name}: {e}") from None
+    cfg = tyro.cli(config_cls, args=rest, default=default, prog=f"npga {name}", description=help_)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        fn(cfg)
+    except (ValueError, FileNotFoundError) as e:
+        # Bad input (a file, a value): one clear line, no traceback. NPGA_DEBUG=1 shows the traceback.
+        if os.environ.get("NPGA_DEBUG"):
+            raise
+        raise SystemExit(f"npga {name}: error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

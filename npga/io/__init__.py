@@ -1,0 +1,1 @@
+"""Reading and writing files: videos, images, checkpoints, PLY."""

@@ -1,0 +1,70 @@
+"""mp4 reading and writing through imageio-ffmpeg (no system ffmpeg needed).
+
+Frames are uint8 (H, W, 3) RGB or (H, W) grey. Writing never resizes (`macro_block_size=1`), so
+sizes such as NeRSemble's 1100 x 1604 survive a round trip; libx264 with yuv420p needs even sizes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+
+def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, quality: float = 9.0) -> int:
+    """Write frames to an H.264 mp4 (quality 0..10, 10 is best); returns the number of frames.
+
+    Written to a temporary name and renamed at the end, so an interrupted write leaves no broken file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial.mp4")
+    n = 0
+    try:
+        with imageio.get_writer(
+            tmp, fps=fps, codec="libx264", quality=quality, macro_block_size=1, pixelformat="yuv420p",
+            ffmpeg_log_level="error",
+        ) as writer:  # fmt: skip
+            for frame in frames:
+                frame = np.asarray(frame)
+                if frame.dtype != np.uint8:
+                    raise ValueError(f"{path}: frames must be uint8, got {frame.dtype}")
+                if frame.shape[0] % 2 or frame.shape[1] % 2:
+                    raise ValueError(f"{path}: H.264 needs even frame sizes, got {frame.shape[1]}x{frame.shape[0]}")
+                writer.append_data(frame)
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return n
+
+
+def iter_video(path: str | os.PathLike, grey: bool = False) -> Iterator[np.ndarray]:
+    """Frames of an mp4 in order: uint8 (H, W, 3), or (H, W) when `grey`. Errors name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    try:
+        reader = imageio.get_reader(path, format="FFMPEG")
+    except Exception as e:  # imageio raises several types for broken files
+        raise ValueError(f"{path}: not a readable video ({e})") from e
+    try:
+        for frame in reader:
+            frame = np.asarray(frame)
+            yield frame[..., 0] if grey and frame.ndim == 3 else frame
+    except (OSError, RuntimeError) as e:
+        raise ValueError(f"{path}: video could not be decoded ({e})") from e
+    finally:
+        reader.close()
+
+
+def read_video(path: str | os.PathLike, grey: bool = False) -> np.ndarray:
+    """All frames of an mp4: (T, H, W, 3) or (T, H, W) uint8."""
+    frames = list(iter_video(path, grey=grey))
+    if not frames:
+        raise ValueError(f"{path}: video has no frames")
+    return np.stack(frames)
