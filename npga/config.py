@@ -42,7 +42,7 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_convert(args[0], v, where) for v in value)
-        return tuple(_convert(a, v, where) for a, v in zip(args, value))
+        return tuple(_convert(a, v, where) for a, v in zip(args, value, strict=True))
     if tp is Path:
         return Path(value)
     if tp is float and isinstance(value, int):
