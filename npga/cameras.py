@@ -72,7 +72,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 1.0, 0.0
     eye, target, up = (np.asarray(v, dtype=np.float64) for v in (eye, target, up))
     z = target - eye
     z /= np.linalg.norm(z)
-    x = np.cross(z, -up)
+    x = np.cross(z, up)  # right = forward x up
     if np.linalg.norm(x) < 1e-9:
         raise ValueError("look_at: viewing direction is parallel to `up`")
     x /= np.linalg.norm(x)

@@ -1,0 +1,88 @@
+"""Presets, command-line overrides and the `npga` dispatch."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import pytest
+
+from npga import cli
+from npga.config import from_dict, load_config, save_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    lr: float = 1e-3
+    """Learning rate."""
+    sizes: tuple[int, ...] = (1, 2)
+    """Layer sizes."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    out: Path = Path("runs/x")
+    """Output folder."""
+    steps: int = 10
+    """Number of steps."""
+    mode: Literal["a", "b"] = "a"
+    """A choice."""
+    seed: int | None = None
+    """Optional seed."""
+    inner: Inner = Inner()
+    """Nested settings."""
+
+
+def test_yaml_round_trip_keeps_types(tmp_path):
+    cfg = Outer(out=Path("somewhere"), steps=3, mode="b", seed=4, inner=Inner(lr=0.5, sizes=(3, 4, 5)))
+    save_config(cfg, tmp_path / "c.yaml")
+    assert load_config(Outer, tmp_path / "c.yaml") == cfg
+
+
+def test_unknown_or_bad_keys_name_the_file_and_key(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("steps: 3\ninner:\n  lrr: 0.1\n")
+    with pytest.raises(ValueError, match=r"bad.yaml.inner.*lrr"):
+        load_config(Outer, p)
+    with pytest.raises(ValueError, match="not one of"):
+        from_dict(Outer, {"mode": "c"})
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_cli_preset_then_command_line_override(tmp_path, monkeypatch):
+    seen = []
+    module = type("M", (), {"Outer": Outer, "run": staticmethod(seen.append)})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "Outer", "run", "a fake subcommand"))
+    preset = tmp_path / "p.yaml"
+    preset.write_text("steps: 7\nmode: b\ninner:\n  lr: 0.25\n")
+    cli.main(["fake", "--config", str(preset), "--steps", "9"])
+    assert seen[-1] == Outer(steps=9, mode="b", inner=Inner(lr=0.25))
+    cli.main(["fake"])
+    assert seen[-1] == Outer()
+
+
+def test_cli_reports_bad_input_without_traceback(monkeypatch):
+    def fail(cfg):
+        raise ValueError("capture/calibration/camera_params.json: malformed")
+
+    module = type("M", (), {"Outer": Outer, "run": staticmethod(fail)})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "Outer", "run", "a fake subcommand"))
+    monkeypatch.delenv("NPGA_DEBUG", raising=False)
+    with pytest.raises(SystemExit, match="npga fake: error: .*camera_params.json"):
+        cli.main(["fake"])
+    with pytest.raises(SystemExit, match="unknown subcommand"):
+        cli.main(["no-such-thing"])
+
+
+def test_every_registered_subcommand_has_a_config_and_function():
+    import importlib
+
+    for name, (module_name, config_name, fn_name, help_) in cli.SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        assert dataclasses.is_dataclass(getattr(module, config_name)), name
+        assert callable(getattr(module, fn_name)), name
+        assert help_, name
