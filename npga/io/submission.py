@@ -1,0 +1,127 @@
+"""NeRSemble novel-view-synthesis benchmark submissions: the official zip layout and its checks.
+
+The benchmark wants, per participant, one mp4 per hold-out camera with one frame per timestep of its
+sequence: `{PID:03d}/{SEQ}/cam_{serial}.mp4`, uint8 RGB at 1100 x 1604 (W x H), 73 fps. `check_submission`
+applies the checks the official toolkit applies (file names, frame counts, resolution).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+
+from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
+from npga.io.video import write_video
+
+# Participants and sequences of the NVS benchmark (DESIGN.md section 5).
+NVS_BENCHMARK_SEQUENCES: dict[int, str] = {
+    388: "GLASSES",
+    422: "EXP-2-eyes",
+    443: "FREE",
+    445: "EXP-6-tongue-1",
+    475: "HAIR",
+}
+SUBMISSION_WIDTH, SUBMISSION_HEIGHT = 1100, 1604
+SUBMISSION_FPS = 73
+_ENTRY = re.compile(r"^(\d{3})/([\w\-+]+)/cam_(\w+)\.mp4$")
+
+
+def submission_entry(participant: int, sequence: str, serial: str) -> str:
+    """Path of one video inside the zip."""
+    return f"{participant:03d}/{sequence}/cam_{serial}.mp4"
+
+
+def check_benchmark_target(participant: int, sequence: str) -> None:
+    """Refuse anything that is not a benchmark participant/sequence pair."""
+    if participant not in NVS_BENCHMARK_SEQUENCES:
+        raise ValueError(
+            f"participant {participant:03d} is not in the NeRSemble NVS benchmark "
+            f"(benchmark participants: {sorted(NVS_BENCHMARK_SEQUENCES)})"
+        )
+    expected = NVS_BENCHMARK_SEQUENCES[participant]
+    if sequence != expected:
+        raise ValueError(f"participant {participant:03d}: the benchmark sequence is {expected!r}, not {sequence!r}")
+
+
+class SubmissionWriter:
+    """Writes a submission zip; the zip appears under its final name only when closed without error."""
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".zip.partial")
+        os.close(fd)
+        self._tmp = Path(tmp)
+        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+
+    def __enter__(self) -> SubmissionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._zip.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+    def add_video(self, participant: int, sequence: str, serial: str, frames: Iterable[np.ndarray]) -> int:
+        """Add one hold-out camera's video; frames are uint8 (1604, 1100, 3). Returns the frame count."""
+        check_benchmark_target(participant, sequence)
+        if serial not in NERSEMBLE_HOLDOUT_SERIALS:
+            raise ValueError(f"serial {serial} is not a hold-out camera {NERSEMBLE_HOLDOUT_SERIALS}")
+
+        def checked(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
+            for frame in frames:
+                if frame.dtype != np.uint8 or frame.shape != (SUBMISSION_HEIGHT, SUBMISSION_WIDTH, 3):
+                    raise ValueError(
+                        f"submission frames must be uint8 ({SUBMISSION_HEIGHT}, {SUBMISSION_WIDTH}, 3), "
+                        f"got {frame.dtype} {frame.shape}"
+                    )
+                yield frame
+
+        with tempfile.TemporaryDirectory() as tmp:
+            video = Path(tmp) / "video.mp4"
+            n = write_video(video, checked(frames), fps=SUBMISSION_FPS, quality=9.5)
+            self._zip.write(video, submission_entry(participant, sequence, serial))
+        return n
+
+
+def check_submission(path: str | os.PathLike, expected_frames: dict[str, int]) -> list[str]:
+    """Problems with a submission zip, as readable lines (empty when it passes).
+
+    `expected_frames` maps each expected entry (see `submission_entry`) to its number of timesteps.
+    """
+    problems: list[str] = []
+    with zipfile.ZipFile(path) as zf:
+        names = set(zf.namelist())
+        for name in sorted(names):
+            if not _ENTRY.match(name):
+                problems.append(f"{name}: unexpected file name")
+        for name, n_expected in sorted(expected_frames.items()):
+            if name not in names:
+                problems.append(f"{name}: missing")
+                continue
+            with tempfile.TemporaryDirectory() as tmp:
+                video = Path(tmp) / "v.mp4"
+                video.write_bytes(zf.read(name))
+                reader = imageio.get_reader(video, format="FFMPEG")
+                try:
+                    frames = [np.asarray(f) for f in reader]
+                finally:
+                    reader.close()
+            if len(frames) != n_expected:
+                problems.append(f"{name}: {len(frames)} frames, expected {n_expected}")
+            if frames:
+                h, w = frames[0].shape[:2]
+                if (w, h) != (SUBMISSION_WIDTH, SUBMISSION_HEIGHT):
+                    problems.append(f"{name}: {w}x{h}, expected {SUBMISSION_WIDTH}x{SUBMISSION_HEIGHT}")
+                if frames[0].ndim != 3 or frames[0].shape[2] != 3 or frames[0].dtype != np.uint8:
+                    problems.append(f"{name}: frames are not uint8 RGB")
+    return problems
