@@ -1,0 +1,71 @@
+"""Every on-disk path of a NeRSemble participant folder, in one place (DESIGN.md section 5).
+
+Both layouts share the tree below; they differ in what `camera_params.json` holds (raw: one shared
+full-resolution `intrinsics`; benchmark: `{serial: 3x3}` at the image resolution) and in whether
+`alpha_maps/` exist. The synthetic capture is written in the benchmark layout, so one reader serves
+real and synthetic data.
+
+    {root}/calibration/camera_params.json
+    {root}/calibration/color_calibration.json        (raw only, optional)
+    {root}/sequences/{seq}/images/cam_{serial}.mp4
+    {root}/sequences/{seq}/alpha_maps/cam_{serial}.mp4   (benchmark / synthetic)
+    {root}/sequences/{seq}/tracking/nphm_tracking.npz
+    {root}/sequences/BACKGROUND/image_{serial}.jpg  (raw only)
+    {root}/headmodel.json                            (synthetic only)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+# NeRSemble rig serials, in the order the benchmark lists them.
+NERSEMBLE_SERIALS: tuple[str, ...] = (
+    "222200042", "222200044", "222200046", "222200040", "222200036", "222200048",
+    "220700191", "222200041", "222200037", "222200038", "222200047", "222200043",
+    "222200049", "222200039", "222200045", "221501007",
+)  # fmt: skip
+# Novel-view-synthesis hold-out cameras of the benchmark: left, centre, right.
+NERSEMBLE_HOLDOUT_SERIALS: tuple[str, ...] = ("222200046", "222200037", "222200039")
+BACKGROUND_SEQUENCE = "BACKGROUND"
+
+
+@dataclass(frozen=True)
+class ParticipantLayout:
+    """Paths inside one participant folder; it computes paths and touches no file."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def camera_params(self) -> Path:
+        return self.root / "calibration" / "camera_params.json"
+
+    @property
+    def color_calibration(self) -> Path:
+        return self.root / "calibration" / "color_calibration.json"
+
+    @property
+    def headmodel(self) -> Path:
+        return self.root / "headmodel.json"
+
+    @property
+    def sequences_dir(self) -> Path:
+        return self.root / "sequences"
+
+    def sequence_dir(self, seq: str) -> Path:
+        return self.sequences_dir / seq
+
+    def video(self, seq: str, serial: str) -> Path:
+        return self.sequence_dir(seq) / "images" / f"cam_{serial}.mp4"
+
+    def alpha_video(self, seq: str, serial: str) -> Path:
+        return self.sequence_dir(seq) / "alpha_maps" / f"cam_{serial}.mp4"
+
+    def tracking(self, seq: str) -> Path:
+        return self.sequence_dir(seq) / "tracking" / "nphm_tracking.npz"
+
+    def background(self, serial: str) -> Path:
+        return self.sequence_dir(BACKGROUND_SEQUENCE) / f"image_{serial}.jpg"

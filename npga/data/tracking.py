@@ -1,0 +1,101 @@
+"""Per-frame expression codes and head pose of one sequence (`tracking/nphm_tracking.npz`).
+
+The head pose is a similarity head -> world per frame: x_world = scale * rotation @ x_head + translation.
+Real captures get these from an NPHM tracker (MonoNPHM); the synthetic capture writes its ground truth
+in exactly this layout.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+_FIELDS = ("expression", "identity", "rotation", "translation", "scale", "timesteps")
+
+
+@dataclass(frozen=True)
+class Tracking:
+    expression: np.ndarray  # (T, D_ex)
+    identity: np.ndarray  # (D_id,)
+    rotation: np.ndarray  # (T, 3, 3)
+    translation: np.ndarray  # (T, 3)
+    scale: np.ndarray  # (T,)
+    timesteps: np.ndarray  # (T,) int, frame indices into the sequence's videos
+
+    def __post_init__(self) -> None:
+        self.validate("<in memory>")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.expression.shape[0])
+
+    @property
+    def expression_dim(self) -> int:
+        return int(self.expression.shape[1])
+
+    def head_to_world(self, t: int) -> np.ndarray:
+        """(4, 4) similarity transform of frame index t (an index into the arrays, not a timestep)."""
+        m = np.eye(4)
+        m[:3, :3] = self.scale[t] * self.rotation[t]
+        m[:3, 3] = self.translation[t]
+        return m
+
+    def validate(self, source: str) -> None:
+        """Raise ValueError naming `source` when shapes disagree or values are not finite."""
+        T = self.expression.shape[0] if self.expression.ndim == 2 else -1
+        expected = {
+            "expression": (T, None),
+            "identity": (None,),
+            "rotation": (T, 3, 3),
+            "translation": (T, 3),
+            "scale": (T,),
+            "timesteps": (T,),
+        }
+        if T < 0:
+            raise ValueError(f"{source}: 'expression' must have shape (T, D_ex), got {self.expression.shape}")
+        for name, shape in expected.items():
+            arr = getattr(self, name)
+            ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape, strict=True))
+            if not ok:
+                want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
+                raise ValueError(f"{source}: '{name}' has shape {arr.shape}, expected {want}")
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{source}: '{name}' contains NaN or inf")
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Tracking:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"tracking file not found: {path}")
+        try:
+            with np.load(path) as npz:
+                missing = [f for f in _FIELDS if f not in npz.files]
+                if missing:
+                    raise ValueError(f"{path}: missing arrays {missing}")
+                arrays = {f: np.asarray(npz[f]) for f in _FIELDS}
+        except (OSError, ValueError) as e:
+            if isinstance(e, ValueError) and str(path) in str(e):
+                raise
+            raise ValueError(f"{path}: not a readable tracking .npz ({e})") from e
+        obj = object.__new__(cls)
+        for f in _FIELDS:
+            object.__setattr__(obj, f, arrays[f])
+        obj.validate(str(path))
+        return obj
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write atomically: a reader never sees a half-written file."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, **{f: getattr(self, f) for f in _FIELDS})
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
