@@ -7,10 +7,14 @@ sizes such as NeRSemble's 1100 x 1604 survive a round trip; libx264 with yuv420p
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import imageio.v2 as imageio
+import imageio_ffmpeg
 import numpy as np
 
 
@@ -68,3 +72,37 @@ def read_video(path: str | os.PathLike, grey: bool = False) -> np.ndarray:
     if not frames:
         raise ValueError(f"{path}: video has no frames")
     return np.stack(frames)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    n_frames: int
+    width: int
+    height: int
+    fps: float
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame count, size and frame rate of an mp4 without decoding it.
+
+    ffmpeg copies the packets to a null muxer (demuxing only): exact frame counts at about 1/20 of the cost
+    of decoding (0.08 s vs 1.8 s for 60 frames of 1100 x 1604), so whole captures can be checked up front.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video not found: {path}")
+    cmd = [imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-nostdin", "-i", str(path)]
+    cmd += ["-map", "0:v:0", "-c", "copy", "-f", "null", "-"]
+    result = subprocess.run(cmd, capture_output=True, text=True, errors="replace")
+    log = result.stderr
+    if result.returncode != 0:
+        last = log.strip().splitlines()[-1] if log.strip() else f"exit code {result.returncode}"
+        raise ValueError(f"{path}: not a readable video (ffmpeg: {last})")
+    stream = re.search(r"Stream #0:\d.*?Video: .*?, (\d+)x(\d+)[\s,\[].*?(\d+(?:\.\d+)?) fps", log)
+    frames = re.findall(r"frame=\s*(\d+)", log)
+    if stream is None or not frames:
+        raise ValueError(f"{path}: not a readable video (no video stream found)")
+    n = int(frames[-1])
+    if n == 0:
+        raise ValueError(f"{path}: video has no frames")
+    return VideoInfo(n_frames=n, width=int(stream[1]), height=int(stream[2]), fps=float(stream[3]))
