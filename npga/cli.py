@@ -17,7 +17,9 @@ import tyro
 from npga.config import load_config
 
 # name -> (module, config class, function taking the config, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {}
+SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "prepare": ("npga.data.prepare", "PrepareConfig", "prepare", "decode a capture's videos once into a frame cache"),
+}
 
 
 def _usage() -> str:

@@ -1,0 +1,25 @@
+"""Captures (multi-view video, calibration, tracking) and the frame cache that training reads.
+
+`Capture.open(folder)` checks and reads a raw NeRSemble v2, benchmark or synthetic participant folder;
+`npga.data.prepare.prepare(PrepareConfig(...))` (`npga prepare`) decodes it once into a `FrameCache`;
+trainers call `open_or_prepare(folder)`. (The `prepare` function is not re-exported here, so that
+`npga.data.prepare` stays the module.)
+"""
+
+from npga.data.cache import FrameCache
+from npga.data.capture import Capture
+from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS, NERSEMBLE_SERIALS, ParticipantLayout
+from npga.data.prepare import DEFAULT_HEIGHT, PrepareConfig, open_or_prepare
+from npga.data.tracking import Tracking
+
+__all__ = [
+    "DEFAULT_HEIGHT",
+    "NERSEMBLE_HOLDOUT_SERIALS",
+    "NERSEMBLE_SERIALS",
+    "Capture",
+    "FrameCache",
+    "ParticipantLayout",
+    "PrepareConfig",
+    "Tracking",
+    "open_or_prepare",
+]

@@ -1,0 +1,185 @@
+"""The frame cache: every video decoded once, downscaled, stored as memory-mappable uint8 arrays.
+
+Training reads random (frame, camera) pairs thousands of times per epoch; seeking in H.264 for each would
+cost more than the training step. `npga prepare` (npga/data/prepare.py) writes this cache once; the trainer
+reads it through `FrameCache`. Layout of a cache folder:
+
+    cache.json                  manifest: size, cameras at cache size, sequences, sources (see below)
+    {seq}/cam_{serial}.npy      uint8 (T, H, W, C): RGB, plus alpha as a 4th channel when the capture has alpha
+    {seq}/tracking.npz          copy of the sequence's tracking (when the capture has one)
+
+Index `t` (0 <= t < T) is the same for the frames and the tracking arrays of a sequence: row `t` holds
+video frame `timesteps(seq)[t]` (= `tracking.timesteps[t]`; all frames when there is no tracking).
+
+`cache.json` keys: format, layout, width, height, channels, color_correction, alpha_range, serials (cameras
+with frames), cameras {serial: {K, world_2_cam}} (every calibrated camera, at cache size), calibration
+{file: [size, mtime_ns]}, sequences {seq: {complete, n_video_frames, timesteps, tracking, sources}}.
+A sequence is readable once `complete`; `sources` ({file: [size, mtime_ns]}) tells whether it is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from npga.cameras import Camera
+from npga.data.tracking import Tracking
+
+CACHE_FORMAT = 1
+MANIFEST = "cache.json"
+
+
+def frames_path(root: Path, seq: str, serial: str) -> Path:
+    return root / seq / f"cam_{serial}.npy"
+
+
+def tracking_path(root: Path, seq: str) -> Path:
+    return root / seq / "tracking.npz"
+
+
+def read_manifest(root: Path) -> dict[str, Any] | None:
+    """The manifest of a cache folder, None when there is none yet."""
+    path = root / MANIFEST
+    if not path.is_file():
+        return None
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: not a readable cache manifest ({e}); delete the cache folder to rebuild it") from e
+    if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
+        raise ValueError(f"{path}: not a cache manifest of format {CACHE_FORMAT}; delete the cache folder to rebuild")
+    return manifest
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Atomically (temp file + rename): a reader sees the old or the new manifest, never half of one."""
+    root.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=root, prefix=".cache.", suffix=".json.partial")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(manifest, f, indent=1)
+        os.replace(tmp, root / MANIFEST)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def has_frames(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether a finished frames file of this shape exists (finished files only appear by rename)."""
+    try:
+        arr = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return False
+    return arr.shape == shape and arr.dtype == np.uint8
+
+
+@contextmanager
+def frames_writer(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
+    """A writable uint8 memmap of `shape` that appears at `path` only when the block finishes without error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial.npy")
+    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    try:
+        yield arr
+        arr.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class FrameCache:
+    """A prepared cache, read-only: cameras at cache size, frames as float32 in [0, 1], tracking."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any]) -> None:
+        self.root = root
+        self.width: int = manifest["width"]
+        self.height: int = manifest["height"]
+        self.has_alpha: bool = manifest["channels"] == 4
+        self.serials: tuple[str, ...] = tuple(manifest["serials"])  # cameras with frames
+        self.cameras: dict[str, Camera] = {
+            s: Camera(K=np.array(c["K"]), world_2_cam=np.array(c["world_2_cam"]), width=self.width,
+                      height=self.height, serial=s)
+            for s, c in manifest["cameras"].items()
+        }  # fmt: skip
+        self._sequences = {s: e for s, e in manifest["sequences"].items() if e["complete"]}
+        self.sequences: tuple[str, ...] = tuple(self._sequences)
+        self._arrays: dict[tuple[str, str], np.ndarray] = {}
+        self._tracking: dict[str, Tracking] = {}
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> FrameCache:
+        root = Path(path)
+        manifest = read_manifest(root)
+        if manifest is None:
+            raise FileNotFoundError(f"no frame cache at {root} ({MANIFEST} missing); run `npga prepare` first")
+        cache = cls(root, manifest)
+        if not cache.sequences:
+            raise ValueError(f"{root / MANIFEST}: no sequence is finished yet; run `npga prepare` again to resume")
+        return cache
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Memory maps would be pickled as copies of the whole cache (e.g. into DataLoader workers); reopen instead.
+        return {**self.__dict__, "_arrays": {}, "_tracking": {}}
+
+    def _entry(self, seq: str) -> dict[str, Any]:
+        if seq not in self._sequences:
+            raise KeyError(f"{self.root}: sequence {seq!r} is not in the cache (cached: {list(self.sequences)})")
+        return self._sequences[seq]
+
+    def n_frames(self, seq: str) -> int:
+        return len(self._entry(seq)["timesteps"])
+
+    def timesteps(self, seq: str) -> np.ndarray:
+        """(T,) video frame number of each cached row `t`."""
+        return np.asarray(self._entry(seq)["timesteps"], dtype=np.int64)
+
+    def array(self, seq: str, serial: str) -> np.ndarray:
+        """The memory-mapped uint8 (T, H, W, C) frames of one camera (C = 4 with alpha, else 3)."""
+        self._entry(seq)
+        if serial not in self.serials:
+            raise KeyError(f"{self.root}: no frames for camera {serial!r} (cameras with frames: {list(self.serials)})")
+        key = (seq, serial)
+        if key not in self._arrays:
+            self._arrays[key] = np.load(frames_path(self.root, seq, serial), mmap_mode="r")
+        return self._arrays[key]
+
+    def frames(self, seq: str, t: int, serials: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Row `t` of several cameras: rgb (C, H, W, 3) and alpha (C, H, W, 1), float32 in [0, 1].
+
+        Alpha is all ones when the capture has no alpha maps (`has_alpha` False).
+        """
+        serials = self.serials if serials is None else serials
+        n = self.n_frames(seq)
+        if not 0 <= t < n:
+            raise IndexError(f"{self.root}: frame index {t} out of range for {seq} ({n} frames)")
+        rows = np.stack([self.array(seq, s)[t] for s in serials])  # (C, H, W, 3 or 4) uint8
+        rgb = rows[..., :3].astype(np.float32) / 255.0
+        if self.has_alpha:
+            alpha = rows[..., 3:].astype(np.float32) / 255.0
+        else:
+            alpha = np.ones((*rows.shape[:3], 1), dtype=np.float32)
+        return rgb, alpha
+
+    def frame(self, seq: str, serial: str, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Row `t` of one camera: rgb (H, W, 3) and alpha (H, W, 1), float32 in [0, 1]."""
+        rgb, alpha = self.frames(seq, t, [serial])
+        return rgb[0], alpha[0]
+
+    def has_tracking(self, seq: str) -> bool:
+        return bool(self._entry(seq)["tracking"])
+
+    def tracking(self, seq: str) -> Tracking:
+        """The sequence's tracking; its arrays are indexed by the same `t` as the frames."""
+        if not self.has_tracking(seq):
+            raise FileNotFoundError(f"{self.root}: sequence {seq} was cached without tracking (none in the capture)")
+        if seq not in self._tracking:
+            self._tracking[seq] = Tracking.load(tracking_path(self.root, seq))
+        return self._tracking[seq]
