@@ -18,6 +18,7 @@ from npga.config import load_config
 
 # name -> (module, config class, function taking the config, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "synth": ("data_tools.synth", "SynthConfig", "synthesize", "write a synthetic multi-view capture (no download)"),
     "prepare": ("npga.data.prepare", "PrepareConfig", "prepare", "decode a capture's videos once into a frame cache"),
 }
 

@@ -44,3 +44,11 @@ def _raw_capture_src(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def raw_capture(_raw_capture_src: Path, tmp_path: Path) -> Path:
     """A small raw NeRSemble v2 capture (shared 2200 x 3208 intrinsics, 44 x 64 videos), the test's own copy."""
     return _copied(_raw_capture_src, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic `tiny` preset (16 cameras, 2 sequences x 4 frames, 48 px tall); read-only for tests."""
+    from data_tools.synth import SynthConfig, synthesize
+
+    return synthesize(SynthConfig(out=tmp_path_factory.mktemp("synth") / "capture", preset="tiny"))

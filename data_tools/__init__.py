@@ -1,0 +1,1 @@
+"""Tools that make data: the synthetic capture generator (`npga synth`)."""

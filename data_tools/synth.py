@@ -1,0 +1,223 @@
+"""`npga synth`: a synthetic multi-view capture of the analytic head, in the NeRSemble benchmark layout.
+
+16 cameras with the rig's serial numbers on an arc in front of the head, several sequences with different
+expression content (FREE mixes everything and is held out by default), small rigid head motion, white
+background, alpha maps, ground-truth tracking and `headmodel.json`. Frames rasterize the forward-deformed
+canonical mesh, evaluate the colour field at the canonical point under every pixel, shade, and average
+2x2 supersamples for anti-aliasing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from data_tools.mesh_render import rasterize_mesh
+from npga.cameras import Camera, look_at
+from npga.data.layout import NERSEMBLE_SERIALS, ParticipantLayout
+from npga.data.tracking import Tracking
+from npga.headmodel.synthetic import EXPRESSIONS, SyntheticHead
+from npga.io.video import write_video
+
+log = logging.getLogger(__name__)
+
+# Which expression components each sequence exercises; FREE mixes them all.
+SEQUENCES: dict[str, tuple[str, ...]] = {
+    "EXP-1-jaw": ("jaw_open", "lip_pucker", "mouth_shift"),
+    "EXP-2-smile-brows": ("smile", "brow_raise", "brow_furrow", "lip_stretch"),
+    "EXP-3-eyes-cheeks": ("blink_left", "blink_right", "cheek_puff", "jaw_open"),
+    "FREE": EXPRESSIONS,
+}
+LIGHT = np.array([0.35, 0.45, 1.0]) / np.linalg.norm([0.35, 0.45, 1.0])
+CAMERA_DISTANCE = 1.0
+HEAD_CENTER = np.array([0.0, -0.02, 0.0])  # where the cameras look
+
+
+@dataclass(frozen=True)
+class Preset:
+    height: int
+    frames: int
+    mesh_resolution: int
+    sequences: tuple[str, ...]
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(height=48, frames=4, mesh_resolution=64, sequences=("EXP-1-jaw", "FREE")),
+    "demo": Preset(height=256, frames=24, mesh_resolution=128, sequences=tuple(SEQUENCES)),
+    "full": Preset(height=802, frames=72, mesh_resolution=192, sequences=tuple(SEQUENCES)),
+}
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    out: Path
+    """Participant folder to create (NeRSemble benchmark layout)."""
+    preset: Literal["tiny", "demo", "full"] = "demo"
+    """tiny: tests (seconds); demo: what `make demo` trains on (256 px tall, ~2 min); full: 802 px tall."""
+    seed: int = 0
+    """Identity of the synthetic person; another seed gives another person (cross-reenactment)."""
+    frames: int | None = None
+    """Frames per sequence. Default: the preset's."""
+    height: int | None = None
+    """Image height in pixels (the width follows NeRSemble's portrait aspect). Default: the preset's."""
+    fps: float = 25.0
+    """Frame rate written into the videos."""
+    overwrite: bool = False
+    """Replace an existing non-empty output folder."""
+
+
+def rig_cameras(width: int, height: int) -> list[Camera]:
+    """16 cameras in rig order on a +-60 degree arc, alternating above and below the eyes, 1 unit away.
+
+    Hold-out serials 222200046, 222200037 and 222200039 end up left, centre and right, as on the real rig.
+    """
+    fy = 0.84 * height * CAMERA_DISTANCE / 0.30  # a 0.30-unit tall view (head and neck) fills the image
+    K = np.array([[fy, 0.0, width / 2], [0.0, fy, height / 2], [0.0, 0.0, 1.0]])
+    cams = []
+    for i, serial in enumerate(NERSEMBLE_SERIALS):
+        azimuth = math.radians(-60 + 120 * i / (len(NERSEMBLE_SERIALS) - 1))
+        elevation = math.radians(10.0 if i % 2 == 0 else -8.0)
+        eye = HEAD_CENTER + CAMERA_DISTANCE * np.array(
+            [math.sin(azimuth) * math.cos(elevation), math.sin(elevation), math.cos(azimuth) * math.cos(elevation)]
+        )
+        cams.append(Camera(K=K, world_2_cam=look_at(eye, HEAD_CENTER), width=width, height=height, serial=serial))
+    return cams
+
+
+def expression_track(sequence: str, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Smooth codes (n, D): each active component a few random half-sine activations, others at rest."""
+    t = np.linspace(0.0, 1.0, n)
+    codes = np.zeros((n, len(EXPRESSIONS)))
+    for name in SEQUENCES[sequence]:
+        k = EXPRESSIONS.index(name)
+        for _ in range(2):
+            center, width = rng.uniform(0.1, 0.9), rng.uniform(0.2, 0.5)
+            amp = rng.uniform(0.5, 1.0) * (rng.choice([-1.0, 1.0]) if name in ("mouth_shift", "brow_raise") else 1.0)
+            phase = np.clip((t - center) / width + 0.5, 0.0, 1.0)
+            codes[:, k] += amp * np.sin(np.pi * phase) ** 2
+    return np.clip(codes, -1.0, 1.0)
+
+
+def head_motion(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Small smooth rigid motion: rotations (n, 3, 3) within a few degrees, translations (n, 3) of millimetres."""
+    t = np.linspace(0.0, 2 * np.pi, n)
+    yaw = math.radians(rng.uniform(3, 6)) * np.sin(t + rng.uniform(0, 6))
+    pitch = math.radians(rng.uniform(2, 4)) * np.sin(0.7 * t + rng.uniform(0, 6))
+    rot = np.stack([_rotation(y, p) for y, p in zip(yaw, pitch, strict=True)])
+    trans = np.stack([0.004 * np.sin(0.5 * t + rng.uniform(0, 6)) for _ in range(3)], -1)
+    return rot, trans
+
+
+def _rotation(yaw: float, pitch: float) -> np.ndarray:
+    cy, sy, cp, sp = math.cos(yaw), math.sin(yaw), math.cos(pitch), math.sin(pitch)
+    Ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    Rx = np.array([[1, 0, 0], [0, cp, -sp], [0, sp, cp]])
+    return Ry @ Rx
+
+
+def render_view(head: SyntheticHead, posed: torch.Tensor, normals: torch.Tensor, canonical: torch.Tensor,
+                faces: torch.Tensor, cam: Camera, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One camera: uint8 RGB (H, W, 3) on white and uint8 alpha (H, W)."""
+    W, H = cam.width * supersample, cam.height * supersample
+    big = cam.resized(W, H)
+    uv, z = big.project(posed.numpy())
+    verts = torch.from_numpy(np.concatenate([uv, z[:, None]], 1))
+    attrs = torch.cat([canonical, normals], 1).double()
+    img, mask = rasterize_mesh(verts, faces, attrs, W, H)
+    rgb = torch.ones(H, W, 3, dtype=torch.float64)
+    if mask.any():
+        pts = img[mask]
+        albedo = head.color(pts[:, :3].float()).double()
+        n = torch.nn.functional.normalize(pts[:, 3:], dim=-1)
+        shade = 0.55 + 0.45 * (n @ torch.from_numpy(LIGHT)).clamp_min(0.0)
+        rgb[mask] = (albedo * shade[:, None]).clamp(0, 1)
+    s = supersample
+    rgb = rgb.reshape(cam.height, s, cam.width, s, 3).mean((1, 3))
+    alpha = mask.double().reshape(cam.height, s, cam.width, s).mean((1, 3))
+    return (rgb.numpy() * 255 + 0.5).astype(np.uint8), (alpha.numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:
+    paths.camera_params.parent.mkdir(parents=True, exist_ok=True)
+    data = {
+        "world_2_cam": {c.serial: c.world_2_cam.tolist() for c in cams},
+        "intrinsics": {c.serial: c.K.tolist() for c in cams},
+    }
+    paths.camera_params.write_text(json.dumps(data, indent=1))
+
+
+def synthesize(cfg: SynthConfig) -> Path:
+    """Write the capture into `cfg.out` (atomically: a temporary folder renamed at the end)."""
+    preset = PRESETS[cfg.preset]
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        if not cfg.overwrite:
+            raise ValueError(f"{out} exists and is not empty; pass --overwrite to replace it")
+    n_frames = preset.frames if cfg.frames is None else cfg.frames
+    if n_frames < 1:
+        raise ValueError(f"frames must be positive, got {n_frames}")
+    height = preset.height if cfg.height is None else cfg.height
+    if height < 16:
+        raise ValueError(f"height must be at least 16 pixels, got {height}")
+    width = int(round(height * 1100 / 1604 / 2)) * 2  # NeRSemble's portrait aspect, even for H.264
+    head = SyntheticHead.from_seed(cfg.seed)
+    mesh = head.canonical_mesh(preset.mesh_resolution)
+    cams = rig_cameras(width, height)
+    rng = np.random.default_rng(cfg.seed + 1000)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        paths = ParticipantLayout(tmp)
+        _write_calibration(paths, cams)
+        paths.headmodel.write_text(head.to_json())
+        total = len(preset.sequences) * n_frames
+        with tqdm(total=total, desc=f"synth {cfg.preset}", unit="frame") as bar:
+            for seq in preset.sequences:
+                codes = expression_track(seq, n_frames, rng)
+                rot, trans = head_motion(n_frames, rng)
+                frames = {c.serial: [] for c in cams}
+                alphas = {c.serial: [] for c in cams}
+                for t in range(n_frames):
+                    z = torch.from_numpy(codes[t]).float()
+                    deformed = head.forward(mesh.vertices, z).double()  # (V, 3) head frame
+                    R = torch.from_numpy(rot[t])
+                    posed = deformed @ R.T + torch.from_numpy(trans[t])
+                    normals = mesh.normals.double() @ R.T
+                    for cam in cams:
+                        rgb, alpha = render_view(head, posed, normals, mesh.vertices.double(), mesh.faces, cam)
+                        frames[cam.serial].append(rgb)
+                        alphas[cam.serial].append(alpha)
+                    bar.update(1)
+                for cam in cams:
+                    write_video(paths.video(seq, cam.serial), frames[cam.serial], fps=cfg.fps, quality=9.5)
+                    grey = [np.repeat(a[..., None], 3, -1) for a in alphas[cam.serial]]
+                    write_video(paths.alpha_video(seq, cam.serial), grey, fps=cfg.fps, quality=9.5)
+                Tracking(
+                    expression=codes.astype(np.float32),
+                    identity=head.identity_vector,
+                    rotation=rot.astype(np.float32),
+                    translation=trans.astype(np.float32),
+                    scale=np.ones(n_frames, np.float32),
+                    timesteps=np.arange(n_frames),
+                ).save(paths.tracking(seq))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %s: %d sequences x %d frames x %d cameras at %dx%d", out, len(preset.sequences), n_frames,
+             len(cams), width, height)  # fmt: skip
+    print(f"synthetic capture written to {out}")
+    return out
