@@ -18,8 +18,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+DEMO_CAPTURE := data/demo
+
 demo: $(STAMP)
-	$(BIN)/python -m data_tools.demo
+	test -f $(DEMO_CAPTURE)/headmodel.json || $(BIN)/npga synth --out $(DEMO_CAPTURE) --preset demo
+	$(BIN)/npga prepare --capture $(DEMO_CAPTURE)
 
 lint: $(STAMP)
 	$(BIN)/ruff check npga data_tools tests benchmarks
@@ -29,4 +32,4 @@ test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
 
 clean-demo:
-	rm -rf data/demo runs/demo
+	rm -rf $(DEMO_CAPTURE) runs/demo
