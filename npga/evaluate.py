@@ -1,0 +1,135 @@
+"""Evaluation as NeRSemble does it: render held-out views, compare with PSNR / SSIM / LPIPS, write a report.
+
+Independent of how an avatar renders: `evaluate` takes a `Renderer` (sequence, frame index, cameras ->
+images), so the same code scores a trained run, a baseline, or ground truth against itself.
+Images are compared on white: the prediction as rendered on white, the ground truth composited onto
+white with its alpha; the `_masked` variants also composite the prediction with the ground-truth alpha.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from npga.cameras import Camera
+from npga.data.cache import FrameCache
+from npga.io.video import write_video
+from npga.metrics import LPIPS, composite, psnr, ssim
+from npga.split import Split
+
+log = logging.getLogger(__name__)
+
+# (sequence, frame index t, cameras) -> rgb (C, H, W, 3) rendered on white, alpha (C, H, W, 1)
+Renderer = Callable[[str, int, Sequence[Camera]], tuple[torch.Tensor, torch.Tensor]]
+METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")
+
+
+@dataclass
+class SplitResult:
+    name: str
+    rows: list[dict] = field(default_factory=list)  # one per (sequence, t, serial)
+    samples: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # serial -> (gt, pred)
+    video: list[np.ndarray] = field(default_factory=list)  # gt | render frames of the first camera
+
+
+def _score(pred: torch.Tensor, gt: torch.Tensor, lpips: LPIPS) -> dict[str, float | None]:
+    lp = lpips(pred, gt)
+    return {
+        "psnr": float(psnr(pred, gt)[0]),
+        "ssim": float(ssim(pred, gt)[0]),
+        "lpips": None if lp is None else float(lp[0]),
+    }
+
+
+def evaluate(
+    render: Renderer,
+    cache: FrameCache,
+    split: Split,
+    split_name: str,
+    every: int = 1,
+    lpips: LPIPS | None = None,
+) -> SplitResult:
+    """Render and score every `every`-th frame of the split's sequences in its cameras."""
+    sequences, serials = split.eval_views(split_name, cache.serials)
+    frames = [(seq, t) for seq in sequences for t in range(0, cache.n_frames(seq), every)]
+    if not frames or not serials:
+        raise ValueError(
+            f"split {split_name!r} has no frames to evaluate (sequences {list(sequences)}, cameras {list(serials)} "
+            f"with frames in {cache.root})"
+        )
+    lpips = lpips or LPIPS()
+    result = SplitResult(split_name)
+    cams = [cache.cameras[s] for s in serials]
+    for seq, t in tqdm(frames, desc=f"eval {split_name}", unit="frame"):
+        gt_rgb, gt_alpha = (torch.from_numpy(a) for a in cache.frames(seq, t, serials))
+        with torch.no_grad():
+            pred, _ = render(seq, t, cams)
+        pred = pred.detach().cpu().float().clamp(0, 1)
+        gt = composite(gt_rgb, gt_alpha)  # (C, H, W, 3) on white
+        pred_masked = composite(pred, gt_alpha)
+        for c, serial in enumerate(serials):
+            row = {"split": split_name, "sequence": seq, "t": t, "serial": serial}
+            row.update(_score(pred[c], gt[c], lpips))
+            row.update({f"{k}_masked": v for k, v in _score(pred_masked[c], gt[c], lpips).items()})
+            result.rows.append(row)
+        if seq == sequences[0] and t == (cache.n_frames(seq) // 2) // every * every:
+            for c, serial in enumerate(serials):
+                result.samples[serial] = (gt[c].numpy(), pred[c].numpy())
+        result.video.append(np.concatenate([gt[0].numpy(), pred[0].numpy()], 1))
+    return result
+
+
+def summarize(result: SplitResult) -> dict:
+    """Means over all evaluated frames and per camera; LPIPS is null when it could not be computed."""
+
+    def mean(rows: list[dict], key: str) -> float | None:
+        vals = [r[key] for r in rows if r[key] is not None]
+        return float(np.mean(vals)) if vals and len(vals) == len(rows) else None
+
+    per_camera = {}
+    for serial in dict.fromkeys(r["serial"] for r in result.rows):
+        rows = [r for r in result.rows if r["serial"] == serial]
+        per_camera[serial] = {k: mean(rows, k) for k in METRICS} | {"n_frames": len(rows)}
+    return {k: mean(result.rows, k) for k in METRICS} | {"n_frames": len(result.rows), "per_camera": per_camera}
+
+
+def error_heatmap(gt: np.ndarray, pred: np.ndarray, max_error: float = 0.25) -> np.ndarray:
+    """Mean absolute error per pixel as a colour map (float RGB in [0, 1]); `max_error` maps to red."""
+    err = np.abs(gt - pred).mean(-1) / max_error
+    heat = cv2.applyColorMap((np.clip(err, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    return heat[..., ::-1].astype(np.float32) / 255.0
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: float = 25.0) -> dict:
+    """metrics.json, per_frame.csv, a grid PNG per camera (truth | render | error) and a side-by-side mp4."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = {r.name: summarize(r) for r in results}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    with open(out / "per_frame.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["split", "sequence", "t", "serial", *METRICS])
+        writer.writeheader()
+        for r in results:
+            writer.writerows(r.rows)
+    for r in results:
+        for serial, (gt, pred) in r.samples.items():
+            grid = np.concatenate([gt, pred, error_heatmap(gt, pred)], 1)
+            cv2.imwrite(str(out / f"{r.name}_cam_{serial}.png"), cv2.cvtColor(_to_uint8(grid), cv2.COLOR_RGB2BGR))
+        frames = [_to_uint8(v) for v in r.video]
+        h, w = frames[0].shape[:2]
+        write_video(out / f"{r.name}.mp4", [f[: h - h % 2, : w - w % 2] for f in frames], fps=fps)
+    return metrics
