@@ -1,7 +1,7 @@
-"""EWA projection of 3D Gaussians to screen space, constant for constant as gsplat 1.5 ("classic", pinhole).
+"""EWA projection of 3D Gaussians to screen-space splats, constant for constant as gsplat 1.5 (pinhole).
 
-Differentiable w.r.t. means, quats, scales (and opacities through nothing: the opacity only bounds the
-screen-space extent, which, as in gsplat, is not differentiated).
+Differentiable w.r.t. means, quats and scales through autograd (a few dozen ops over N, cheap next to
+compositing). The radii are not differentiated, as in gsplat: they only decide which tiles a splat visits.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from dataclasses import dataclass
 
 import torch
 
-ALPHA_THRESHOLD = 1.0 / 255.0  # fragments below this alpha are skipped
+ALPHA_THRESHOLD = 1.0 / 255.0  # fragments below this alpha are skipped; splats below it are culled
 MAX_EXTENT_SIGMAS = 3.33  # screen-space extent cap, in standard deviations
 
 
 @dataclass(frozen=True)
 class Projected:
-    """Per camera and Gaussian; radius 0 marks a culled pair."""
+    """Per camera and Gaussian; radius 0 marks a culled pair (its other fields are finite but meaningless)."""
 
     means2d: torch.Tensor  # (C, N, 2) pixel coordinates
     conics: torch.Tensor  # (C, N, 3) inverse 2D covariance: xx, xy, yy
@@ -43,7 +43,7 @@ def project(
     means: torch.Tensor,  # (N, 3)
     quats: torch.Tensor,  # (N, 4)
     scales: torch.Tensor,  # (N, 3)
-    opacities: torch.Tensor,  # (N,) or (C, N)
+    opacities: torch.Tensor,  # (N,)
     viewmats: torch.Tensor,  # (C, 4, 4)
     Ks: torch.Tensor,  # (C, 3, 3)
     width: int,
@@ -53,61 +53,48 @@ def project(
     eps2d: float,
     radius_clip: float = 0.0,
 ) -> Projected:
+    """Screen-space splats; culled (radius 0): outside [near, far], degenerate, below 1/255 opacity, off screen."""
     R = viewmats[:, None, :3, :3]  # (C, 1, 3, 3)
-    t = viewmats[:, None, :3, 3]  # (C, 1, 3)
-    mean_c = (R @ means[None, :, :, None]).squeeze(-1) + t  # (C, N, 3)
-    covar = quat_scale_to_covar(quats, scales)  # (N, 3, 3)
-    covar_c = R @ covar[None] @ R.transpose(-1, -2)  # (C, N, 3, 3)
+    mean_c = (R @ means[None, :, :, None]).squeeze(-1) + viewmats[:, None, :3, 3]  # (C, N, 3)
+    covar_c = R @ quat_scale_to_covar(quats, scales)[None] @ R.transpose(-1, -2)  # (C, N, 3, 3)
+    x, y, z = mean_c.unbind(-1)  # (C, N)
+    in_depth = (z >= near_plane) & (z <= far_plane)
+    z_safe = torch.where(in_depth, z, torch.ones_like(z))  # culled ones must not poison gradients with 1/0
 
     fx, fy = Ks[:, 0, 0, None], Ks[:, 1, 1, None]  # (C, 1)
     cx, cy = Ks[:, 0, 2, None], Ks[:, 1, 2, None]
-    x, y, z = mean_c.unbind(-1)  # (C, N)
-    # The Jacobian is evaluated at a position clamped to 1.3x the field of view, so Gaussians far off
-    # screen do not get huge screen-space footprints.
+    # The Jacobian is taken at the position clamped to 1.3x the field of view, so splats far off screen do
+    # not get huge footprints.
     tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
     lim_x_pos, lim_x_neg = (width - cx) / fx + 0.3 * tan_fovx, cx / fx + 0.3 * tan_fovx
     lim_y_pos, lim_y_neg = (height - cy) / fy + 0.3 * tan_fovy, cy / fy + 0.3 * tan_fovy
-    rz = 1.0 / z
-    tx = z * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
-    ty = z * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
+    rz = 1.0 / z_safe
+    tx = z_safe * torch.minimum(lim_x_pos, torch.maximum(-lim_x_neg, x * rz))
+    ty = z_safe * torch.minimum(lim_y_pos, torch.maximum(-lim_y_neg, y * rz))
     zero = torch.zeros_like(z)
     J = torch.stack([fx * rz, zero, -fx * tx * rz * rz, zero, fy * rz, -fy * ty * rz * rz], -1)
     J = J.reshape(*z.shape, 2, 3)  # (C, N, 2, 3)
     cov2d = J @ covar_c @ J.transpose(-1, -2)  # (C, N, 2, 2)
     means2d = torch.stack([fx * x * rz + cx, fy * y * rz + cy], -1)  # (C, N, 2)
 
-    a = cov2d[..., 0, 0] + eps2d  # low-pass filter: every splat covers at least ~a pixel
+    a = cov2d[..., 0, 0] + eps2d  # low-pass filter: every splat covers at least about a pixel
     b = cov2d[..., 0, 1]
     c = cov2d[..., 1, 1] + eps2d
     det = a * c - b * b
-    in_range = (z >= near_plane) & (z <= far_plane) & (det > 0)
-    det_safe = torch.where(in_range, det, torch.ones_like(det))
-    conics = torch.stack([c / det_safe, -b / det_safe, a / det_safe], -1)  # (C, N, 3)
+    invertible = in_depth & (det > 0)
+    det = torch.where(invertible, det, torch.ones_like(det))
+    conics = torch.stack([c / det, -b / det, a / det], -1)  # (C, N, 3)
 
     with torch.no_grad():
-        opac = opacities.expand(z.shape) if opacities.ndim == 2 else opacities[None].expand(z.shape)
-        valid = in_range & (opac >= ALPHA_THRESHOLD)
-        # Opacity-aware extent: beyond it the fragment alpha is below ALPHA_THRESHOLD anyway.
-        ratio = (opac / ALPHA_THRESHOLD).clamp_min(1.0)
-        extend = torch.clamp(torch.sqrt(2.0 * torch.log(ratio)), max=MAX_EXTENT_SIGMAS)
+        opac = opacities[None].expand_as(z)
+        valid = invertible & (opac >= ALPHA_THRESHOLD)
+        # Opacity-aware extent: beyond it a fragment's alpha is below ALPHA_THRESHOLD anyway.
+        extend = torch.sqrt(2.0 * torch.log((opac / ALPHA_THRESHOLD).clamp_min(1.0))).clamp(max=MAX_EXTENT_SIGMAS)
         rx = torch.ceil(extend * torch.sqrt(a.clamp_min(0)))
         ry = torch.ceil(extend * torch.sqrt(c.clamp_min(0)))
-        valid &= ~((rx <= radius_clip) & (ry <= radius_clip))
-        mx, my = means2d[..., 0], means2d[..., 1]
-        valid &= ~((mx + rx <= 0) | (mx - rx >= width) | (my + ry <= 0) | (my - ry >= height))
-        valid &= torch.isfinite(mx) & torch.isfinite(my)
-        radii = torch.stack([rx, ry], -1).where(valid[..., None], torch.zeros_like(means2d))
-        radii = radii.to(torch.int32)
+        valid &= (rx > radius_clip) | (ry > radius_clip)
+        mx, my = means2d.unbind(-1)
+        valid &= (mx + rx > 0) & (mx - rx < width) & (my + ry > 0) & (my - ry < height)
+        radii = torch.stack([rx, ry], -1).where(valid[..., None], 0.0).to(torch.int32)
 
     return Projected(means2d=means2d, conics=conics, depths=z, radii=radii)
-
-
-def tile_bounds(means2d: torch.Tensor, radii: torch.Tensor, tile_size: int, tiles_x: int, tiles_y: int):
-    """Inclusive-exclusive tile rectangle (x0, y0, x1, y1) each (C, N) int64 that a splat touches."""
-    m = means2d.detach()
-    r = radii.to(m.dtype)
-    x0 = torch.floor((m[..., 0] - r[..., 0]) / tile_size).clamp(0, tiles_x).long()
-    x1 = torch.ceil((m[..., 0] + r[..., 0]) / tile_size).clamp(0, tiles_x).long()
-    y0 = torch.floor((m[..., 1] - r[..., 1]) / tile_size).clamp(0, tiles_y).long()
-    y1 = torch.ceil((m[..., 1] + r[..., 1]) / tile_size).clamp(0, tiles_y).long()
-    return x0, y0, x1, y1
