@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from npga.render.projection import ALPHA_THRESHOLD
 from npga.render.tiles import TileBins
@@ -195,6 +196,7 @@ class _Composite(torch.autograd.Function):
         return acc_img.reshape(C, Hp, Wp, D), T_img.reshape(C, Hp, Wp)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_acc, grad_T):  # noqa: ANN001, ANN205
         params, opacities, cols, acc_img, T_img, stop_img = ctx.saved_tensors
         C, N = opacities.shape

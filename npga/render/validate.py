@@ -11,7 +11,7 @@ BACKENDS = ("auto", "gsplat", "torch")
 
 
 def _tensor(name: str, t: Any, shape: tuple[int | None, ...], dtype: torch.dtype | None) -> None:
-    """`t` is a floating tensor of `shape` (None: any size), of `dtype` if given, with finite values."""
+    """`t` is a floating tensor of `shape` (None: any size), of `dtype` if given."""
     if not isinstance(t, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
     if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape, strict=True)):
@@ -21,8 +21,14 @@ def _tensor(name: str, t: Any, shape: tuple[int | None, ...], dtype: torch.dtype
         raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
     if dtype is not None and t.dtype != dtype:
         raise ValueError(f"{name} must have the dtype of means ({dtype}), got {t.dtype}")
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or infinite values")
+
+
+def _finite(named: dict[str, torch.Tensor]) -> None:
+    """All values finite; one device sync for all tensors, however many."""
+    finite = torch.stack([torch.isfinite(t).all() for t in named.values()])
+    if not finite.all():
+        bad = [name for name, ok in zip(named, finite.tolist(), strict=True) if not ok]
+        raise ValueError(f"NaN or infinite values in {', '.join(bad)}")
 
 
 def validate_arguments(
@@ -82,3 +88,4 @@ def validate_arguments(
     for name, t in named.items():
         if t.device != means.device:
             raise ValueError(f"{name} is on {t.device} but means is on {means.device}: use one device")
+    _finite({"means": means, **named})
