@@ -110,9 +110,9 @@ def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H
 def make_scene(N: int, C: int, D: int, W: int, H: int, seed: int = 0, opaque: bool = False):
     """Overlapping Gaussians around the origin, seen by C cameras about 1 unit away (float32).
 
-    Also: one behind camera 0, one off screen, one huge, one tiny, one below 1/255 opacity, one at 1.0
-    (clamped at 0.999). `opaque` packs opaque ones tightly enough that the 1e-4 stop and many splats per
-    tile occur.
+    Also: one behind camera 0, one off screen, one huge, one tiny, one below 1/255 opacity, three of opacity
+    1 centred on pixels (alpha clamped at 0.999). `opaque` packs opaque ones tightly enough that the 1e-4
+    stop and hundreds of splats per tile occur.
     """
     g = torch.Generator().manual_seed(seed)
     means = torch.randn(N, 3, generator=g) * (0.03 if opaque else 0.08)
@@ -202,6 +202,28 @@ def test_gradients_match_reference_autograd(scene, mode):
     ref = grads(reference_render)
     for name, g, r in zip(["means", "quats", "scales", "opacities", "colors", "backgrounds"], ours, ref, strict=True):
         assert (g - r).norm() <= 1e-8 * r.norm(), name
+
+
+@pytest.mark.parametrize(("tile_size", "slab", "batch_elements"), [(4, 64, 1 << 18), (16, 8, 1 << 9), (8, 5, 1)])
+def test_work_partition_changes_neither_image_nor_gradients(monkeypatch, tile_size, slab, batch_elements):
+    """Tile size, slab length and batch size (one tile per batch at 1) only split the work differently."""
+    import npga.render.composite
+    import npga.render.torch_backend
+
+    N, C, D, W, H, opaque = SCENES["saturated"]
+    inputs = [t.double() for t in make_scene(N, C, D, W, H, opaque=opaque)]
+
+    def render():
+        leaves = [t.clone().requires_grad_() for t in inputs[:5]]
+        img, alpha, _ = rasterize(*leaves, *inputs[5:7], W, H, backgrounds=inputs[7])
+        return [img, alpha, *torch.autograd.grad((img * img).sum() + alpha.sum(), leaves)]
+
+    default = render()
+    monkeypatch.setattr(npga.render.torch_backend, "TILE_SIZE", tile_size)
+    monkeypatch.setattr(npga.render.composite, "SLAB", slab)
+    monkeypatch.setattr(npga.render.composite, "BATCH_ELEMENTS", batch_elements)
+    for a, b in zip(default, render(), strict=True):
+        assert (a - b).abs().max() <= 1e-10 * (1 + b.abs().max())
 
 
 def test_gradients_match_finite_differences():
@@ -351,6 +373,7 @@ def test_default_strategy_splits_clones_and_prunes_with_features_aligned():
     viewmats = torch.tensor(look_at([0, 0, 0.6], [0, 0, 0]), dtype=torch.float32)[None]
     Ks = torch.tensor([[60.0, 0, 24], [0, 60.0, 24], [0, 0, 1]])[None]
     target = torch.rand(1, H, W, 3, generator=g)
+    seen = torch.zeros(N, dtype=torch.bool)
     for step in range(3):  # refines after the step-2 backward
         img, _, info = rasterize(
             params["means"],
@@ -370,7 +393,7 @@ def test_default_strategy_splits_clones_and_prunes_with_features_aligned():
         for opt in optimizers.values():
             opt.step()
             opt.zero_grad(set_to_none=True)
-        seen = (info["radii"] > 0).all(-1)[0]
+        seen = seen | (info["radii"] > 0).all(-1)[0]  # these get a screen-space gradient, so they grow
         strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
 
     assert seen[large].all() and not seen[transparent].any()
@@ -382,6 +405,9 @@ def test_default_strategy_splits_clones_and_prunes_with_features_aligned():
     for i in range(N):
         expected = 0 if i in transparent else 2 if seen[i] else 1
         assert copies[i] == expected, i
+    split = torch.isin(params["features"][:, 0].long(), large)
+    assert (torch.exp(params["scales"][split]).amax(-1) < 0.03 / 1.5).all()  # children of a split: 1.6x smaller
+    assert (torch.exp(params["scales"][~split]).amax(-1) < 0.005).all()  # clones keep their size
     for k, opt in optimizers.items():
         st = opt.state[opt.param_groups[0]["params"][0]]
         assert st["exp_avg"].shape == params[k].shape and st["exp_avg_sq"].shape == params[k].shape

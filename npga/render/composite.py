@@ -26,7 +26,7 @@ from npga.render.tiles import TileBins
 MAX_ALPHA = 0.999
 MIN_TRANSMITTANCE = 1e-4
 SLAB = 64  # splats per tile evaluated at once
-BATCH_ELEMENTS = 1 << 18  # splat-pixel pairs of one slab across a batch of tiles (a few MB: stays in cache)
+BATCH_ELEMENTS = 1 << 18  # splat-pixel pairs of one slab across a batch of tiles (1 MB per float32 array)
 NO_STOP = torch.iinfo(torch.int32).max  # stop index of a pixel whose transmittance never fell to 1e-4
 
 
