@@ -2,9 +2,12 @@
 
 Image formation is gsplat 1.5 "classic", constant for constant: alpha = min(0.999, opacity * exp(-sigma)),
 fragments below 1/255 skipped, a pixel stops before the fragment that would bring its transmittance to 1e-4
-or below, pixel centres at +0.5. Work is dense per tile: a batch of tiles of similar length is evaluated
-slab by slab (the next SLAB splats of every tile against all of its pixels), so memory follows the batch
-size, never N x H x W, and a tile leaves its batch once all of its pixels have stopped.
+or below, pixel centres at +0.5. (gsplat also skips fragments with sigma < 0; projection only makes
+positive-definite conics, for which that happens through rounding alone, so it is not reproduced.)
+
+Work is dense per tile: a batch of tiles of similar length is evaluated slab by slab (the next SLAB splats of
+every tile against all of its pixels), so memory follows the batch size, never N x H x W, and a tile leaves
+its batch once all of its pixels have stopped.
 
 The backward recomputes the alphas slab by slab, front to back, from the stop index each pixel kept in the
 forward pass (gsplat's kernel walks back to front from its last index; front to back needs only the final
