@@ -20,6 +20,7 @@ from npga.config import load_config
 SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "synth": ("data_tools.synth", "SynthConfig", "synthesize", "write a synthetic multi-view capture (no download)"),
     "prepare": ("npga.data.prepare", "PrepareConfig", "prepare", "decode a capture's videos once into a frame cache"),
+    "distill": ("npga.deform.distill", "DistillCommand", "run_distill", "distill the forward deformation field"),
 }
 
 

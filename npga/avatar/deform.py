@@ -1,0 +1,91 @@
+"""`deform`: canonical Gaussians + networks + one frame's expression and head pose -> posed Gaussians.
+
+A pure function of its inputs (no "current frame", no cached state): the trainer, the evaluator and the
+viewer all call it the same way. Order: coarse motion x_c + G(x_c, z), detail residuals from the detail
+MLP, then the frame's rigid head pose (a similarity: rotation, uniform scale, translation).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from npga.avatar.cnn import ScreenCNN
+from npga.avatar.dynamics import RESIDUAL_SLICES, DetailMLP
+from npga.avatar.rotation import matrix_to_quat, quat_multiply
+from npga.deform.field import ForwardField
+
+
+@dataclass(frozen=True)
+class Gaussians:
+    """Posed, activated Gaussians ready for `rasterize`."""
+
+    means: torch.Tensor  # (N, 3) world
+    quats: torch.Tensor  # (N, 4) wxyz, unit
+    scales: torch.Tensor  # (N, 3) standard deviations
+    opacities: torch.Tensor  # (N,) in [0, 1]
+    colors: torch.Tensor  # (N, 3) in [0, 1]
+    features: torch.Tensor | None  # (N, F) latent features (rendered for the CNN)
+    residuals: torch.Tensor | None  # (N, 14) detail MLP output (RESIDUAL_SLICES), for regularisation
+
+
+class AvatarNets(nn.Module):
+    """The avatar's networks; any of them may be absent (the ablation's rows)."""
+
+    def __init__(self, coarse: ForwardField | None, detail: DetailMLP | None, cnn: ScreenCNN | None) -> None:
+        super().__init__()
+        self.coarse = coarse
+        self.detail = detail
+        self.cnn = cnn
+
+
+def apply_head_pose(
+    means: torch.Tensor,  # (N, 3)
+    quats: torch.Tensor,  # (N, 4)
+    scales: torch.Tensor,  # (N, 3)
+    head_pose: torch.Tensor,  # (4, 4) similarity head -> world
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Move Gaussians by x_world = s R x + t: rotate means and orientations, scale means and sizes."""
+    A = head_pose[:3, :3].to(means.dtype)  # (3, 3) = s R
+    s = torch.linalg.det(A).abs().pow(1.0 / 3.0)
+    q = matrix_to_quat(A / s).to(quats.dtype)  # (4,)
+    means_w = means @ A.T + head_pose[:3, 3].to(means.dtype)
+    return means_w, quat_multiply(q.expand_as(quats), quats), scales * s
+
+
+def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
+    """Posed Gaussians for expression code z_ex (D,) and head pose (4, 4) (`Tracking.head_to_world`)."""
+    x_c = params["means"]  # (N, 3) canonical
+    means = x_c
+    if nets.coarse is not None:
+        # A frozen coarse field moves the means without a Jacobian term: its displacement gradient is small,
+        # and back-propagating through it would cost as much as the detail network.
+        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in nets.coarse.parameters())):
+            means = means + nets.coarse(x_c, z_ex)
+    quats = F.normalize(params["quats"], dim=-1)
+    log_scales, opacity_logits, color_logits = params["scales"], params["opacities"], params["colors"]
+    features = params["features"] if "features" in params else None
+    residuals = None
+    if nets.detail is not None:
+        # Position enters through its encoding only as a lookup key: its gradient is left to the image loss.
+        residuals = nets.detail(x_c.detach(), features, z_ex)  # (N, 14)
+        r = {k: residuals[:, s] for k, s in RESIDUAL_SLICES.items()}
+        means = means + r["position"] * nets.detail.cfg.position_scale
+        dq = F.normalize(r["rotation"] + r["rotation"].new_tensor([1.0, 0.0, 0.0, 0.0]), dim=-1)
+        quats = quat_multiply(dq, quats)
+        log_scales = log_scales + r["scale"]
+        color_logits = color_logits + r["color"]
+        opacity_logits = opacity_logits + r["opacity"][:, 0]
+    means, quats, scales = apply_head_pose(means, quats, log_scales.exp(), head_pose)
+    return Gaussians(
+        means=means,
+        quats=quats,
+        scales=scales,
+        opacities=torch.sigmoid(opacity_logits),
+        colors=torch.sigmoid(color_logits),
+        features=features,
+        residuals=residuals,
+    )
