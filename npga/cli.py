@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "synth": ("data_tools.synth", "SynthConfig", "synthesize", "write a synthetic multi-view capture (no download)"),
     "prepare": ("npga.data.prepare", "PrepareConfig", "prepare", "decode a capture's videos once into a frame cache"),
     "distill": ("npga.deform.distill", "DistillCommand", "run_distill", "distill the forward deformation field"),
+    "train": ("npga.train", "TrainConfig", "train", "train an avatar on a capture"),
 }
 
 

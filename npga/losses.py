@@ -1,0 +1,81 @@
+"""The training objective: one small function per term, named like the weight that scales it.
+
+`compute_losses` returns {name: unweighted term}; `LossWeights` has one field per name, and the total is
+the weighted sum, so every term can be logged by name and switched off by a zero weight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from npga.avatar.deform import Gaussians
+from npga.avatar.graph import laplacian
+from npga.metrics import ssim
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    l1: float = 1.0
+    """Mean absolute colour error against the ground truth composited on the background."""
+    ssim: float = 0.2
+    """1 - SSIM (Gaussian window 11, sigma 1.5)."""
+    alpha: float = 0.1
+    """Mean absolute error of the rendered alpha against the alpha map (silhouette)."""
+    laplacian_features: float = 1.0
+    """Laplacian of the latent features on the kNN graph: neighbours carry similar features."""
+    laplacian_dynamics: float = 0.1
+    """Laplacian of the detail network's residuals: neighbours move and change alike."""
+    residual: float = 0.01
+    """Mean squared detail residual: the coarse field and the canonical Gaussians explain what they can."""
+    scale: float = 1.0
+    """Largest standard deviation beyond `max_scale` (head units), squared: no needle or blob artefacts."""
+    max_scale: float = 0.005
+    """Threshold of the scale term (not a loss term)."""
+
+
+LOSS_TERMS = tuple(f.name for f in dataclasses.fields(LossWeights) if f.name != "max_scale")
+
+
+def l1(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    return (pred - gt).abs().mean()
+
+
+def dssim(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    return 1.0 - ssim(pred, gt).mean()
+
+
+def scale_excess(scales: torch.Tensor, max_scale: float) -> torch.Tensor:
+    """Mean squared excess (in units of max_scale) of each Gaussian's largest standard deviation (N, 3)."""
+    return ((scales.max(-1).values - max_scale).clamp_min(0) / max_scale).square().mean()
+
+
+def compute_losses(
+    rgb: torch.Tensor,  # (C, H, W, 3) rendered on the background
+    alpha: torch.Tensor,  # (C, H, W, 1)
+    gt_rgb: torch.Tensor,  # (C, H, W, 3) composited on the same background
+    gt_alpha: torch.Tensor,  # (C, H, W, 1)
+    gaussians: Gaussians,
+    neighbors: torch.Tensor,  # (N, k) kNN graph of the canonical means
+    weights: LossWeights,
+) -> dict[str, torch.Tensor]:
+    """Every unweighted term by name (the keys of LOSS_TERMS); terms with zero weight are not computed."""
+    zero = rgb.new_zeros(())
+    w = dataclasses.asdict(weights)
+    feats, res = gaussians.features, gaussians.residuals
+    terms = {
+        "l1": lambda: l1(rgb, gt_rgb),
+        "ssim": lambda: dssim(rgb, gt_rgb),
+        "alpha": lambda: l1(alpha, gt_alpha),
+        "laplacian_features": lambda: zero if feats is None else laplacian(feats, neighbors),
+        "laplacian_dynamics": lambda: zero if res is None else laplacian(res, neighbors),
+        "residual": lambda: zero if res is None else res.square().sum(-1).mean(),
+        "scale": lambda: scale_excess(gaussians.scales, weights.max_scale),
+    }
+    return {name: fn() if w[name] != 0 else zero for name, fn in terms.items()}
+
+
+def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    return sum(getattr(weights, name) * value for name, value in terms.items())
