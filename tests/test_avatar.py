@@ -81,6 +81,24 @@ def test_deform_is_pure(head, params):
     assert not torch.equal(a.means, deform(params, nets, z2, pose).means)  # the code does matter
 
 
+@pytest.mark.parametrize("with_detail", [True, False])
+def test_every_gaussian_parameter_gets_gradients_through_a_frozen_coarse_field(head, params, with_detail):
+    nets = trained_like_nets(head, 8)
+    nets.coarse.requires_grad_(False)
+    if not with_detail:
+        nets.detail = None
+    leaves = torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach().clone()) for k, v in params.items()})
+    g = deform(leaves, nets, torch.rand(head.expression_dim), torch.eye(4))
+    (g.means.sum() + g.quats.sum() + g.scales.sum() + g.opacities.sum() + g.colors.sum()).backward()
+    for k, v in leaves.items():
+        if k == "features" and not with_detail:
+            continue  # only the Laplacian (and the CNN) see features without the detail network
+        assert v.grad is not None and v.grad.abs().sum() > 0, k
+    # x + G(x): the frozen field adds no Jacobian term, so d(sum of means)/d(canonical means) is exactly 1
+    if not with_detail:
+        assert torch.equal(leaves["means"].grad, torch.ones_like(leaves["means"]))
+
+
 def test_zero_initialised_detail_starts_from_the_coarse_field(head, params):
     detail = DetailMLP(DetailConfig(), 8, head.expression_dim, head.bounds)
     z, pose = torch.rand(head.expression_dim), torch.eye(4)

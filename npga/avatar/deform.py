@@ -64,7 +64,8 @@ def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_
         # A frozen coarse field moves the means without a Jacobian term: its displacement gradient is small,
         # and back-propagating through it would cost as much as the detail network.
         with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in nets.coarse.parameters())):
-            means = means + nets.coarse(x_c, z_ex)
+            offset = nets.coarse(x_c, z_ex)  # (N, 3)
+        means = means + offset
     quats = F.normalize(params["quats"], dim=-1)
     log_scales, opacity_logits, color_logits = params["scales"], params["opacities"], params["colors"]
     features = params["features"] if "features" in params else None

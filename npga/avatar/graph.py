@@ -29,5 +29,8 @@ def knn_graph(points: torch.Tensor, k: int = 8) -> torch.Tensor:
 
 def laplacian(values: torch.Tensor, neighbors: torch.Tensor) -> torch.Tensor:
     """Mean over graph edges of ||v_i - v_j||^2 for values (N, D): zero iff neighbours agree."""
-    diff = values[:, None, :] - values[neighbors]  # (N, k, D)
+    n, k = neighbors.shape
+    # index_select, not values[neighbors]: its backward (index_add_) sums in a fixed order on the CPU, where
+    # advanced indexing accumulates in parallel and makes runs (and resumed runs) differ in the last bits.
+    diff = values[:, None, :] - values.index_select(0, neighbors.reshape(-1)).view(n, k, -1)  # (N, k, D)
     return diff.square().sum(-1).mean()
