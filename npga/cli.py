@@ -22,6 +22,9 @@ SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
     "prepare": ("npga.data.prepare", "PrepareConfig", "prepare", "decode a capture's videos once into a frame cache"),
     "distill": ("npga.deform.distill", "DistillCommand", "run_distill", "distill the forward deformation field"),
     "train": ("npga.train", "TrainConfig", "train", "train an avatar on a capture"),
+    "eval": ("npga.eval_run", "EvalConfig", "run_eval", "PSNR / SSIM / LPIPS of a run on its held-out views"),
+    "render": ("npga.render_video", "RenderConfig", "render_videos", "orbit and expression videos of a run"),
+    "submit": ("npga.submit", "SubmitConfig", "submit", "NeRSemble NVS benchmark submission zip from a run"),
 }
 
 
@@ -70,6 +73,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         fn(cfg)
+    except KeyboardInterrupt:
+        print(f"npga {name}: interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
     except (ValueError, FileNotFoundError) as e:
         # Bad input (a file, a value): one clear line, no traceback. NPGA_DEBUG=1 shows the traceback.
         if os.environ.get("NPGA_DEBUG"):

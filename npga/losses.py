@@ -7,6 +7,7 @@ the weighted sum, so every term can be logged by name and switched off by a zero
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -34,9 +35,14 @@ class LossWeights:
     """Largest standard deviation beyond `max_scale` (head units), squared: no needle or blob artefacts."""
     max_scale: float = 0.005
     """Threshold of the scale term (not a loss term)."""
+    lpips: float = 0.0
+    """LPIPS (AlexNet) against the ground truth, when its weights are present (see `npga.metrics.LPIPS`)."""
+    lpips_start: int = 0
+    """First step with the LPIPS term (the paper adds it late; not a loss term)."""
 
 
-LOSS_TERMS = tuple(f.name for f in dataclasses.fields(LossWeights) if f.name != "max_scale")
+SETTINGS = ("max_scale", "lpips_start")  # fields of LossWeights that are not weights
+LOSS_TERMS = tuple(f.name for f in dataclasses.fields(LossWeights) if f.name not in SETTINGS)
 
 
 def l1(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
@@ -60,10 +66,15 @@ def compute_losses(
     gaussians: Gaussians,
     neighbors: torch.Tensor,  # (N, k) kNN graph of the canonical means
     weights: LossWeights,
+    lpips: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Every unweighted term by name (the keys of LOSS_TERMS); terms with zero weight are not computed."""
+    """Every unweighted term by name (the keys of LOSS_TERMS); terms with zero weight are not computed.
+
+    `lpips` ((C, H, W, 3) pair -> (C,), differentiable) is absent when its weights are, or before
+    `lpips_start`: its term is then zero.
+    """
     zero = rgb.new_zeros(())
-    w = dataclasses.asdict(weights)
+    w = {name: getattr(weights, name) for name in LOSS_TERMS}
     feats, res = gaussians.features, gaussians.residuals
     terms = {
         "l1": lambda: l1(rgb, gt_rgb),
@@ -73,9 +84,11 @@ def compute_losses(
         "laplacian_dynamics": lambda: zero if res is None else laplacian(res, neighbors),
         "residual": lambda: zero if res is None else res.square().sum(-1).mean(),
         "scale": lambda: scale_excess(gaussians.scales, weights.max_scale),
+        "lpips": lambda: zero if lpips is None else lpips(rgb, gt_rgb).mean(),
     }
     return {name: fn() if w[name] != 0 else zero for name, fn in terms.items()}
 
 
 def total_loss(terms: dict[str, torch.Tensor], weights: LossWeights) -> torch.Tensor:
+    """The weighted sum of `compute_losses`' terms."""
     return sum(getattr(weights, name) * value for name, value in terms.items())

@@ -120,8 +120,12 @@ class LPIPS:
     @torch.no_grad()
     def __call__(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor | None:
         """LPIPS per image (B,), or None when unavailable."""
+        return None if self.model is None else self.differentiable(pred, gt)
+
+    def differentiable(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+        """LPIPS per image (B,) with gradients (the training loss); needs `available`."""
         if self.model is None:
-            return None
+            raise RuntimeError(self.reason)
         pred, gt = _as_batch(pred, "pred"), _as_batch(gt, "gt")
         to_nchw = lambda im: im.permute(0, 3, 1, 2) * 2.0 - 1.0  # noqa: E731
         return self.model(to_nchw(pred), to_nchw(gt)).flatten()

@@ -12,6 +12,8 @@ import dataclasses
 import json
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -47,7 +49,7 @@ from npga.deform.field import ForwardField
 from npga.headmodel import HeadModel, load_head_model
 from npga.io.plots import plot_training_curves, read_log
 from npga.losses import LossWeights, compute_losses, total_loss
-from npga.metrics import composite, psnr
+from npga.metrics import LPIPS, composite, psnr
 from npga.split import Split, make_split
 
 log = logging.getLogger(__name__)
@@ -119,6 +121,8 @@ class TrainConfig:
     """Steps between rebuilds of the kNN graph (it is also rebuilt after every densification)."""
     log_every: int = 10
     """Steps between JSONL records."""
+    val_every: int = 100
+    """Steps between validation renders (PSNR on a held-out camera, logged as val_psnr); 0: never."""
     checkpoint_every: int = 500
     """Steps between checkpoints (one is always written at the end and on Ctrl-C)."""
     keep_checkpoints: int = 2
@@ -203,6 +207,10 @@ class Trainer:
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.tracking = {s: cache.tracking(s) for s in split.train_sequences}
         self.train_serials = tuple(s for s in split.train_serials if s in cache.serials)
+        self.lpips = LPIPS(self.device) if cfg.loss.lpips > 0 else None
+        if self.lpips is not None and not self.lpips.available:
+            log.warning("%s; training without the LPIPS term", self.lpips.reason)
+            self.lpips = None
 
     # ---- data -------------------------------------------------------------------------------------------
     def sample_batch(self) -> Batch:
@@ -242,7 +250,8 @@ class Trainer:
                                             self.background, self.nets.cnn)  # fmt: skip
         tick()
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
-        terms = compute_losses(rgb, alpha, batch.rgb, batch.alpha, g, self.neighbors, self.cfg.loss)
+        lpips = self.lpips.differentiable if self.lpips and self.step >= self.cfg.loss.lpips_start else None
+        terms = compute_losses(rgb, alpha, batch.rgb, batch.alpha, g, self.neighbors, self.cfg.loss, lpips)
         loss = total_loss(terms, self.cfg.loss)
         tick()
         loss.backward()
@@ -268,7 +277,10 @@ class Trainer:
         return out
 
     def fit(self) -> Path:
-        """Train until `cfg.steps`; a checkpoint is written at the end and on Ctrl-C."""
+        """Train until `cfg.steps`; a checkpoint is written at the end and on Ctrl-C or SIGTERM (`kill`, a
+        batch scheduler's time limit)."""
+        main_thread = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
             while self.step < self.cfg.steps:
                 out = self.train_step(self.sample_batch())
@@ -279,6 +291,8 @@ class Trainer:
             log.warning("interrupted at step %d; saved %s (resume with --resume)", self.step, path)
             raise
         finally:
+            if main_thread:
+                signal.signal(signal.SIGTERM, previous)
             for hook in self.hooks:
                 hook.close(self)
         return self.save_checkpoint()
@@ -331,6 +345,10 @@ class Trainer:
         return path
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def list_checkpoints(run: Path) -> list[Path]:
     """The run's checkpoints, oldest first."""
     return sorted((Path(run) / CHECKPOINT_DIR).glob("step_*.pt"))
@@ -366,7 +384,8 @@ class JsonlLog:
         if out["step"] % self.every and out["step"] != trainer.cfg.steps:
             return
         now = time.perf_counter()
-        rec = {k: float(np.mean([w[k] for w in self.window])) for k in out if k not in ("step", "n_gaussians")}
+        keys = dict.fromkeys(k for w in self.window for k in w if k not in ("step", "n_gaussians"))
+        rec = {k: float(np.mean([w[k] for w in self.window if k in w])) for k in keys}
         rec |= {
             "step": out["step"],
             "n_gaussians": out["n_gaussians"],
@@ -379,6 +398,38 @@ class JsonlLog:
     def close(self, trainer: Trainer) -> None:
         if self.path.is_file():
             plot_training_curves(self.path, trainer.cfg.out / CURVES_FILE, title=str(trainer.cfg.out))
+
+
+class Validation:
+    """PSNR on a held-out camera every `every` steps, added to the step's values (`val_psnr`, and
+    `val_psnr_heldout_seq` for a held-out sequence): the curve that says whether the avatar generalises.
+
+    Views: the middle frame of the first training (and held-out) sequence in the first held-out camera
+    that has frames (a training camera if none has).
+    """
+
+    def __init__(self, trainer: Trainer, every: int) -> None:
+        self.every = every
+        split, cache = trainer.split, trainer.cache
+        held = [s for s in split.heldout_serials if s in cache.serials]
+        serial = held[0] if held else trainer.train_serials[0]
+        seqs = {"val_psnr": split.train_sequences[0]}
+        if split.heldout_sequences and split.heldout_sequences[0] in cache.sequences:
+            seqs["val_psnr_heldout_seq"] = split.heldout_sequences[0]
+        self.batches = {name: trainer.make_batch(seq, cache.n_frames(seq) // 2, [serial]) for name, seq in seqs.items()}
+
+    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+        if not self.every or (out["step"] % self.every and out["step"] != trainer.cfg.steps):
+            return
+        with torch.no_grad():
+            for name, b in self.batches.items():
+                g = deform(trainer.params, trainer.nets, b.z, b.head_pose)
+                rgb, _, _ = render_gaussians(g, b.viewmats, b.Ks, trainer.cache.width, trainer.cache.height,
+                                             trainer.background, trainer.nets.cnn)  # fmt: skip
+                out[name] = float(psnr(rgb.clamp(0, 1), b.rgb).mean())
+
+    def close(self, trainer: Trainer) -> None:
+        pass
 
 
 class PeriodicCheckpoint:
@@ -482,9 +533,10 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
     params = init_params(head, cfg.init).to(device)
     nets = build_nets(cfg, head, coarse).to(device)
     scene_scale = float((head.bounds[1] - head.bounds[0]).norm() / 2)
+    trainer = Trainer(cfg, cache, split, params, nets, scene_scale, hooks or [])
     if hooks is None:
-        hooks = [JsonlLog(run / LOG_FILE, cfg.log_every), PeriodicCheckpoint(cfg.checkpoint_every)]
-    trainer = Trainer(cfg, cache, split, params, nets, scene_scale, hooks)
+        trainer.hooks = [Validation(trainer, cfg.val_every), JsonlLog(run / LOG_FILE, cfg.log_every),
+                         PeriodicCheckpoint(cfg.checkpoint_every)]  # fmt: skip
     if cfg.resume:
         last = list_checkpoints(run)[-1]
         trainer.load_state_dict(torch.load(last, map_location=device, weights_only=False))

@@ -1,0 +1,192 @@
+"""`npga train` on the synthetic tiny capture: it learns, it resumes bit for bit, it refuses bad input early."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from npga.avatar import deform, render_gaussians
+from npga.config import load_config
+from npga.data.tracking import Tracking
+from npga.metrics import psnr
+from npga.train import (
+    CHECKPOINT_DIR,
+    LOG_FILE,
+    TrainConfig,
+    Trainer,
+    build_trainer,
+    list_checkpoints,
+)
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+def tiny_config(capture: Path, out: Path, **overrides) -> TrainConfig:
+    return dataclasses.replace(load_config(TrainConfig, TINY), capture=capture, out=out, **overrides)
+
+
+def _views_psnr(trainer: Trainer) -> float:
+    """Mean PSNR over every training camera of two fixed frames (independent of the batch sampler)."""
+    vals = []
+    with torch.no_grad():
+        for seq in trainer.split.train_sequences:
+            for t in (0, trainer.cache.n_frames(seq) - 1):
+                b = trainer.make_batch(seq, t, trainer.train_serials)
+                g = deform(trainer.params, trainer.nets, b.z, b.head_pose)
+                rgb, _, _ = render_gaussians(g, b.viewmats, b.Ks, trainer.cache.width, trainer.cache.height,
+                                             trainer.background, trainer.nets.cnn)  # fmt: skip
+                vals.append(psnr(rgb.clamp(0, 1), b.rgb).mean().item())
+    return float(np.mean(vals))
+
+
+def test_tiny_training_raises_psnr_and_lowers_loss(tiny_capture, tmp_path):
+    trainer = build_trainer(tiny_config(tiny_capture, tmp_path / "run"))
+    before = _views_psnr(trainer)
+    trainer.fit()
+    after = _views_psnr(trainer)
+    records = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    assert after > before + 6.0, (before, after)
+    assert np.mean([r["loss"] for r in records[-5:]]) < 0.5 * np.mean([r["loss"] for r in records[:2]])
+    assert {"loss_l1", "loss_ssim", "loss_laplacian_features", "time_render", "it_s"} <= set(records[-1])
+    assert "val_psnr" in records[-1] and "val_psnr_heldout_seq" in records[-1]
+    assert len(trainer.params["means"]) > len(records) and records[-1]["n_gaussians"] > records[0]["n_gaussians"]
+    assert (tmp_path / "run" / "logs" / "training_curves.png").stat().st_size > 0
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_0000200.pt", "step_0000300.pt"]
+
+
+class _Interrupt:
+    """Raises KeyboardInterrupt (what Ctrl-C does) after a given step."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_step(self, trainer, out) -> None:
+        if out["step"] == self.at:
+            raise KeyboardInterrupt
+
+    def close(self, trainer) -> None:
+        pass
+
+
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, tmp_path):
+    # Densification at steps 20 and 40 and graph rebuilds fall on both sides of the interruption at 30.
+    kw = dict(steps=50, checkpoint_every=1000, graph_every=15, densify=dataclasses.replace(
+        load_config(TrainConfig, TINY).densify, refine_start=20, refine_every=20, refine_stop=45))  # fmt: skip
+    full = build_trainer(tiny_config(tiny_capture, tmp_path / "full", **kw), hooks=[])
+    full.fit()
+
+    cfg = tiny_config(tiny_capture, tmp_path / "split", **kw)
+    first = build_trainer(cfg, hooks=[_Interrupt(30)])
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    assert [p.name for p in list_checkpoints(cfg.out)] == ["step_0000030.pt"]
+    second = build_trainer(dataclasses.replace(cfg, resume=True), hooks=[])
+    assert second.step == 30
+    second.fit()
+
+    assert len(full.params["means"]) > 3000 and full.params.keys() == second.params.keys()
+    for k in full.params:
+        assert torch.equal(full.params[k], second.params[k]), k
+    for a, b in zip(full.nets.parameters(), second.nets.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(full.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"],
+                       second.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"])  # fmt: skip
+
+
+def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one(tiny_capture, tmp_path):
+    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=5, checkpoint_every=1000)
+    build_trainer(cfg, hooks=[]).fit()
+    with pytest.raises(ValueError, match="already holds a trained run"):
+        build_trainer(cfg, hooks=[])
+    with pytest.raises(ValueError, match="steps: 5 -> 9"):
+        build_trainer(dataclasses.replace(cfg, resume=True, steps=9), hooks=[])
+    resumed = build_trainer(dataclasses.replace(cfg, resume=True, steps=9, override_config=True), hooks=[])
+    assert resumed.step == 5
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        build_trainer(dataclasses.replace(cfg, out=tmp_path / "empty", resume=True), hooks=[])
+
+
+def test_densification_keeps_features_and_adam_state_aligned(tiny_capture, tmp_path):
+    # Without the detail MLP the features only meet the Laplacian, so the large tags below stay put.
+    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=12, use_detail=False, densify=dataclasses.replace(
+        load_config(TrainConfig, TINY).densify, refine_start=4, refine_every=5, grow_grad2d=0.0))  # fmt: skip
+    trainer = build_trainer(cfg, hooks=[])
+    # Tag every Gaussian: its feature's first entry and its Adam moment both hold its own id.
+    with torch.no_grad():
+        ids = torch.arange(len(trainer.params["means"]), dtype=torch.float32)
+        trainer.params["features"][:, 0] = ids
+    for _ in range(8):
+        trainer.train_step(trainer.sample_batch())  # densifies once, at step index 5 (after 4, every 5)
+    n0 = len(ids)
+    n = len(trainer.params["means"])
+    assert n > n0
+    for key, p in trainer.params.items():
+        assert len(p) == n, key
+        state = trainer.optimizers[key].state[p]
+        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape, key
+    # Clones and split children carry their parent's feature (up to 2 steps of small updates since).
+    tags = trainer.params["features"][:, 0].detach()
+    nearest = (tags[:, None] - ids[None, :]).abs().min(1).values
+    assert nearest.max() < 0.05
+    assert set(tags[n0:].round().long().tolist()) <= set(range(n0))
+    assert trainer.neighbors.shape == (n, cfg.knn)
+
+
+def _copy_capture(src: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(src, dst))
+
+
+def test_bad_input_fails_before_any_training(tiny_capture, tmp_path):
+    no_tracking = _copy_capture(tiny_capture, tmp_path / "no_tracking")
+    (no_tracking / "sequences" / "FREE" / "tracking" / "nphm_tracking.npz").unlink()
+    with pytest.raises(FileNotFoundError, match="FREE has no tracking"):
+        build_trainer(tiny_config(no_tracking, tmp_path / "r1"))
+    assert not (tmp_path / "r1").exists()
+
+    wrong_dim = _copy_capture(tiny_capture, tmp_path / "wrong_dim")
+    path = wrong_dim / "sequences" / "EXP-1-jaw" / "tracking" / "nphm_tracking.npz"
+    tr = Tracking.load(path)
+    dataclasses.replace(tr, expression=np.concatenate([tr.expression, tr.expression], 1)).save(path)
+    with pytest.raises(ValueError, match="expression codes, but the head model"):
+        build_trainer(tiny_config(wrong_dim, tmp_path / "r2"))
+    assert not (tmp_path / "r2").exists()
+
+    serials = tuple(json.loads((tiny_capture / "calibration" / "camera_params.json").read_text())["world_2_cam"])
+    with pytest.raises(ValueError, match="no training cameras"):
+        build_trainer(tiny_config(tiny_capture, tmp_path / "r3", heldout_serials=serials))
+    with pytest.raises(ValueError, match="no training sequences"):
+        build_trainer(tiny_config(tiny_capture, tmp_path / "r4", heldout_sequences=("EXP-1-jaw", "FREE")))
+    assert not (tmp_path / "r3").exists() and not (tmp_path / "r4").exists()
+    assert not list((tmp_path).glob("r*/" + CHECKPOINT_DIR))
+
+
+def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
+    """`kill` (or a scheduler's time limit) stops `npga train` like Ctrl-C: checkpoint, then exit."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "npga.cli", "train", "--config", str(TINY), "--capture", str(tiny_capture),
+           "--out", str(run), "--steps", "100000", "--log-every", "5", "--val-every", "0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = run / LOG_FILE
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    (checkpoint,) = list_checkpoints(run)
+    step = int(checkpoint.stem.split("_")[1])
+    assert step >= 10
+    resumed = build_trainer(tiny_config(tiny_capture, run, steps=100000, log_every=5, val_every=0, resume=True),
+                            hooks=[])  # fmt: skip
+    assert resumed.step == step
