@@ -2,8 +2,9 @@
 
 Independent of how an avatar renders: `evaluate` takes a `Renderer` (sequence, frame index, cameras ->
 images), so the same code scores a trained run, a baseline, or ground truth against itself.
-Images are compared on white: the prediction as rendered on white, the ground truth composited onto
-white with its alpha; the `_masked` variants also composite the prediction with the ground-truth alpha.
+Images are compared on the training background (white by default): the prediction as rendered, the
+ground truth composited with its alpha; the `_masked` variants also composite the prediction with the
+ground-truth alpha.
 """
 
 from __future__ import annotations
@@ -58,8 +59,12 @@ def evaluate(
     split_name: str,
     every: int = 1,
     lpips: LPIPS | None = None,
+    background: float | torch.Tensor = 1.0,
 ) -> SplitResult:
-    """Render and score every `every`-th frame of the split's sequences in its cameras."""
+    """Render and score every `every`-th frame of the split's sequences in its cameras.
+
+    `render` draws on `background`; the ground truth is composited on the same colour.
+    """
     sequences, serials = split.eval_views(split_name, cache.serials)
     frames = [(seq, t) for seq in sequences for t in range(0, cache.n_frames(seq), every)]
     if not frames or not serials:
@@ -75,8 +80,8 @@ def evaluate(
         with torch.no_grad():
             pred, _ = render(seq, t, cams)
         pred = pred.detach().cpu().float().clamp(0, 1)
-        gt = composite(gt_rgb, gt_alpha)  # (C, H, W, 3) on white
-        pred_masked = composite(pred, gt_alpha)
+        gt = composite(gt_rgb, gt_alpha, background)  # (C, H, W, 3)
+        pred_masked = composite(pred, gt_alpha, background)
         for c, serial in enumerate(serials):
             row = {"split": split_name, "sequence": seq, "t": t, "serial": serial}
             row.update(_score(pred[c], gt[c], lpips))

@@ -6,6 +6,7 @@ returned `Avatar.render(sequence, t, cameras)` has the signature of `npga.evalua
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from npga.avatar import AvatarNets, deform, render_gaussians
+from npga.avatar import AvatarNets, Gaussians, deform, render_gaussians
 from npga.cameras import Camera, stack_cameras
 from npga.config import load_config
 from npga.data.cache import FrameCache
@@ -39,11 +40,21 @@ class Avatar:
         return self.params["means"].device
 
     @torch.no_grad()
+    def gaussians(self, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
+        """The posed Gaussians for a code (D,) and head pose (4, 4)."""
+        return deform(self.params, self.nets, z_ex.float().to(self.device), head_pose.float().to(self.device))
+
+    def tracked(self, sequence: str, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame `t`'s tracked expression code (D,) and head pose (4, 4)."""
+        tr = self.cache.tracking(sequence)
+        return torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t))
+
+    @torch.no_grad()
     def render_code(self, z_ex: torch.Tensor, head_pose: torch.Tensor,
                     cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """rgb (C, H, W, 3) on the run's background and alpha (C, H, W, 1) for any code (D,) and pose (4, 4)."""
         viewmats, Ks = stack_cameras(cameras, device=self.device)
-        g = deform(self.params, self.nets, z_ex.float().to(self.device), head_pose.float().to(self.device))
+        g = self.gaussians(z_ex, head_pose)
         background = torch.tensor(self.cfg.background, device=self.device)
         rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, background,
                                          self.nets.cnn)  # fmt: skip
@@ -51,16 +62,28 @@ class Avatar:
 
     def render(self, sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
         """Frame `t` of a cached sequence, driven by its tracked code and head pose."""
-        tr = self.cache.tracking(sequence)
-        return self.render_code(torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t)), cameras)
+        return self.render_code(*self.tracked(sequence, t), cameras)
 
 
-def load_run(run: str | os.PathLike, device: str | torch.device = "cpu", checkpoint: Path | None = None) -> Avatar:
-    """The avatar of a run folder at its newest checkpoint (or `checkpoint`)."""
+def load_run(
+    run: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    checkpoint: Path | None = None,
+    capture: Path | None = None,
+) -> Avatar:
+    """The avatar of a run folder at its newest checkpoint (or `checkpoint`).
+
+    `capture` replaces the capture folder recorded in the run (for a capture that was moved).
+    """
     run = Path(run)
     if not (run / CONFIG_FILE).is_file():
         raise FileNotFoundError(f"{run} is not a training run ({CONFIG_FILE} missing)")
     cfg = load_config(TrainConfig, run / CONFIG_FILE)
+    if capture is not None:
+        cfg = dataclasses.replace(cfg, capture=Path(capture))
+    if not Path(cfg.capture).is_dir():
+        raise FileNotFoundError(f"{run} was trained on {cfg.capture}, which does not exist (any more); "
+                                "pass --capture with its new location")  # fmt: skip
     if checkpoint is None:
         found = list_checkpoints(run)
         if not found:

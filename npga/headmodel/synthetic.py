@@ -302,7 +302,8 @@ def load_head_model(path: str | Path) -> SyntheticHead:
     path = Path(path)
     file = path / "headmodel.json" if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"no head model description at {file}")
+        raise FileNotFoundError(f"no head model description at {file}: captures made by `npga synth` carry "
+                                "their head model there; real NPHM weights are not loaded yet")  # fmt: skip
     try:
         return SyntheticHead.from_json(file.read_text())
     except (ValueError, KeyError, TypeError) as e:

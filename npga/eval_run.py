@@ -1,0 +1,87 @@
+"""`npga eval`: score a trained run on its held-out cameras and sequences and write the report.
+
+Everything evaluation needs comes from the run folder: its config (capture, background), its split
+(which cameras and sequences were never trained on) and its newest checkpoint. The report lands in
+`RUN/eval/`: metrics.json, per_frame.csv, one comparison grid per camera, a side-by-side video per split
+and the training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from npga.evaluate import evaluate, write_report
+from npga.io.plots import plot_training_curves
+from npga.metrics import LPIPS
+from npga.run import load_run
+from npga.split import EVAL_SPLITS
+from npga.train import LOG_FILE
+
+log = logging.getLogger(__name__)
+
+EVAL_DIR = "eval"
+SplitName = Literal["heldout_cameras", "heldout_sequences", "train", "all"]
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    run: Path
+    """Run folder written by `npga train`."""
+    split: tuple[SplitName, ...] = ("heldout_cameras", "heldout_sequences")
+    """Splits to score: heldout_cameras (training sequences, never-seen cameras), heldout_sequences (new
+    expressions, all cameras), train, all."""
+    every: int = 1
+    """Score every n-th frame (1: all; larger for a quick look)."""
+    capture: Path | None = None
+    """The capture's folder when it moved since training (default: the one the run recorded)."""
+    checkpoint: Path | None = None
+    """Checkpoint to score (default: the run's newest)."""
+    out: Path | None = None
+    """Report folder (default: RUN/eval)."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """`npga eval`: returns the metrics written to metrics.json."""
+    if cfg.every < 1:
+        raise ValueError(f"every must be at least 1, got {cfg.every}")
+    for name in cfg.split:
+        if name not in EVAL_SPLITS:
+            raise ValueError(f"unknown split {name!r}; choose from {EVAL_SPLITS}")
+    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+    avatar = load_run(cfg.run, device=device, checkpoint=cfg.checkpoint, capture=cfg.capture)
+    for name in cfg.split:  # every split must have frames before anything is rendered
+        sequences, serials = avatar.split.eval_views(name, avatar.cache.serials)
+        if not serials or not any(avatar.cache.n_frames(s) for s in sequences if s in avatar.cache.sequences):
+            raise ValueError(f"{cfg.run}: split {name!r} has no frames to evaluate (sequences {list(sequences)}, "
+                             f"cameras with frames {list(serials)}, cache {avatar.cache.root})")  # fmt: skip
+    lpips = LPIPS(device)
+    if not lpips.available:
+        log.warning("%s; LPIPS is reported as null", lpips.reason)
+    background = torch.tensor(avatar.cfg.background)
+    results = [
+        evaluate(avatar.render, avatar.cache, avatar.split, name, cfg.every, lpips, background) for name in cfg.split
+    ]
+    out = Path(cfg.out) if cfg.out is not None else Path(cfg.run) / EVAL_DIR
+    metrics = write_report(out, results)
+    meta = {"run": str(cfg.run), "step": avatar.step, "capture": str(avatar.cfg.capture), "every": cfg.every}
+    (out / "eval_info.json").write_text(json.dumps(meta, indent=2))
+    if (Path(cfg.run) / LOG_FILE).is_file():
+        plot_training_curves(Path(cfg.run) / LOG_FILE, out / "training_curves.png", title=str(cfg.run))
+    _print_summary(metrics, out, avatar.step)
+    return metrics
+
+
+def _print_summary(metrics: dict, out: Path, step: int) -> None:
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    print(f"evaluated step {step}; report in {out}")
+    print(f"{'split':<20} {'frames':>7} {'PSNR':>7} {'SSIM':>7} {'LPIPS':>7}")
+    for name, m in metrics.items():
+        print(f"{name:<20} {m['n_frames']:>7} {fmt(m['psnr'], '.2f'):>7} {fmt(m['ssim'], '.4f'):>7} "
+              f"{fmt(m['lpips'], '.4f'):>7}")  # fmt: skip

@@ -1,0 +1,146 @@
+"""`npga eval`, `npga render` and `npga submit` on a run trained briefly on the synthetic tiny capture."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from npga.cameras import Camera
+from npga.cli import main
+from npga.config import load_config
+from npga.eval_run import EvalConfig, run_eval
+from npga.evaluate import METRICS
+from npga.io.submission import SUBMISSION_HEIGHT, SUBMISSION_WIDTH, check_submission, submission_entry
+from npga.render_video import RenderConfig, orbit_cameras, render_videos
+from npga.submit import SubmitConfig, submit
+from npga.train import CHECKPOINT_DIR, SPLIT_FILE, TrainConfig, build_trainer
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_capture) -> tuple[Path, Path]:
+    """(run, capture): a short tiny run on a copy of the tiny capture named like benchmark participant 443."""
+    root = tmp_path_factory.mktemp("eval")
+    capture = Path(shutil.copytree(tiny_capture, root / "443"))  # copies keep mtimes: the cache stays valid
+    cfg = dataclasses.replace(load_config(TrainConfig, TINY), capture=capture, out=root / "run", steps=60)
+    build_trainer(cfg).fit()
+    return cfg.out, capture
+
+
+def _copy_run(run: Path, dst: Path) -> Path:
+    return Path(shutil.copytree(run, dst))
+
+
+def test_eval_writes_every_field(trained, tmp_path):
+    run, _ = trained
+    out = tmp_path / "eval"
+    metrics = run_eval(EvalConfig(run=run, split=("heldout_cameras", "heldout_sequences", "train"), out=out))
+    assert json.loads((out / "metrics.json").read_text()) == metrics
+    # tiny: 16 cameras, 3 held out; sequences EXP-1-jaw (train) and FREE (held out), 4 frames each
+    expected_frames = {"heldout_cameras": 3 * 4, "heldout_sequences": 16 * 4, "train": 13 * 4}
+    for split, n in expected_frames.items():
+        m = metrics[split]
+        assert set(m) == {*METRICS, "n_frames", "per_camera"}
+        assert m["n_frames"] == n
+        assert 15.0 < m["psnr"] < 60.0 and 0.5 < m["ssim"] <= 1.0
+        assert m["lpips"] is None or 0.0 <= m["lpips"] < 1.0
+        cams = m["per_camera"]
+        assert sum(c["n_frames"] for c in cams.values()) == n
+        assert np.isclose(np.mean([c["psnr"] for c in cams.values()]), m["psnr"])
+    assert set(metrics["heldout_cameras"]["per_camera"]) == {"222200046", "222200037", "222200039"}
+    with open(out / "per_frame.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == sum(expected_frames.values())
+    for serial in ("222200046", "222200037", "222200039"):
+        grid = imageio.imread(out / f"heldout_cameras_cam_{serial}.png")
+        assert grid.shape == (48, 3 * 32, 3)
+    assert (out / "heldout_sequences.mp4").stat().st_size > 0
+    assert (out / "training_curves.png").stat().st_size > 0
+    assert json.loads((out / "eval_info.json").read_text())["step"] == 60
+
+
+def test_eval_bad_input_exits_with_a_clear_message(trained, tmp_path, capsys):
+    run, capture = trained
+    no_ckpt = _copy_run(run, tmp_path / "no_ckpt")
+    shutil.rmtree(no_ckpt / CHECKPOINT_DIR)
+    with pytest.raises(SystemExit, match="no checkpoint yet"):
+        main(["eval", "--run", str(no_ckpt)])
+
+    moved = _copy_run(run, tmp_path / "moved")
+    cfg = (moved / "config.yaml").read_text().replace(str(capture), str(tmp_path / "gone"))
+    (moved / "config.yaml").write_text(cfg)
+    with pytest.raises(SystemExit, match="does not exist.*--capture"):
+        main(["eval", "--run", str(moved)])
+    metrics = run_eval(EvalConfig(run=moved, split=("heldout_cameras",), capture=capture, every=2))
+    assert metrics["heldout_cameras"]["n_frames"] == 3 * 2
+
+    empty = _copy_run(run, tmp_path / "empty")
+    split = json.loads((empty / SPLIT_FILE).read_text()) | {"heldout_sequences": []}
+    (empty / SPLIT_FILE).write_text(json.dumps(split))
+    with pytest.raises(SystemExit, match="'heldout_sequences' has no frames"):
+        main(["eval", "--run", str(empty)])
+    assert not (empty / "eval").exists()  # nothing was rendered before the empty split was found
+
+
+def test_orbit_cameras_circle_the_target_and_look_at_it():
+    K = np.array([[100.0, 0.0, 32.0], [0.0, 100.0, 48.0], [0.0, 0.0, 1.0]])
+    target = np.array([0.1, 1.6, -0.2])
+    eye = target + np.array([0.0, 0.2, 1.0])
+    from npga.cameras import look_at
+
+    ref = Camera(K=K, world_2_cam=look_at(eye, target), width=64, height=96, serial="ref")
+    up = np.array([0.0, 1.0, 0.0])
+    cams = orbit_cameras(ref, target, up, n=8, degrees=60.0)
+    assert np.allclose(cams[0].world_2_cam, ref.world_2_cam)
+    for cam in cams:
+        px, depth = cam.project(target[None])
+        assert np.allclose(px[0], [32.0, 48.0], atol=1e-6) and depth[0] > 0
+        assert np.isclose(np.linalg.norm(cam.center - target), np.linalg.norm(eye - target))
+        assert np.isclose((cam.center - target) @ up, (eye - target) @ up)  # stays at the same height
+    # quarter period: +60 degrees about up
+    off0, off2 = ref.center - target, cams[2].center - target
+    horiz = lambda v: v - (v @ up) * up  # noqa: E731
+    cos = horiz(off0) @ horiz(off2) / (np.linalg.norm(horiz(off0)) * np.linalg.norm(horiz(off2)))
+    assert np.isclose(cos, 0.5)
+
+
+def test_render_writes_orbit_and_expression_videos(trained, tmp_path):
+    run, _ = trained
+    paths = render_videos(RenderConfig(run=run, out=tmp_path, orbit_frames=6))
+    orbit = imageio.mimread(paths[0])
+    expressions = imageio.mimread(paths[1])
+    assert len(orbit) == 6 and orbit[0].shape == (48, 32, 3)
+    assert len(expressions) == 2 * 4 and expressions[0].shape == (48, 2 * 32, 3)  # truth | render
+    assert np.std(orbit[0]) > 5  # the head is there, not a blank frame
+
+
+def test_submission_passes_the_benchmark_checks(trained, tmp_path):
+    run, _ = trained
+    zip_path = submit(SubmitConfig(run=run, out=tmp_path / "submission.zip"))
+    expected = {submission_entry(443, "FREE", s): 4 for s in ("222200046", "222200037", "222200039")}
+    assert check_submission(zip_path, expected) == []
+    import zipfile
+
+    with zipfile.ZipFile(zip_path) as zf:
+        assert sorted(zf.namelist()) == sorted(expected)
+        (tmp_path / "v.mp4").write_bytes(zf.read(submission_entry(443, "FREE", "222200037")))
+    frame = imageio.mimread(tmp_path / "v.mp4", memtest=False)[0]
+    assert frame.shape == (SUBMISSION_HEIGHT, SUBMISSION_WIDTH, 3) and frame.dtype == np.uint8
+
+
+def test_submission_refuses_a_non_benchmark_capture(trained, tiny_capture, tmp_path):
+    run, _ = trained
+    with pytest.raises(SystemExit, match="not a participant id"):
+        main(["submit", "--run", str(run), "--capture", str(tiny_capture), "--out", str(tmp_path / "s.zip")])
+    other = Path(shutil.copytree(tiny_capture, tmp_path / "999"))
+    with pytest.raises(SystemExit, match="participant 999 is not in the NeRSemble NVS benchmark"):
+        main(["submit", "--run", str(run), "--capture", str(other), "--out", str(tmp_path / "s.zip")])
+    assert not (tmp_path / "s.zip").exists()
