@@ -14,11 +14,22 @@ import tempfile
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 
 T = TypeVar("T")
+DeviceName = Literal["auto", "cpu", "cuda"]
+"""The `device` option of every subcommand; auto: CUDA when available."""
+
+
+def resolve_device(name: str) -> str:
+    """ "cuda" or "cpu" for a DeviceName (torch is imported only here, so `npga --help` stays fast)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _convert(tp: Any, value: Any, where: str) -> Any:

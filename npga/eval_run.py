@@ -16,6 +16,7 @@ from typing import Literal
 
 import torch
 
+from npga.config import DeviceName, resolve_device
 from npga.evaluate import evaluate, write_report
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
@@ -44,7 +45,7 @@ class EvalConfig:
     """Checkpoint to score (default: the run's newest)."""
     out: Path | None = None
     """Report folder (default: RUN/eval)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -54,7 +55,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     for name in cfg.split:
         if name not in EVAL_SPLITS:
             raise ValueError(f"unknown split {name!r}; choose from {EVAL_SPLITS}")
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+    device = resolve_device(cfg.device)
     avatar = load_run(cfg.run, device=device, checkpoint=cfg.checkpoint, capture=cfg.capture)
     for name in cfg.split:  # every split must have frames before anything is rendered
         sequences, serials = avatar.split.eval_views(name, avatar.cache.serials)

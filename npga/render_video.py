@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from npga.cameras import Camera, look_at
+from npga.config import DeviceName, resolve_device
 from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
 from npga.io.video import write_video
 from npga.metrics import composite
@@ -39,7 +39,7 @@ class RenderConfig:
     fps: float = 24.0
     capture: Path | None = None
     """The capture's folder when it moved since training."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
 
 
 def frontal_camera(avatar: Avatar) -> Camera:
@@ -84,7 +84,7 @@ def _label(frame: np.ndarray, text: str) -> np.ndarray:
 
 def render_videos(cfg: RenderConfig) -> list[Path]:
     """`npga render`: writes orbit.mp4 and expressions.mp4; returns their paths."""
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+    device = resolve_device(cfg.device)
     avatar = load_run(cfg.run, device=device, capture=cfg.capture)
     out = Path(cfg.out) if cfg.out is not None else Path(cfg.run) / "videos"
     front = frontal_camera(avatar)

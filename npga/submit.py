@@ -12,12 +12,11 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
+from npga.config import DeviceName, resolve_device
 from npga.data.capture import Capture
 from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
 from npga.io.submission import (
@@ -42,7 +41,7 @@ class SubmitConfig:
     """The zip to write (it appears only when complete and checked)."""
     capture: Path | None = None
     """The capture's folder when it moved since training (default: the one the run recorded)."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: DeviceName = "auto"
 
 
 def benchmark_target(capture: Path) -> tuple[int, str]:
@@ -84,7 +83,7 @@ def _frames(avatar: Avatar, sequence: str, serial: str, n: int) -> Iterator[np.n
 
 def submit(cfg: SubmitConfig) -> Path:
     """`npga submit`: render, write and check the zip; returns its path."""
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else cfg.device.replace("auto", "cpu")
+    device = resolve_device(cfg.device)
     avatar = load_run(cfg.run, device=device, capture=cfg.capture)
     participant, sequence = benchmark_target(avatar.cfg.capture)
     capture = Capture.open(avatar.cfg.capture)

@@ -18,7 +18,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from npga.avatar import (
 )
 from npga.avatar.densify import DensifyConfig, make_strategy
 from npga.cameras import stack_cameras
-from npga.config import load_config, save_config, to_dict
+from npga.config import DeviceName, load_config, resolve_device, save_config, to_dict
 from npga.data.cache import FrameCache
 from npga.data.capture import Capture
 from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
@@ -99,8 +99,7 @@ class TrainConfig:
     """Total optimisation steps."""
     seed: int = 0
     """Seeds initialisation, batch sampling and densification."""
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    """auto: CUDA when available."""
+    device: DeviceName = "auto"
     height: int | None = 256
     """Frame-cache image height (capped at the videos' height); None: the videos' size."""
     cameras_per_step: int = 1
@@ -152,12 +151,6 @@ class Batch:
 class Hook(Protocol):
     def after_step(self, trainer: Trainer, out: dict[str, float]) -> None: ...
     def close(self, trainer: Trainer) -> None: ...
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def build_nets(cfg: TrainConfig, head: HeadModel, coarse: ForwardField | None) -> AvatarNets:
@@ -527,7 +520,7 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
         save_config(cfg, run / CONFIG_FILE)
         split.save(run / SPLIT_FILE)
         (run / LOG_FILE).unlink(missing_ok=True)
-    device = _device(cfg.device)
+    device = torch.device(resolve_device(cfg.device))
     coarse = coarse_field(cfg, head, split) if cfg.use_coarse else None
     torch.manual_seed(cfg.seed)  # after distillation, which seeds itself: runs start alike with or without it
     params = init_params(head, cfg.init).to(device)

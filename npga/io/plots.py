@@ -1,6 +1,6 @@
 """Training curves as a PNG, from a run's JSONL log (one JSON object per line with a "step").
 
-Every numeric key whose name contains "loss" goes on the left (log scale), every key containing "psnr" on
+Every numeric key whose name starts with "loss" goes on the left (log scale), every key containing "psnr" on
 the right, so new loss terms appear without changes here.
 """
 
@@ -41,7 +41,7 @@ def plot_training_curves(log_path: str | os.PathLike, out_png: str | os.PathLike
         steps, vals = zip(*pts, strict=True)
         if "psnr" in key:
             ax_psnr.plot(steps, vals, "-o" if len(pts) < 30 else "-", ms=3, label=key)
-        elif "loss" in key and min(vals) > 0:
+        elif key.startswith("loss") and min(vals) > 0:
             ax_loss.plot(steps, vals, lw=1, alpha=0.9, label=key)
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
