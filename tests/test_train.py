@@ -190,3 +190,18 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
     resumed = build_trainer(tiny_config(tiny_capture, run, steps=100000, log_every=5, val_every=0, resume=True),
                             hooks=[])  # fmt: skip
     assert resumed.step == step
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo", "nersemble"])
+def test_every_preset_trains(preset, tiny_capture, tmp_path):
+    """Each preset loads and trains a few steps (on the tiny capture, with the tiny preset's quick distillation)."""
+    cfg = load_config(TrainConfig, TINY.parent / f"{preset}.yaml")
+    tiny = load_config(TrainConfig, TINY)
+    cfg = dataclasses.replace(cfg, capture=tiny_capture, out=tmp_path / preset, steps=3, distill=tiny.distill,
+                              init=dataclasses.replace(cfg.init, mesh_resolution=32))  # fmt: skip
+    trainer = build_trainer(cfg, hooks=[])
+    out = [trainer.train_step(trainer.sample_batch()) for _ in range(cfg.steps)]
+    assert all(np.isfinite(o["loss"]) for o in out)
+    assert (trainer.nets.cnn is not None) == cfg.cnn.enabled
+    if cfg.cnn.enabled:  # its zero-initialised last layer has moved: the CNN is trained
+        assert trainer.nets.cnn.net[-1].weight.abs().sum() > 0
