@@ -20,13 +20,14 @@ from npga.config import DeviceName, resolve_device
 from npga.evaluate import evaluate, write_report
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
-from npga.run import load_run
+from npga.run import Avatar, load_run
 from npga.split import EVAL_SPLITS
 from npga.train import LOG_FILE
 
 log = logging.getLogger(__name__)
 
 EVAL_DIR = "eval"
+DEFAULT_SPLITS = ("heldout_cameras", "heldout_sequences")
 SplitName = Literal["heldout_cameras", "heldout_sequences", "train", "all"]
 
 
@@ -34,9 +35,10 @@ SplitName = Literal["heldout_cameras", "heldout_sequences", "train", "all"]
 class EvalConfig:
     run: Path
     """Run folder written by `npga train`."""
-    split: tuple[SplitName, ...] = ("heldout_cameras", "heldout_sequences")
+    split: tuple[SplitName, ...] = ()
     """Splits to score: heldout_cameras (training sequences, never-seen cameras), heldout_sequences (new
-    expressions, all cameras), train, all."""
+    expressions, all cameras), train, all. Default: the first two, those that have frames (NeRSemble
+    benchmark data ships no frames of its hold-out cameras: `npga submit` is scored by the benchmark)."""
     every: int = 1
     """Score every n-th frame (1: all; larger for a quick look)."""
     capture: Path | None = None
@@ -57,17 +59,26 @@ def run_eval(cfg: EvalConfig) -> dict:
             raise ValueError(f"unknown split {name!r}; choose from {EVAL_SPLITS}")
     device = resolve_device(cfg.device)
     avatar = load_run(cfg.run, device=device, checkpoint=cfg.checkpoint, capture=cfg.capture)
-    for name in cfg.split:  # every split must have frames before anything is rendered
-        sequences, serials = avatar.split.eval_views(name, avatar.cache.serials)
-        if not serials or not any(avatar.cache.n_frames(s) for s in sequences if s in avatar.cache.sequences):
-            raise ValueError(f"{cfg.run}: split {name!r} has no frames to evaluate (sequences {list(sequences)}, "
-                             f"cameras with frames {list(serials)}, cache {avatar.cache.root})")  # fmt: skip
+    if cfg.split:  # asked for: each must have frames, checked before anything is rendered
+        splits = list(cfg.split)
+        for name in splits:
+            if not _has_frames(avatar, name):
+                sequences, serials = avatar.split.eval_views(name, avatar.cache.serials)
+                raise ValueError(f"{cfg.run}: split {name!r} has no frames to evaluate (sequences {list(sequences)}, "
+                                 f"cameras with frames {list(serials)}, cache {avatar.cache.root})")  # fmt: skip
+    else:
+        splits = [name for name in DEFAULT_SPLITS if _has_frames(avatar, name)]
+        for name in DEFAULT_SPLITS:
+            if name not in splits:
+                log.warning("%s: split %s has no frames in %s; not scored", cfg.run, name, avatar.cache.root)
+        if not splits:
+            raise ValueError(f"{cfg.run}: neither of {DEFAULT_SPLITS} has frames in {avatar.cache.root}")
     lpips = LPIPS(device)
     if not lpips.available:
         log.warning("%s; LPIPS is reported as null", lpips.reason)
     background = torch.tensor(avatar.cfg.background)
     results = [
-        evaluate(avatar.render, avatar.cache, avatar.split, name, cfg.every, lpips, background) for name in cfg.split
+        evaluate(avatar.render, avatar.cache, avatar.split, name, cfg.every, lpips, background) for name in splits
     ]
     out = Path(cfg.out) if cfg.out is not None else Path(cfg.run) / EVAL_DIR
     metrics = write_report(out, results)
@@ -77,6 +88,11 @@ def run_eval(cfg: EvalConfig) -> dict:
         plot_training_curves(Path(cfg.run) / LOG_FILE, out / "training_curves.png", title=str(cfg.run))
     _print_summary(metrics, out, avatar.step)
     return metrics
+
+
+def _has_frames(avatar: Avatar, split: str) -> bool:
+    sequences, serials = avatar.split.eval_views(split, avatar.cache.serials)
+    return bool(serials) and any(s in avatar.cache.sequences and avatar.cache.n_frames(s) for s in sequences)
 
 
 def _print_summary(metrics: dict, out: Path, step: int) -> None:

@@ -79,15 +79,17 @@ def test_eval_bad_input_exits_with_a_clear_message(trained, tmp_path, capsys):
     (moved / "config.yaml").write_text(cfg)
     with pytest.raises(SystemExit, match="does not exist.*--capture"):
         main(["eval", "--run", str(moved)])
-    metrics = run_eval(EvalConfig(run=moved, split=("heldout_cameras",), capture=capture, every=2))
-    assert metrics["heldout_cameras"]["n_frames"] == 3 * 2
+    metrics = run_eval(EvalConfig(run=moved, capture=capture, every=2))
+    assert metrics["heldout_cameras"]["n_frames"] == 3 * 2 and metrics["heldout_sequences"]["n_frames"] == 16 * 2
 
     empty = _copy_run(run, tmp_path / "empty")
     split = json.loads((empty / SPLIT_FILE).read_text()) | {"heldout_sequences": []}
     (empty / SPLIT_FILE).write_text(json.dumps(split))
     with pytest.raises(SystemExit, match="'heldout_sequences' has no frames"):
-        main(["eval", "--run", str(empty)])
+        main(["eval", "--run", str(empty), "--split", "heldout_cameras", "heldout_sequences"])
     assert not (empty / "eval").exists()  # nothing was rendered before the empty split was found
+    # By default, a protocol split without frames (benchmark data has none of its hold-out cameras) is skipped.
+    assert set(run_eval(EvalConfig(run=empty, every=4))) == {"heldout_cameras"}
 
 
 def test_orbit_cameras_circle_the_target_and_look_at_it():
