@@ -265,7 +265,7 @@ class Trainer:
             out = {"step": self.step, "loss": float(loss), "psnr": float(psnr(rgb.clamp(0, 1), batch.rgb).mean())}
         out |= {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
         out["n_gaussians"] = len(self.params["means"])
-        names = ("deform", "render", "loss", "backward", "optimizer", "densify")
+        names = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
         out |= {f"time_{n}": b - a for n, a, b in zip(names, clock[:-1], clock[1:], strict=True)}
         return out
 

@@ -57,7 +57,7 @@ def test_tiny_training_raises_psnr_and_lowers_loss(tiny_capture, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert after > before + 6.0, (before, after)
     assert np.mean([r["loss"] for r in records[-5:]]) < 0.5 * np.mean([r["loss"] for r in records[:2]])
-    assert {"loss_l1", "loss_ssim", "loss_laplacian_features", "time_render", "it_s"} <= set(records[-1])
+    assert {"loss_l1", "loss_ssim", "loss_laplacian_features", "time_rasterize", "it_s"} <= set(records[-1])
     assert "val_psnr" in records[-1] and "val_psnr_heldout_seq" in records[-1]
     assert len(trainer.params["means"]) > len(records) and records[-1]["n_gaussians"] > records[0]["n_gaussians"]
     assert (tmp_path / "run" / "logs" / "training_curves.png").stat().st_size > 0
