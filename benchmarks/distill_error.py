@@ -1,0 +1,63 @@
+"""How well a distilled forward field matches the synthetic head's exact forward displacement.
+
+Only the synthetic head knows its forward field exactly, so this measures the distillation itself: the
+error of G(x, z) against the true displacement at canonical surface points x, with codes z from every
+tracked frame of the capture (held-out sequences included: new expressions).
+
+.venv/bin/python benchmarks/distill_error.py --run runs/demo [--points 16384]
+    [--out benchmarks/out/distill_error.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from npga.config import load_config
+from npga.deform import load_distilled
+from npga.deform.distill import DISTILL_FILE, tracked_codes
+from npga.deform.sampling import sample_surface
+from npga.headmodel import load_head_model
+from npga.train import CONFIG_FILE, TrainConfig
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run", type=Path, default=Path("runs/demo"))
+    parser.add_argument("--points", type=int, default=16384)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/distill_error.json"))
+    args = parser.parse_args()
+    cfg = load_config(TrainConfig, args.run / CONFIG_FILE)
+    head = load_head_model(cfg.capture)
+    g = load_distilled(args.run / DISTILL_FILE)
+    codes = tracked_codes(cfg.capture)
+    gen = torch.Generator().manual_seed(0)
+    x, _ = sample_surface(head.canonical_mesh(96), args.points, gen)
+    z = codes[torch.randint(len(codes), (args.points,), generator=gen)]
+    true = head.forward_displacement(x, z)  # (N, 3) exact
+    with torch.no_grad():
+        err = (g(x, z) - true).norm(dim=-1)
+    largest = float(true.norm(dim=-1).max())
+    row = {
+        "run": str(args.run),
+        "points": args.points,
+        "codes": len(codes),
+        "largest_displacement": largest,
+        "median_error": float(err.median()),
+        "p95_error": float(err.quantile(0.95)),
+        "median_relative": float(err.median()) / largest,
+        "p95_relative": float(err.quantile(0.95)) / largest,
+    }
+    print(f"{'points':>7} {'codes':>6} {'largest':>9} {'median':>9} {'p95':>9} {'median %':>9} {'p95 %':>7}")
+    print(f"{args.points:>7} {len(codes):>6} {largest:>9.2e} {row['median_error']:>9.2e} {row['p95_error']:>9.2e} "
+          f"{100 * row['median_relative']:>9.2f} {100 * row['p95_relative']:>7.2f}")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(row, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
