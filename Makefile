@@ -19,10 +19,23 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 DEMO_CAPTURE := data/demo
+DEMO_RUN := runs/demo
 
+# Each step skips or resumes what an earlier (interrupted) `make demo` finished.
 demo: $(STAMP)
 	test -f $(DEMO_CAPTURE)/headmodel.json || $(BIN)/npga synth --out $(DEMO_CAPTURE) --preset demo
-	$(BIN)/npga prepare --capture $(DEMO_CAPTURE)
+	$(BIN)/npga prepare --capture $(DEMO_CAPTURE) --height 256
+	if ls $(DEMO_RUN)/checkpoints/step_*.pt >/dev/null 2>&1; then RESUME=--resume; fi; \
+	$(BIN)/npga train --config configs/demo.yaml --capture $(DEMO_CAPTURE) --out $(DEMO_RUN) $$RESUME
+	$(BIN)/npga eval --run $(DEMO_RUN)
+	$(BIN)/npga render --run $(DEMO_RUN)
+	@echo
+	@echo "capture:         $(DEMO_CAPTURE)"
+	@echo "run:             $(DEMO_RUN) (config.yaml, split.json, checkpoints/, logs/train.jsonl)"
+	@echo "training curves: $(DEMO_RUN)/logs/training_curves.png"
+	@echo "metrics:         $(DEMO_RUN)/eval/metrics.json (per frame: $(DEMO_RUN)/eval/per_frame.csv)"
+	@echo "comparisons:     $(DEMO_RUN)/eval/*.png, $(DEMO_RUN)/eval/*.mp4"
+	@echo "videos:          $(DEMO_RUN)/videos/orbit.mp4, $(DEMO_RUN)/videos/expressions.mp4"
 
 lint: $(STAMP)
 	$(BIN)/ruff check npga data_tools tests benchmarks
