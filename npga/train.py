@@ -364,7 +364,10 @@ class ProgressBar:
 
 
 class JsonlLog:
-    """Every `every`-th step's values as one JSON line; averaging the last `every` steps smooths the curves."""
+    """Every `every`-th step's values as one JSON line; averaging the last `every` steps smooths the curves.
+
+    The curves PNG is redrawn after each validation and at the end, so it can be watched during training.
+    """
 
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every = path, every
@@ -386,6 +389,8 @@ class JsonlLog:
         }
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
+        if "val_psnr" in rec:  # the curves follow the run (a fraction of a second per validation)
+            self.close(trainer)
         self.window, self.last_time = [], now
 
     def close(self, trainer: Trainer) -> None:

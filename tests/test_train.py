@@ -49,10 +49,27 @@ def _views_psnr(trainer: Trainer) -> float:
     return float(np.mean(vals))
 
 
+class _CurvesProbe:
+    """Records, at one step, whether the curves PNG is already on disk (it should follow the run)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.seen = at, None
+
+    def after_step(self, trainer, out) -> None:
+        if out["step"] == self.at:
+            self.seen = (trainer.cfg.out / "logs" / "training_curves.png").is_file()
+
+    def close(self, trainer) -> None:
+        pass
+
+
 def test_tiny_training_raises_psnr_and_lowers_loss(tiny_capture, tmp_path):
     trainer = build_trainer(tiny_config(tiny_capture, tmp_path / "run"))
+    probe = _CurvesProbe(at=150)  # after the validation at step 100, long before the end (300)
+    trainer.hooks.append(probe)
     before = _views_psnr(trainer)
     trainer.fit()
+    assert probe.seen
     after = _views_psnr(trainer)
     records = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
     assert after > before + 6.0, (before, after)
