@@ -27,7 +27,7 @@ from npga.cameras import Camera, look_at
 from npga.data.layout import NERSEMBLE_SERIALS, ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.headmodel.synthetic import EXPRESSIONS, SyntheticHead
-from npga.io.video import write_video
+from npga.io.video import to_uint8, write_video
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ def render_view(head: SyntheticHead, posed: torch.Tensor, normals: torch.Tensor,
     s = supersample
     rgb = rgb.reshape(cam.height, s, cam.width, s, 3).mean((1, 3))
     alpha = mask.double().reshape(cam.height, s, cam.width, s).mean((1, 3))
-    return (rgb.numpy() * 255 + 0.5).astype(np.uint8), (alpha.numpy() * 255 + 0.5).astype(np.uint8)
+    return to_uint8(rgb.numpy()), to_uint8(alpha.numpy())
 
 
 def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:

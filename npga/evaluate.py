@@ -24,7 +24,7 @@ from tqdm import tqdm
 
 from npga.cameras import Camera
 from npga.data.cache import FrameCache
-from npga.io.video import write_video
+from npga.io.video import to_uint8, write_video
 from npga.metrics import LPIPS, composite, psnr, ssim
 from npga.split import Split
 
@@ -115,10 +115,6 @@ def error_heatmap(gt: np.ndarray, pred: np.ndarray, max_error: float = 0.25) -> 
     return heat[..., ::-1].astype(np.float32) / 255.0
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
 def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: float = 25.0) -> dict:
     """metrics.json, per_frame.csv, a grid PNG per camera (truth | render | error) and a side-by-side mp4."""
     out = Path(out)
@@ -133,8 +129,8 @@ def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: fl
     for r in results:
         for serial, (gt, pred) in r.samples.items():
             grid = np.concatenate([gt, pred, error_heatmap(gt, pred)], 1)
-            cv2.imwrite(str(out / f"{r.name}_cam_{serial}.png"), cv2.cvtColor(_to_uint8(grid), cv2.COLOR_RGB2BGR))
-        frames = [_to_uint8(v) for v in r.video]
+            cv2.imwrite(str(out / f"{r.name}_cam_{serial}.png"), cv2.cvtColor(to_uint8(grid), cv2.COLOR_RGB2BGR))
+        frames = [to_uint8(v) for v in r.video]
         h, w = frames[0].shape[:2]
         write_video(out / f"{r.name}.mp4", [f[: h - h % 2, : w - w % 2] for f in frames], fps=fps)
     return metrics

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from npga.cameras import Camera, look_at
 from npga.config import DeviceName, resolve_device
 from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
-from npga.io.video import write_video
+from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.run import Avatar, load_run
 
@@ -71,10 +71,6 @@ def orbit_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int,
     return cams
 
 
-def _u8(img: torch.Tensor) -> np.ndarray:
-    return (img.clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
-
-
 def _label(frame: np.ndarray, text: str) -> np.ndarray:
     frame = np.ascontiguousarray(frame)
     scale = max(frame.shape[0] / 600, 0.35)
@@ -100,22 +96,22 @@ def render_videos(cfg: RenderConfig) -> list[Path]:
         frames = []
         for i, cam in enumerate(tqdm(cams, desc="orbit", unit="frame")):
             rgb, _ = avatar.render(seq, i % cache.n_frames(seq), [cam])
-            frames.append(_u8(rgb[0]))
+            frames.append(to_uint8(rgb[0].cpu().numpy()))
         return frames
 
     def expressions() -> list[np.ndarray]:
         frames = []
         sequences = avatar.split.train_sequences + avatar.split.heldout_sequences
         with_gt = front.serial in cache.serials and cfg.height is None
-        background = torch.tensor(avatar.cfg.background)
+        background = avatar.background.cpu()
         for s in tqdm(sequences, desc="expressions", unit="sequence"):
             held = " (held out)" if s in avatar.split.heldout_sequences else ""
             for t in range(cache.n_frames(s)):
                 rgb, _ = avatar.render(s, t, [front])
-                frame = _u8(rgb[0])
+                frame = to_uint8(rgb[0].cpu().numpy())
                 if with_gt:
                     gt_rgb, gt_alpha = (torch.from_numpy(a) for a in cache.frame(s, front.serial, t))
-                    frame = np.concatenate([_u8(composite(gt_rgb, gt_alpha, background)), frame], 1)
+                    frame = np.concatenate([to_uint8(composite(gt_rgb, gt_alpha, background).numpy()), frame], 1)
                 frames.append(_label(frame, f"{s}{held}"))
         return frames
 

@@ -39,6 +39,11 @@ class Avatar:
     def device(self) -> torch.device:
         return self.params["means"].device
 
+    @property
+    def background(self) -> torch.Tensor:
+        """(3,) the colour the run renders on and composites ground truth on."""
+        return torch.tensor(self.cfg.background, dtype=torch.float32, device=self.device)
+
     @torch.no_grad()
     def gaussians(self, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
         """The posed Gaussians for a code (D,) and head pose (4, 4)."""
@@ -55,8 +60,7 @@ class Avatar:
         """rgb (C, H, W, 3) on the run's background and alpha (C, H, W, 1) for any code (D,) and pose (4, 4)."""
         viewmats, Ks = stack_cameras(cameras, device=self.device)
         g = self.gaussians(z_ex, head_pose)
-        background = torch.tensor(self.cfg.background, device=self.device)
-        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, background,
+        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, self.background,
                                          self.nets.cnn)  # fmt: skip
         return rgb.clamp(0, 1), alpha
 

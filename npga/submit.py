@@ -28,6 +28,7 @@ from npga.io.submission import (
     check_submission,
     submission_entry,
 )
+from npga.io.video import to_uint8
 from npga.run import Avatar, load_run
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _frames(avatar: Avatar, sequence: str, serial: str, n: int) -> Iterator[np.n
     camera = avatar.cache.cameras[serial].resized(SUBMISSION_WIDTH, SUBMISSION_HEIGHT)
     for t in tqdm(range(n), desc=f"cam_{serial}", unit="frame"):
         rgb, _ = avatar.render(sequence, t, [camera])
-        yield (rgb[0].cpu().numpy() * 255 + 0.5).astype(np.uint8)
+        yield to_uint8(rgb[0].cpu().numpy())
 
 
 def submit(cfg: SubmitConfig) -> Path:

@@ -30,6 +30,7 @@ from npga.avatar import (
     CNNConfig,
     DetailConfig,
     DetailMLP,
+    Gaussians,
     InitConfig,
     ScreenCNN,
     deform,
@@ -233,14 +234,18 @@ class Trainer:
         frac = self.step / max(self.cfg.steps - 1, 1)
         self.optimizers["means"].param_groups[0]["lr"] = self.cfg.lr.means * self.cfg.lr.means_final**frac
 
+    def rasterize(self, g: Gaussians, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """rgb (C, H, W, 3) on the background, alpha (C, H, W, 1) and the rasterizer's meta, in the batch's cameras."""
+        return render_gaussians(g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height, self.background,
+                                self.nets.cnn)  # fmt: skip
+
     def train_step(self, batch: Batch) -> dict[str, float]:
         """Render, score, back-propagate, update, densify; returns the logged values of this step."""
         clock = [time.perf_counter()]
         tick = lambda: clock.append(time.perf_counter())  # noqa: E731
         g = deform(self.params, self.nets, batch.z, batch.head_pose)
         tick()
-        rgb, alpha, meta = render_gaussians(g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height,
-                                            self.background, self.nets.cnn)  # fmt: skip
+        rgb, alpha, meta = self.rasterize(g, batch)
         tick()
         self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
         lpips = self.lpips.differentiable if self.lpips and self.step >= self.cfg.loss.lpips_start else None
@@ -390,10 +395,13 @@ class JsonlLog:
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         if "val_psnr" in rec:  # the curves follow the run (a fraction of a second per validation)
-            self.close(trainer)
+            self._plot(trainer)
         self.window, self.last_time = [], now
 
     def close(self, trainer: Trainer) -> None:
+        self._plot(trainer)
+
+    def _plot(self, trainer: Trainer) -> None:
         if self.path.is_file():
             plot_training_curves(self.path, trainer.cfg.out / CURVES_FILE, title=str(trainer.cfg.out))
 
@@ -421,9 +429,7 @@ class Validation:
             return
         with torch.no_grad():
             for name, b in self.batches.items():
-                g = deform(trainer.params, trainer.nets, b.z, b.head_pose)
-                rgb, _, _ = render_gaussians(g, b.viewmats, b.Ks, trainer.cache.width, trainer.cache.height,
-                                             trainer.background, trainer.nets.cnn)  # fmt: skip
+                rgb, _, _ = trainer.rasterize(deform(trainer.params, trainer.nets, b.z, b.head_pose), b)
                 out[name] = float(psnr(rgb.clamp(0, 1), b.rgb).mean())
 
     def close(self, trainer: Trainer) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from npga.avatar import deform, render_gaussians
+from npga.avatar import deform
 from npga.config import load_config
 from npga.data.tracking import Tracking
 from npga.metrics import psnr
@@ -42,9 +42,7 @@ def _views_psnr(trainer: Trainer) -> float:
         for seq in trainer.split.train_sequences:
             for t in (0, trainer.cache.n_frames(seq) - 1):
                 b = trainer.make_batch(seq, t, trainer.train_serials)
-                g = deform(trainer.params, trainer.nets, b.z, b.head_pose)
-                rgb, _, _ = render_gaussians(g, b.viewmats, b.Ks, trainer.cache.width, trainer.cache.height,
-                                             trainer.background, trainer.nets.cnn)  # fmt: skip
+                rgb, _, _ = trainer.rasterize(deform(trainer.params, trainer.nets, b.z, b.head_pose), b)
                 vals.append(psnr(rgb.clamp(0, 1), b.rgb).mean().item())
     return float(np.mean(vals))
 

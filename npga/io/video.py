@@ -18,6 +18,11 @@ import imageio_ffmpeg
 import numpy as np
 
 
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float image in [0, 1] (clipped) -> uint8, rounded to nearest: what every written frame goes through."""
+    return (np.clip(image, 0.0, 1.0) * 255 + 0.5).astype(np.uint8)
+
+
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, quality: float = 9.0) -> int:
     """Write frames to an H.264 mp4 (quality 0..10, 10 is best); returns the number of frames.
 
