@@ -35,6 +35,10 @@ class LossWeights:
     """Largest standard deviation beyond `max_scale` (head units), squared: no needle or blob artefacts."""
     max_scale: float = 0.005
     """Threshold of the scale term (not a loss term)."""
+    opacity_reg: float = 0.0
+    """Mean opacity: 3DGS-MCMC's pressure towards few visible Gaussians (gsplat's MCMC preset: 0.01)."""
+    scale_reg: float = 0.0
+    """Mean standard deviation: 3DGS-MCMC's pressure towards small Gaussians (gsplat's MCMC preset: 0.01)."""
     lpips: float = 0.0
     """LPIPS (AlexNet) against the ground truth, when its weights are present (see `npga.metrics.LPIPS`)."""
     lpips_start: int = 0
@@ -84,6 +88,8 @@ def compute_losses(
         "laplacian_dynamics": lambda: zero if res is None else laplacian(res, neighbors),
         "residual": lambda: zero if res is None else res.square().sum(-1).mean(),
         "scale": lambda: scale_excess(gaussians.scales, weights.max_scale),
+        "opacity_reg": lambda: gaussians.opacities.mean(),
+        "scale_reg": lambda: gaussians.scales.mean(),
         "lpips": lambda: zero if lpips is None else lpips(rgb, gt_rgb).mean(),
     }
     return {name: fn() if w[name] != 0 else zero for name, fn in terms.items()}
