@@ -23,10 +23,11 @@ import torch
 from tqdm import tqdm
 
 from data_tools.mesh_render import rasterize_mesh
+from npga import nersemble
 from npga.cameras import Camera, look_at
-from npga.data.layout import NERSEMBLE_SERIALS, ParticipantLayout
+from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
-from npga.headmodel.synthetic import EXPRESSIONS, SyntheticHead
+from npga.headmodel import EXPRESSIONS, SyntheticHead, save_description
 from npga.io.video import to_uint8, write_video
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,8 @@ def rig_cameras(width: int, height: int) -> list[Camera]:
     fy = 0.84 * height * CAMERA_DISTANCE / 0.30  # a 0.30-unit tall view (head and neck) fills the image
     K = np.array([[fy, 0.0, width / 2], [0.0, fy, height / 2], [0.0, 0.0, 1.0]])
     cams = []
-    for i, serial in enumerate(NERSEMBLE_SERIALS):
-        azimuth = math.radians(-60 + 120 * i / (len(NERSEMBLE_SERIALS) - 1))
+    for i, serial in enumerate(nersemble.SERIALS):
+        azimuth = math.radians(-60 + 120 * i / (len(nersemble.SERIALS) - 1))
         elevation = math.radians(10.0 if i % 2 == 0 else -8.0)
         eye = HEAD_CENTER + CAMERA_DISTANCE * np.array(
             [math.sin(azimuth) * math.cos(elevation), math.sin(elevation), math.cos(azimuth) * math.cos(elevation)]
@@ -169,7 +170,9 @@ def synthesize(cfg: SynthConfig) -> Path:
     height = preset.height if cfg.height is None else cfg.height
     if height < 16:
         raise ValueError(f"height must be at least 16 pixels, got {height}")
-    width = int(round(height * 1100 / 1604 / 2)) * 2  # NeRSemble's portrait aspect, even for H.264
+    width = (
+        int(round(height * nersemble.BENCHMARK_WIDTH / nersemble.BENCHMARK_HEIGHT / 2)) * 2
+    )  # NeRSemble's portrait aspect, even for H.264
     head = SyntheticHead.from_seed(cfg.seed)
     mesh = head.canonical_mesh(preset.mesh_resolution)
     cams = rig_cameras(width, height)
@@ -180,7 +183,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     try:
         paths = ParticipantLayout(tmp)
         _write_calibration(paths, cams)
-        paths.headmodel.write_text(head.to_json())
+        save_description(head, paths.headmodel)
         total = len(preset.sequences) * n_frames
         with tqdm(total=total, desc=f"synth {cfg.preset}", unit="frame") as bar:
             for seq in preset.sequences:
@@ -219,5 +222,4 @@ def synthesize(cfg: SynthConfig) -> Path:
         raise
     log.info("wrote %s: %d sequences x %d frames x %d cameras at %dx%d", out, len(preset.sequences), n_frames,
              len(cams), width, height)  # fmt: skip
-    print(f"synthetic capture written to {out}")
     return out

@@ -12,7 +12,7 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
+from npga import nersemble
 
 EVAL_SPLITS = ("heldout_cameras", "heldout_sequences", "train", "all")
 
@@ -55,8 +55,8 @@ class Split:
 def make_split(
     serials: tuple[str, ...],
     sequences: tuple[str, ...],
-    heldout_serials: tuple[str, ...] = NERSEMBLE_HOLDOUT_SERIALS,
-    heldout_sequences: tuple[str, ...] = ("FREE",),
+    heldout_serials: tuple[str, ...] = nersemble.HOLDOUT_SERIALS,
+    heldout_sequences: tuple[str, ...] = (nersemble.HELDOUT_SEQUENCE,),
 ) -> Split:
     """Split a capture's cameras and sequences; errors when nothing would be left to train on."""
     unknown = [s for s in heldout_sequences if s not in sequences]

@@ -12,13 +12,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from npga import nersemble
 from npga.cameras import look_at
-from npga.data.layout import NERSEMBLE_SERIALS, ParticipantLayout
+from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.io.video import write_video
 
 # The first three rig cameras; 222200046 is an NVS hold-out camera.
-SERIALS = NERSEMBLE_SERIALS[:3]
+SERIALS = nersemble.SERIALS[:3]
 RAW_K = np.array([[8000.0, 0.0, 1100.0], [0.0, 8000.0, 1604.0], [0.0, 0.0, 1.0]])  # for 2200 x 3208
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from npga.headmodel import EXPRESSIONS, HeadModel, SyntheticHead, load_head_model
+from npga.headmodel import EXPRESSIONS, HeadModel, SyntheticHead, load_head_model, save_description
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,7 @@ def test_color_has_detail_at_several_scales(head, mesh):
 
 
 def test_identity_round_trips_through_json_and_seeds_differ(tmp_path, head):
-    (tmp_path / "headmodel.json").write_text(head.to_json())
+    save_description(head, tmp_path / "headmodel.json")
     again = load_head_model(tmp_path)
     x = torch.randn(100, 3) * 0.05
     assert torch.equal(again.sdf(x), head.sdf(x)) and torch.equal(again.color(x), head.color(x))

@@ -5,20 +5,14 @@ import zipfile
 import numpy as np
 import pytest
 
-from npga.io.submission import (
-    SUBMISSION_HEIGHT,
-    SUBMISSION_WIDTH,
-    SubmissionWriter,
-    check_benchmark_target,
-    check_submission,
-    submission_entry,
-)
+from npga import nersemble
+from npga.io.submission import SubmissionWriter, check_benchmark_target, check_submission, submission_entry
 
 
 def _frames(n: int) -> list[np.ndarray]:
-    y = np.linspace(0, 255, SUBMISSION_HEIGHT, dtype=np.float32)[:, None, None]
-    return [np.broadcast_to(y + 10 * t, (SUBMISSION_HEIGHT, SUBMISSION_WIDTH, 3)).clip(0, 255).astype(np.uint8)
-            for t in range(n)]  # fmt: skip
+    y = np.linspace(0, 255, nersemble.BENCHMARK_HEIGHT, dtype=np.float32)[:, None, None]
+    shape = (nersemble.BENCHMARK_HEIGHT, nersemble.BENCHMARK_WIDTH, 3)
+    return [np.broadcast_to(y + 10 * t, shape).clip(0, 255).astype(np.uint8) for t in range(n)]
 
 
 def test_written_submission_passes_the_checks(tmp_path):

@@ -8,7 +8,8 @@ import torch
 from scipy.ndimage import maximum_filter
 
 from data_tools.synth import SynthConfig, synthesize
-from npga.data.layout import NERSEMBLE_SERIALS, ParticipantLayout
+from npga import nersemble
+from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.headmodel import load_head_model
 from npga.io.video import read_video
@@ -17,13 +18,13 @@ from npga.io.video import read_video
 def test_layout_is_the_benchmark_layout(tiny_capture):
     paths = ParticipantLayout(tiny_capture)
     params = json.loads(paths.camera_params.read_text())
-    assert list(params["world_2_cam"]) == list(NERSEMBLE_SERIALS) and set(params["intrinsics"]) == set(
-        NERSEMBLE_SERIALS
+    assert list(params["world_2_cam"]) == list(nersemble.SERIALS) and set(params["intrinsics"]) == set(
+        nersemble.SERIALS
     )
     for seq in ("EXP-1-jaw", "FREE"):
         tracking = Tracking.load(paths.tracking(seq))
         assert tracking.n_frames == 4 and tracking.expression_dim == 10
-        for serial in NERSEMBLE_SERIALS:
+        for serial in nersemble.SERIALS:
             assert paths.video(seq, serial).is_file() and paths.alpha_video(seq, serial).is_file()
     assert paths.headmodel.is_file()
 
@@ -47,7 +48,7 @@ def test_surface_projects_inside_the_alpha_mask_in_every_camera(tmp_path):
     posed = head.forward(mesh.vertices.double(), torch.from_numpy(tracking.expression[t]).double()).numpy()
     posed = posed @ (tracking.scale[t] * tracking.rotation[t]).T + tracking.translation[t]
     far = np.array([[0.0, 0.3, 0.0], [0.0, 0.24, 0.05], [0.3, 0.25, 0.0], [-0.3, 0.25, 0.05]])  # high above the head
-    for serial in NERSEMBLE_SERIALS:
+    for serial in nersemble.SERIALS:
         alpha = read_video(paths.alpha_video("FREE", serial), grey=True)[t]
         # Silhouette vertices sit on anti-aliased, lossy-coded edge pixels: allow one pixel of slack.
         near_mask = maximum_filter(alpha, size=3)

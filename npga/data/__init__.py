@@ -8,14 +8,12 @@ trainers call `open_or_prepare(folder)`. (The `prepare` function is not re-expor
 
 from npga.data.cache import FrameCache
 from npga.data.capture import Capture
-from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS, NERSEMBLE_SERIALS, ParticipantLayout
+from npga.data.layout import ParticipantLayout
 from npga.data.prepare import DEFAULT_HEIGHT, PrepareConfig, open_or_prepare
 from npga.data.tracking import Tracking
 
 __all__ = [
     "DEFAULT_HEIGHT",
-    "NERSEMBLE_HOLDOUT_SERIALS",
-    "NERSEMBLE_SERIALS",
     "Capture",
     "FrameCache",
     "ParticipantLayout",

@@ -137,6 +137,10 @@ class FrameCache:
     def n_frames(self, seq: str) -> int:
         return len(self._entry(seq)["timesteps"])
 
+    def n_video_frames(self, seq: str) -> int:
+        """Frames in the sequence's videos (rows cover only the tracked ones when it has tracking)."""
+        return int(self._entry(seq)["n_video_frames"])
+
     def timesteps(self, seq: str) -> np.ndarray:
         """(T,) video frame number of each cached row `t`."""
         return np.asarray(self._entry(seq)["timesteps"], dtype=np.int64)

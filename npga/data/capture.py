@@ -29,22 +29,23 @@ from typing import Literal
 
 import numpy as np
 
+from npga import nersemble
 from npga.cameras import Camera
 from npga.data.color import load_color_calibration
-from npga.data.layout import BACKGROUND_SEQUENCE, NERSEMBLE_HOLDOUT_SERIALS, NERSEMBLE_SERIALS, ParticipantLayout
+from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.io.video import VideoInfo, iter_video, probe_video
 
 log = logging.getLogger(__name__)
 
 # (W, H) of raw NeRSemble v2 frames: the shared raw intrinsics are in pixels of this size.
-RAW_SIZE: tuple[int, int] = (2200, 3208)
+RAW_SIZE: tuple[int, int] = (nersemble.RAW_WIDTH, nersemble.RAW_HEIGHT)
 LayoutName = Literal["raw", "benchmark"]
 
 
 def _serial_order(serials: Iterable[str]) -> tuple[str, ...]:
-    """Rig order (NERSEMBLE_SERIALS) first, any other serial after it, sorted."""
-    rank = {s: i for i, s in enumerate(NERSEMBLE_SERIALS)}
+    """Rig order (nersemble.SERIALS) first, any other serial after it, sorted."""
+    rank = {s: i for i, s in enumerate(nersemble.SERIALS)}
     return tuple(sorted(serials, key=lambda s: (rank.get(s, len(rank)), s)))
 
 
@@ -127,7 +128,7 @@ class Capture:
             raise FileNotFoundError(f"capture folder not found: {paths.root}")
         layout_name, world_2_cam, intrinsics = _read_camera_params(paths.camera_params)
         seq_dirs = sorted(paths.sequences_dir.iterdir()) if paths.sequences_dir.is_dir() else []
-        sequences = tuple(d.name for d in seq_dirs if d.is_dir() and d.name != BACKGROUND_SEQUENCE)
+        sequences = tuple(d.name for d in seq_dirs if d.is_dir() and d.name != nersemble.BACKGROUND_SEQUENCE)
         if not sequences:
             raise FileNotFoundError(f"no sequences in {paths.sequences_dir}")
 
@@ -146,7 +147,7 @@ class Capture:
                 s = missing[0]
                 raise ValueError(f"{paths.video(seq, s)} is missing (other sequences have camera {s})")
         # The benchmark withholds the videos of its hold-out cameras; any other calibrated camera needs videos.
-        unfilmed = sorted(set(world_2_cam) - all_serials - set(NERSEMBLE_HOLDOUT_SERIALS))
+        unfilmed = sorted(set(world_2_cam) - all_serials - set(nersemble.HOLDOUT_SERIALS))
         if unfilmed:
             raise ValueError(
                 f"{paths.camera_params} calibrates camera {unfilmed[0]}, "

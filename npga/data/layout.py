@@ -19,15 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-# NeRSemble rig serials, in the order the benchmark lists them.
-NERSEMBLE_SERIALS: tuple[str, ...] = (
-    "222200042", "222200044", "222200046", "222200040", "222200036", "222200048",
-    "220700191", "222200041", "222200037", "222200038", "222200047", "222200043",
-    "222200049", "222200039", "222200045", "221501007",
-)  # fmt: skip
-# Novel-view-synthesis hold-out cameras of the benchmark: left, centre, right.
-NERSEMBLE_HOLDOUT_SERIALS: tuple[str, ...] = ("222200046", "222200037", "222200039")
-BACKGROUND_SEQUENCE = "BACKGROUND"
+from npga import nersemble
 
 
 @dataclass(frozen=True)
@@ -68,4 +60,4 @@ class ParticipantLayout:
         return self.sequence_dir(seq) / "tracking" / "nphm_tracking.npz"
 
     def background(self, serial: str) -> Path:
-        return self.sequence_dir(BACKGROUND_SEQUENCE) / f"image_{serial}.jpg"
+        return self.sequence_dir(nersemble.BACKGROUND_SEQUENCE) / f"image_{serial}.jpg"

@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from npga import nersemble
 from npga.data.cache import (
     CACHE_FORMAT,
     MANIFEST,
@@ -35,8 +36,7 @@ from npga.data.color import correct_colors
 
 log = logging.getLogger(__name__)
 
-# The paper trains and evaluates at 550 x 802 (W x H): half the benchmark's, a quarter of the raw resolution.
-DEFAULT_HEIGHT = 802
+DEFAULT_HEIGHT = nersemble.PAPER_HEIGHT
 # Decoded (lossy) alpha at or below 12/255 becomes 0, at or above 243/255 becomes 1, linear in between:
 # removes the codec's speckle in the flat regions and keeps the soft edges.
 ALPHA_RANGE = (12, 243)

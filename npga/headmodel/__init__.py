@@ -1,6 +1,17 @@
-"""Parametric head models: the interface, and the synthetic head that needs no download."""
+"""Parametric head models: the interface, the registry by description `type`, and the synthetic head."""
 
 from npga.headmodel.base import HeadModel, Mesh
-from npga.headmodel.synthetic import EXPRESSIONS, HeadIdentity, SyntheticHead, load_head_model
+from npga.headmodel.registry import HEAD_MODEL_TYPES, head_model_from_description, load_head_model, save_description
+from npga.headmodel.synthetic import EXPRESSIONS, HeadIdentity, SyntheticHead
 
-__all__ = ["EXPRESSIONS", "HeadIdentity", "HeadModel", "Mesh", "SyntheticHead", "load_head_model"]
+__all__ = [
+    "EXPRESSIONS",
+    "HEAD_MODEL_TYPES",
+    "HeadIdentity",
+    "HeadModel",
+    "Mesh",
+    "SyntheticHead",
+    "head_model_from_description",
+    "load_head_model",
+    "save_description",
+]

@@ -8,7 +8,7 @@ opposite direction; `npga.deform` distills it from `backward`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -46,6 +46,10 @@ class HeadModel(Protocol):
 
     def backward(self, x_posed: torch.Tensor, z_ex: torch.Tensor) -> torch.Tensor:
         """Canonical positions (N, 3) of posed points x_posed (N, 3) under codes z_ex (D,) or (N, D)."""
+        ...
+
+    def description(self) -> dict[str, Any]:
+        """JSON-able mapping with a `type` that `npga.headmodel.head_model_from_description` rebuilds this from."""
         ...
 
     def canonical_mesh(self, resolution: int = 128) -> Mesh:

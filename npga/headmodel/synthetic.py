@@ -9,10 +9,10 @@ head is about 0.2 tall), y points up and the face looks along +z.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,16 +74,9 @@ class HeadIdentity:
             texture_phase=(u(0, 2 * math.pi), u(0, 2 * math.pi), u(0, 2 * math.pi)),
         )
 
-    def to_json(self) -> str:
-        return json.dumps({"type": "synthetic", "identity": asdict(self)}, indent=2)
-
     @classmethod
-    def from_json(cls, text: str) -> HeadIdentity:
-        data = json.loads(text)
-        if data.get("type") != "synthetic":
-            raise ValueError(f"not a synthetic head model description (type={data.get('type')!r})")
-        fields = {k: tuple(v) if isinstance(v, list) else v for k, v in data["identity"].items()}
-        return cls(**fields)
+    def from_dict(cls, data: dict[str, Any]) -> HeadIdentity:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def _ellipsoid_sdf(x: torch.Tensor, center, radii) -> torch.Tensor:
@@ -131,11 +124,12 @@ class SyntheticHead:
         return cls(HeadIdentity.from_seed(seed))
 
     @classmethod
-    def from_json(cls, text: str) -> SyntheticHead:
-        return cls(HeadIdentity.from_json(text))
+    def from_description(cls, description: dict[str, Any], base_dir: Path | None = None) -> SyntheticHead:
+        """Rebuild from `description()` (the analytic head needs no files, so `base_dir` is unused)."""
+        return cls(HeadIdentity.from_dict(description["identity"]))
 
-    def to_json(self) -> str:
-        return self.identity.to_json()
+    def description(self) -> dict[str, Any]:
+        return {"type": "synthetic", "identity": asdict(self.identity)}
 
     @property
     def expression_dim(self) -> int:
@@ -166,7 +160,7 @@ class SyntheticHead:
         h = 1e-4
         grads = []
         for axis in range(3):
-            dx = torch.zeros(3, dtype=x.dtype)
+            dx = x.new_zeros(3)
             dx[axis] = h
             grads.append(self.sdf(x + dx) - self.sdf(x - dx))
         return torch.nn.functional.normalize(torch.stack(grads, -1), dim=-1)
@@ -295,16 +289,3 @@ class SyntheticHead:
         for _ in range(BACKWARD_ITERATIONS):
             x = xp - self.forward_displacement(x, z)
         return x.to(x_posed.dtype)
-
-
-def load_head_model(path: str | Path) -> SyntheticHead:
-    """The head model of a participant folder (its `headmodel.json`) or of a `headmodel.json` file."""
-    path = Path(path)
-    file = path / "headmodel.json" if path.is_dir() else path
-    if not file.is_file():
-        raise FileNotFoundError(f"no head model description at {file}: captures made by `npga synth` carry "
-                                "their head model there; real NPHM weights are not loaded yet")  # fmt: skip
-    try:
-        return SyntheticHead.from_json(file.read_text())
-    except (ValueError, KeyError, TypeError) as e:
-        raise ValueError(f"{file}: not a readable head model description ({e})") from e

@@ -1,7 +1,8 @@
 """Training curves as a PNG, from a run's JSONL log (one JSON object per line with a "step").
 
 Every numeric key whose name starts with "loss" goes on the left (log scale), every key containing "psnr" on
-the right, so new loss terms appear without changes here.
+the right, so new loss terms appear without changes here. Drawn on a bare `Figure` (no pyplot): importing npga
+never switches matplotlib's backend under a user's notebook or GUI.
 """
 
 from __future__ import annotations
@@ -10,10 +11,7 @@ import json
 import os
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only, no display
-import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.figure import Figure
 
 
 def read_log(path: str | os.PathLike) -> list[dict]:
@@ -34,7 +32,8 @@ def plot_training_curves(log_path: str | os.PathLike, out_png: str | os.PathLike
     if not records:
         raise ValueError(f"{log_path}: no training records to plot")
     keys = sorted({k for r in records for k, v in r.items() if isinstance(v, (int, float)) and k != "step"})
-    fig, ax_loss = plt.subplots(figsize=(9, 4.5), dpi=110)
+    fig = Figure(figsize=(9, 4.5), dpi=110)
+    ax_loss = fig.add_subplot()
     ax_psnr = ax_loss.twinx()
     for key in keys:
         pts = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
@@ -57,5 +56,4 @@ def plot_training_curves(log_path: str | os.PathLike, out_png: str | os.PathLike
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out)
-    plt.close(fig)
     return out

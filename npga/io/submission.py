@@ -17,19 +17,10 @@ from pathlib import Path
 import imageio.v2 as imageio
 import numpy as np
 
-from npga.data.layout import NERSEMBLE_HOLDOUT_SERIALS
+from npga import nersemble
 from npga.io.video import write_video
 
-# Participants and sequences of the NVS benchmark (DESIGN.md section 5).
-NVS_BENCHMARK_SEQUENCES: dict[int, str] = {
-    388: "GLASSES",
-    422: "EXP-2-eyes",
-    443: "FREE",
-    445: "EXP-6-tongue-1",
-    475: "HAIR",
-}
-SUBMISSION_WIDTH, SUBMISSION_HEIGHT = 1100, 1604
-SUBMISSION_FPS = 73
+_SHAPE = (nersemble.BENCHMARK_HEIGHT, nersemble.BENCHMARK_WIDTH, 3)  # uint8 RGB frames
 _ENTRY = re.compile(r"^(\d{3})/([\w\-+]+)/cam_(\w+)\.mp4$")
 
 
@@ -40,12 +31,12 @@ def submission_entry(participant: int, sequence: str, serial: str) -> str:
 
 def check_benchmark_target(participant: int, sequence: str) -> None:
     """Refuse anything that is not a benchmark participant/sequence pair."""
-    if participant not in NVS_BENCHMARK_SEQUENCES:
+    if participant not in nersemble.NVS_BENCHMARK_SEQUENCES:
         raise ValueError(
             f"participant {participant:03d} is not in the NeRSemble NVS benchmark "
-            f"(benchmark participants: {sorted(NVS_BENCHMARK_SEQUENCES)})"
+            f"(benchmark participants: {sorted(nersemble.NVS_BENCHMARK_SEQUENCES)})"
         )
-    expected = NVS_BENCHMARK_SEQUENCES[participant]
+    expected = nersemble.NVS_BENCHMARK_SEQUENCES[participant]
     if sequence != expected:
         raise ValueError(f"participant {participant:03d}: the benchmark sequence is {expected!r}, not {sequence!r}")
 
@@ -74,21 +65,18 @@ class SubmissionWriter:
     def add_video(self, participant: int, sequence: str, serial: str, frames: Iterable[np.ndarray]) -> int:
         """Add one hold-out camera's video; frames are uint8 (1604, 1100, 3). Returns the frame count."""
         check_benchmark_target(participant, sequence)
-        if serial not in NERSEMBLE_HOLDOUT_SERIALS:
-            raise ValueError(f"serial {serial} is not a hold-out camera {NERSEMBLE_HOLDOUT_SERIALS}")
+        if serial not in nersemble.HOLDOUT_SERIALS:
+            raise ValueError(f"serial {serial} is not a hold-out camera {nersemble.HOLDOUT_SERIALS}")
 
         def checked(frames: Iterable[np.ndarray]) -> Iterable[np.ndarray]:
             for frame in frames:
-                if frame.dtype != np.uint8 or frame.shape != (SUBMISSION_HEIGHT, SUBMISSION_WIDTH, 3):
-                    raise ValueError(
-                        f"submission frames must be uint8 ({SUBMISSION_HEIGHT}, {SUBMISSION_WIDTH}, 3), "
-                        f"got {frame.dtype} {frame.shape}"
-                    )
+                if frame.dtype != np.uint8 or frame.shape != _SHAPE:
+                    raise ValueError(f"submission frames must be uint8 {_SHAPE}, got {frame.dtype} {frame.shape}")
                 yield frame
 
         with tempfile.TemporaryDirectory() as tmp:
             video = Path(tmp) / "video.mp4"
-            n = write_video(video, checked(frames), fps=SUBMISSION_FPS, quality=9.5)
+            n = write_video(video, checked(frames), fps=nersemble.FPS, quality=9.5)
             self._zip.write(video, submission_entry(participant, sequence, serial))
         return n
 
@@ -120,8 +108,10 @@ def check_submission(path: str | os.PathLike, expected_frames: dict[str, int]) -
                 problems.append(f"{name}: {len(frames)} frames, expected {n_expected}")
             if frames:
                 h, w = frames[0].shape[:2]
-                if (w, h) != (SUBMISSION_WIDTH, SUBMISSION_HEIGHT):
-                    problems.append(f"{name}: {w}x{h}, expected {SUBMISSION_WIDTH}x{SUBMISSION_HEIGHT}")
+                if (w, h) != (nersemble.BENCHMARK_WIDTH, nersemble.BENCHMARK_HEIGHT):
+                    problems.append(
+                        f"{name}: {w}x{h}, expected {nersemble.BENCHMARK_WIDTH}x{nersemble.BENCHMARK_HEIGHT}"
+                    )
                 if frames[0].ndim != 3 or frames[0].shape[2] != 3 or frames[0].dtype != np.uint8:
                     problems.append(f"{name}: frames are not uint8 RGB")
     return problems
