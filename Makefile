@@ -27,10 +27,11 @@ demo: $(STAMP)
 	$(BIN)/npga prepare --capture $(DEMO_CAPTURE) --height 256
 	if ls $(DEMO_RUN)/checkpoints/step_*.pt >/dev/null 2>&1; then RESUME=--resume; fi; \
 	$(BIN)/npga train --config configs/demo.yaml --capture $(DEMO_CAPTURE) --out $(DEMO_RUN) $$RESUME
-	$(BIN)/npga eval --run $(DEMO_RUN)
-	$(BIN)/npga render --run $(DEMO_RUN)
+	$(BIN)/npga eval $(DEMO_RUN)
+	$(BIN)/npga render $(DEMO_RUN)
 	@echo
 	@echo "capture:         $(DEMO_CAPTURE)"
+	@echo "avatar:          $(DEMO_RUN)/avatar.npga (everything after training needs only this file)"
 	@echo "run:             $(DEMO_RUN) (config.yaml, split.json, checkpoints/, logs/train.jsonl)"
 	@echo "training curves: $(DEMO_RUN)/logs/training_curves.png"
 	@echo "metrics:         $(DEMO_RUN)/eval/metrics.json (per frame: $(DEMO_RUN)/eval/per_frame.csv)"
@@ -40,6 +41,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check npga data_tools tests benchmarks
 	$(BIN)/ruff format --check npga data_tools tests benchmarks
+	$(BIN)/lint-imports
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q

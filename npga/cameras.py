@@ -1,16 +1,21 @@
 """Pinhole cameras in the OpenCV convention (x right, y down, z forward), as NeRSemble ships them.
 
 A camera is plain data (numpy); `stack_cameras` turns a list into the `viewmats`/`Ks` tensors the
-rasterizer takes, so the hot path never converts conventions.
+rasterizer takes, so the hot path never converts conventions. Camera paths (an orbit about the rig's up
+axis) are built from a rig's cameras.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 import torch
+
+from npga import nersemble
 
 
 @dataclass(frozen=True)
@@ -96,3 +101,31 @@ def stack_cameras(
     viewmats = torch.tensor(np.stack([c.world_2_cam for c in cameras]), device=device, dtype=dtype)
     Ks = torch.tensor(np.stack([c.K for c in cameras]), device=device, dtype=dtype)
     return viewmats, Ks
+
+
+def frontal_camera(cameras: dict[str, Camera]) -> Camera:
+    """The rig's centre hold-out camera (NeRSemble's frontal view), else the camera nearest the rig's mean
+    viewing direction."""
+    if nersemble.FRONTAL_SERIAL in cameras:
+        return cameras[nersemble.FRONTAL_SERIAL]
+    forward = np.mean([c.world_2_cam[2, :3] for c in cameras.values()], 0)
+    return max(cameras.values(), key=lambda c: float(c.world_2_cam[2, :3] @ forward))
+
+
+def rig_up(cameras: Sequence[Camera]) -> np.ndarray:
+    """World direction (3,) that is up in the rig's images (OpenCV's camera y points down)."""
+    up = -np.mean([c.world_2_cam[1, :3] for c in cameras], 0)
+    return up / np.linalg.norm(up)
+
+
+def orbit_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int, degrees: float) -> list[Camera]:
+    """`reference` swung about the axis `up` through `target`: angle = degrees * sin(2 pi i / n)."""
+    eye0 = reference.center - target
+    cams = []
+    for i in range(n):
+        a = math.radians(degrees) * math.sin(2 * math.pi * i / n)
+        rot = cv2.Rodrigues((up * a).reshape(3, 1))[0]  # (3, 3) rotation about `up`
+        w2c = look_at(target + rot @ eye0, target, up)
+        cams.append(Camera(K=reference.K, world_2_cam=w2c, width=reference.width, height=reference.height,
+                           serial=f"orbit{i:03d}"))  # fmt: skip
+    return cams

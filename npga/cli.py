@@ -1,7 +1,8 @@
-"""The `npga` entry point: one tyro-parsed config dataclass per subcommand, nothing else.
+"""The `npga` entry point: dispatch to one command module per subcommand, nothing else.
 
-`npga SUB [--config preset.yaml] [--field value ...]`: the preset fills the config, the command line
-overrides it. Subcommand modules are imported only when chosen, so `npga --help` stays fast.
+`npga SUB [--config preset.yaml] [--field value ...]`: the preset fills the subcommand's config, the command
+line overrides it. Each module in `npga.commands` has a tyro `Config` dataclass and `main(cfg)`; modules are
+imported only when chosen, so `npga --help` stays fast.
 """
 
 from __future__ import annotations
@@ -16,22 +17,22 @@ import tyro
 
 from npga.config import load_config
 
-# name -> (module, config class, function taking the config, one-line help)
-SUBCOMMANDS: dict[str, tuple[str, str, str, str]] = {
-    "synth": ("data_tools.synth", "SynthConfig", "synthesize", "write a synthetic multi-view capture (no download)"),
-    "prepare": ("npga.data.prepare", "PrepareConfig", "prepare", "decode a capture's videos once into a frame cache"),
-    "distill": ("npga.deform.distill", "DistillCommand", "run_distill", "distill the forward deformation field"),
-    "train": ("npga.train", "TrainConfig", "train", "train an avatar on a capture"),
-    "eval": ("npga.eval_run", "EvalConfig", "run_eval", "PSNR / SSIM / LPIPS of a run on its held-out views"),
-    "render": ("npga.render_video", "RenderConfig", "render_videos", "orbit and expression videos of a run"),
-    "submit": ("npga.submit", "SubmitConfig", "submit", "NeRSemble NVS benchmark submission zip from a run"),
+# subcommand -> (module with `Config` and `main`, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("npga.commands.synth", "write a synthetic multi-view capture (no download)"),
+    "prepare": ("npga.commands.prepare", "decode a capture's videos once into a frame cache"),
+    "distill": ("npga.commands.distill", "distill the forward deformation field"),
+    "train": ("npga.commands.train", "train an avatar on a capture; writes RUN/avatar.npga"),
+    "eval": ("npga.commands.eval", "PSNR / SSIM / LPIPS of an avatar on its held-out views"),
+    "render": ("npga.commands.render", "orbit and expression videos of an avatar"),
+    "submit": ("npga.commands.submit", "NeRSemble NVS benchmark submission zip from an avatar"),
 }
 
 
 def _usage() -> str:
     width = max((len(n) for n in SUBCOMMANDS), default=0)
     lines = ["usage: npga SUBCOMMAND [--config PRESET.yaml] [options]", "", "subcommands:"]
-    lines += [f"  {name:<{width}}  {help_}" for name, (_, _, _, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "`npga SUBCOMMAND --help` lists the options of one subcommand."]
     return "\n".join(lines)
 
@@ -61,26 +62,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     name, rest = args[0], args[1:]
     if name not in SUBCOMMANDS:
         raise SystemExit(f"npga: unknown subcommand {name!r}\n\n{_usage()}")
-    module_name, config_name, fn_name, help_ = SUBCOMMANDS[name]
+    module_name, help_ = SUBCOMMANDS[name]
     module = importlib.import_module(module_name)
-    config_cls, fn = getattr(module, config_name), getattr(module, fn_name)
     preset, rest = _pop_config_path(rest)
     try:
-        default = load_config(config_cls, preset) if preset else None
+        default = load_config(module.Config, preset) if preset else None
     except (OSError, ValueError) as e:
         raise SystemExit(f"npga {name}: {e}") from None
-    cfg = tyro.cli(config_cls, args=rest, default=default, prog=f"npga {name}", description=help_)
+    cfg = tyro.cli(module.Config, args=rest, default=default, prog=f"npga {name}", description=help_)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        fn(cfg)
+        module.main(cfg)
     except KeyboardInterrupt:
         print(f"npga {name}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, KeyError) as e:
         # Bad input (a file, a value): one clear line, no traceback. NPGA_DEBUG=1 shows the traceback.
         if os.environ.get("NPGA_DEBUG"):
             raise
-        raise SystemExit(f"npga {name}: error: {e}") from None
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise SystemExit(f"npga {name}: error: {message}") from None
 
 
 if __name__ == "__main__":

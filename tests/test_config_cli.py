@@ -53,9 +53,9 @@ def test_unknown_or_bad_keys_name_the_file_and_key(tmp_path):
 
 def test_cli_preset_then_command_line_override(tmp_path, monkeypatch):
     seen = []
-    module = type("M", (), {"Outer": Outer, "run": staticmethod(seen.append)})
+    module = type("M", (), {"Config": Outer, "main": staticmethod(seen.append)})
     monkeypatch.setattr(cli.importlib, "import_module", lambda name: module)
-    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "Outer", "run", "a fake subcommand"))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "a fake subcommand"))
     preset = tmp_path / "p.yaml"
     preset.write_text("steps: 7\nmode: b\ninner:\n  lr: 0.25\n")
     cli.main(["fake", "--config", str(preset), "--steps", "9"])
@@ -68,9 +68,9 @@ def test_cli_reports_bad_input_without_traceback(monkeypatch):
     def fail(cfg):
         raise ValueError("capture/calibration/camera_params.json: malformed")
 
-    module = type("M", (), {"Outer": Outer, "run": staticmethod(fail)})
+    module = type("M", (), {"Config": Outer, "main": staticmethod(fail)})
     monkeypatch.setattr(cli.importlib, "import_module", lambda name: module)
-    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "Outer", "run", "a fake subcommand"))
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "a fake subcommand"))
     monkeypatch.delenv("NPGA_DEBUG", raising=False)
     with pytest.raises(SystemExit, match="npga fake: error: .*camera_params.json"):
         cli.main(["fake"])
@@ -81,8 +81,9 @@ def test_cli_reports_bad_input_without_traceback(monkeypatch):
 def test_every_registered_subcommand_has_a_config_and_function():
     import importlib
 
-    for name, (module_name, config_name, fn_name, help_) in cli.SUBCOMMANDS.items():
+    for name, (module_name, help_) in cli.SUBCOMMANDS.items():
         module = importlib.import_module(module_name)
-        assert dataclasses.is_dataclass(getattr(module, config_name)), name
-        assert callable(getattr(module, fn_name)), name
+        assert module_name == f"npga.commands.{module_name.rsplit('.', 1)[1]}", name
+        assert dataclasses.is_dataclass(module.Config), name
+        assert callable(module.main), name
         assert help_, name

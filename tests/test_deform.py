@@ -7,7 +7,9 @@ import json
 import torch
 
 from npga.deform import DistillConfig, FieldConfig, ForwardField, PositionalEncoding, load_distilled
-from npga.deform.distill import DistillCommand, run_distill, tracked_codes
+from npga.commands.distill import Config as DistillCommand
+from npga.commands.distill import main as run_distill
+from npga.commands.distill import tracked_codes
 from npga.deform.sampling import sample_codes, sample_surface
 from npga.headmodel import load_head_model
 
@@ -43,7 +45,7 @@ def test_code_sampling_stays_in_the_tracked_range():
 
 def test_distilled_field_matches_the_true_forward_displacement(tiny_capture, tmp_path):
     """`npga distill` on the tiny capture: median error < 3% of the largest displacement (surface, tracked codes)."""
-    run_distill(DistillCommand(capture=tiny_capture, out=tmp_path / "run", distill=SMALL))
+    run_distill(DistillCommand(capture=tiny_capture, out=tmp_path / "run", distill=SMALL, device="cpu"))
     report = json.loads((tmp_path / "run" / "distill_report.json").read_text())
     assert report["cycle_residual"]["median"] < 0.03 * report["largest_displacement"]
 

@@ -12,15 +12,22 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+from npga import nersemble
 from npga.cameras import Camera
+from npga.avatar.file import load_avatar, save_avatar
 from npga.cli import main
 from npga.config import load_config
-from npga.eval_run import EvalConfig, run_eval
+from npga.cameras import orbit_cameras
+from npga.commands.eval import Config as EvalConfig
+from npga.commands.eval import main as run_eval
+from npga.commands.render import Config as RenderConfig
+from npga.commands.render import main as render_videos
+from npga.commands.submit import Config as SubmitConfig
+from npga.commands.submit import main as submit
 from npga.evaluate import METRICS
-from npga.io.submission import SUBMISSION_HEIGHT, SUBMISSION_WIDTH, check_submission, submission_entry
-from npga.render_video import RenderConfig, orbit_cameras, render_videos
-from npga.submit import SubmitConfig, submit
-from npga.train import CHECKPOINT_DIR, SPLIT_FILE, TrainConfig, build_trainer
+from npga.io.submission import check_submission, submission_entry
+from npga.runs import RunLayout
+from npga.train import TrainConfig, build_trainer
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -42,7 +49,7 @@ def _copy_run(run: Path, dst: Path) -> Path:
 def test_eval_writes_every_field(trained, tmp_path):
     run, _ = trained
     out = tmp_path / "eval"
-    metrics = run_eval(EvalConfig(run=run, split=("heldout_cameras", "heldout_sequences", "train"), out=out))
+    metrics = run_eval(EvalConfig(run, split=("heldout_cameras", "heldout_sequences", "train"), out=out))
     assert json.loads((out / "metrics.json").read_text()) == metrics
     # tiny: 16 cameras, 3 held out; sequences EXP-1-jaw (train) and FREE (held out), 4 frames each
     expected_frames = {"heldout_cameras": 3 * 4, "heldout_sequences": 16 * 4, "train": 13 * 4}
@@ -69,27 +76,30 @@ def test_eval_writes_every_field(trained, tmp_path):
 
 def test_eval_bad_input_exits_with_a_clear_message(trained, tmp_path, capsys):
     run, capture = trained
-    no_ckpt = _copy_run(run, tmp_path / "no_ckpt")
-    shutil.rmtree(no_ckpt / CHECKPOINT_DIR)
-    with pytest.raises(SystemExit, match="no checkpoint yet"):
-        main(["eval", "--run", str(no_ckpt)])
+    no_avatar = _copy_run(run, tmp_path / "no_avatar")
+    RunLayout(no_avatar).avatar.unlink()
+    with pytest.raises(SystemExit, match="no avatar.npga in this folder"):
+        main(["eval", str(no_avatar)])
 
-    moved = _copy_run(run, tmp_path / "moved")
-    cfg = (moved / "config.yaml").read_text().replace(str(capture), str(tmp_path / "gone"))
-    (moved / "config.yaml").write_text(cfg)
-    with pytest.raises(SystemExit, match="does not exist.*--capture"):
-        main(["eval", "--run", str(moved)])
-    metrics = run_eval(EvalConfig(run=moved, capture=capture, every=2))
+    moved_capture = Path(shutil.copytree(capture, tmp_path / "moved_capture"))
+    hidden = Path(shutil.move(capture, tmp_path / "hidden"))  # the capture the avatar recorded is gone
+    try:
+        with pytest.raises(SystemExit, match="do not exist.*--capture"):
+            main(["eval", str(run)])
+        metrics = run_eval(EvalConfig(run, capture=moved_capture, every=2, out=tmp_path / "moved_eval"))
+    finally:
+        shutil.move(hidden, capture)
     assert metrics["heldout_cameras"]["n_frames"] == 3 * 2 and metrics["heldout_sequences"]["n_frames"] == 16 * 2
 
     empty = _copy_run(run, tmp_path / "empty")
-    split = json.loads((empty / SPLIT_FILE).read_text()) | {"heldout_sequences": []}
-    (empty / SPLIT_FILE).write_text(json.dumps(split))
+    avatar = load_avatar(RunLayout(empty).avatar)
+    avatar.split = dataclasses.replace(avatar.split, heldout_sequences=())
+    save_avatar(avatar, RunLayout(empty).avatar)
     with pytest.raises(SystemExit, match="'heldout_sequences' has no frames"):
-        main(["eval", "--run", str(empty), "--split", "heldout_cameras", "heldout_sequences"])
+        main(["eval", str(empty), "--split", "heldout_cameras", "heldout_sequences"])
     assert not (empty / "eval").exists()  # nothing was rendered before the empty split was found
     # By default, a protocol split without frames (benchmark data has none of its hold-out cameras) is skipped.
-    assert set(run_eval(EvalConfig(run=empty, every=4))) == {"heldout_cameras"}
+    assert set(run_eval(EvalConfig(empty, every=4))) == {"heldout_cameras"}
 
 
 def test_orbit_cameras_circle_the_target_and_look_at_it():
@@ -116,7 +126,7 @@ def test_orbit_cameras_circle_the_target_and_look_at_it():
 
 def test_render_writes_orbit_and_expression_videos(trained, tmp_path):
     run, _ = trained
-    paths = render_videos(RenderConfig(run=run, out=tmp_path, orbit_frames=6))
+    paths = render_videos(RenderConfig(run, out=tmp_path, orbit_frames=6))
     orbit = imageio.mimread(paths[0])
     expressions = imageio.mimread(paths[1])
     assert len(orbit) == 6 and orbit[0].shape == (48, 32, 3)
@@ -126,7 +136,7 @@ def test_render_writes_orbit_and_expression_videos(trained, tmp_path):
 
 def test_submission_passes_the_benchmark_checks(trained, tmp_path):
     run, _ = trained
-    zip_path = submit(SubmitConfig(run=run, out=tmp_path / "submission.zip"))
+    zip_path = submit(SubmitConfig(run, out=tmp_path / "submission.zip"))
     expected = {submission_entry(443, "FREE", s): 4 for s in ("222200046", "222200037", "222200039")}
     assert check_submission(zip_path, expected) == []
     import zipfile
@@ -135,14 +145,14 @@ def test_submission_passes_the_benchmark_checks(trained, tmp_path):
         assert sorted(zf.namelist()) == sorted(expected)
         (tmp_path / "v.mp4").write_bytes(zf.read(submission_entry(443, "FREE", "222200037")))
     frame = imageio.mimread(tmp_path / "v.mp4", memtest=False)[0]
-    assert frame.shape == (SUBMISSION_HEIGHT, SUBMISSION_WIDTH, 3) and frame.dtype == np.uint8
+    assert frame.shape == (nersemble.BENCHMARK_HEIGHT, nersemble.BENCHMARK_WIDTH, 3) and frame.dtype == np.uint8
 
 
 def test_submission_refuses_a_non_benchmark_capture(trained, tiny_capture, tmp_path):
     run, _ = trained
     with pytest.raises(SystemExit, match="not a participant id"):
-        main(["submit", "--run", str(run), "--capture", str(tiny_capture), "--out", str(tmp_path / "s.zip")])
+        main(["submit", str(run), "--capture", str(tiny_capture), "--out", str(tmp_path / "s.zip")])
     other = Path(shutil.copytree(tiny_capture, tmp_path / "999"))
     with pytest.raises(SystemExit, match="participant 999 is not in the NeRSemble NVS benchmark"):
-        main(["submit", "--run", str(run), "--capture", str(other), "--out", str(tmp_path / "s.zip")])
+        main(["submit", str(run), "--capture", str(other), "--out", str(tmp_path / "s.zip")])
     assert not (tmp_path / "s.zip").exists()

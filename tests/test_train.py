@@ -19,14 +19,8 @@ from npga.avatar import deform
 from npga.config import load_config
 from npga.data.tracking import Tracking
 from npga.metrics import psnr
-from npga.train import (
-    CHECKPOINT_DIR,
-    LOG_FILE,
-    TrainConfig,
-    Trainer,
-    build_trainer,
-    list_checkpoints,
-)
+from npga.runs import RunLayout
+from npga.train import TrainConfig, Trainer, build_trainer
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -69,14 +63,14 @@ def test_tiny_training_raises_psnr_and_lowers_loss(tiny_capture, tmp_path):
     trainer.fit()
     assert probe.seen
     after = _views_psnr(trainer)
-    records = [json.loads(line) for line in (tmp_path / "run" / LOG_FILE).read_text().splitlines()]
+    records = [json.loads(line) for line in RunLayout(tmp_path / "run").log.read_text().splitlines()]
     assert after > before + 6.0, (before, after)
     assert np.mean([r["loss"] for r in records[-5:]]) < 0.5 * np.mean([r["loss"] for r in records[:2]])
     assert {"loss_l1", "loss_ssim", "loss_laplacian_features", "time_rasterize", "it_s"} <= set(records[-1])
     assert "val_psnr" in records[-1] and "val_psnr_heldout_seq" in records[-1]
     assert len(trainer.params["means"]) > len(records) and records[-1]["n_gaussians"] > records[0]["n_gaussians"]
     assert (tmp_path / "run" / "logs" / "training_curves.png").stat().st_size > 0
-    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_0000200.pt", "step_0000300.pt"]
+    assert [p.name for p in RunLayout(tmp_path / "run").list_checkpoints()] == ["step_0000200.pt", "step_0000300.pt"]
 
 
 class _Interrupt:
@@ -104,7 +98,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, 
     first = build_trainer(cfg, hooks=[_Interrupt(30)])
     with pytest.raises(KeyboardInterrupt):
         first.fit()
-    assert [p.name for p in list_checkpoints(cfg.out)] == ["step_0000030.pt"]
+    assert [p.name for p in RunLayout(cfg.out).list_checkpoints()] == ["step_0000030.pt"]
     second = build_trainer(dataclasses.replace(cfg, resume=True), hooks=[])
     assert second.step == 30
     second.fit()
@@ -158,7 +152,8 @@ def test_densification_keeps_features_and_adam_state_aligned(tiny_capture, tmp_p
 
 
 def _copy_capture(src: Path, dst: Path) -> Path:
-    return Path(shutil.copytree(src, dst))
+    """A copy without the frame cache: edits to the copy's tracking must meet a fresh `prepare`."""
+    return Path(shutil.copytree(src, dst, ignore=shutil.ignore_patterns("cache")))
 
 
 def test_bad_input_fails_before_any_training(tiny_capture, tmp_path):
@@ -172,7 +167,7 @@ def test_bad_input_fails_before_any_training(tiny_capture, tmp_path):
     path = wrong_dim / "sequences" / "EXP-1-jaw" / "tracking" / "nphm_tracking.npz"
     tr = Tracking.load(path)
     dataclasses.replace(tr, expression=np.concatenate([tr.expression, tr.expression], 1)).save(path)
-    with pytest.raises(ValueError, match="expression codes, but the head model"):
+    with pytest.raises(ValueError, match="EXP-1-jaw has 20-d expression codes, but the head model has 10"):
         build_trainer(tiny_config(wrong_dim, tmp_path / "r2"))
     assert not (tmp_path / "r2").exists()
 
@@ -182,7 +177,7 @@ def test_bad_input_fails_before_any_training(tiny_capture, tmp_path):
     with pytest.raises(ValueError, match="no training sequences"):
         build_trainer(tiny_config(tiny_capture, tmp_path / "r4", heldout_sequences=("EXP-1-jaw", "FREE")))
     assert not (tmp_path / "r3").exists() and not (tmp_path / "r4").exists()
-    assert not list((tmp_path).glob("r*/" + CHECKPOINT_DIR))
+    assert not list((tmp_path).glob("r*/checkpoints"))
 
 
 def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
@@ -191,7 +186,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
     cmd = [sys.executable, "-m", "npga.cli", "train", "--config", str(TINY), "--capture", str(tiny_capture),
            "--out", str(run), "--steps", "100000", "--log-every", "5", "--val-every", "0"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    log = run / LOG_FILE
+    log = RunLayout(run).log
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -199,7 +194,7 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
-    (checkpoint,) = list_checkpoints(run)
+    (checkpoint,) = RunLayout(run).list_checkpoints()
     step = int(checkpoint.stem.split("_")[1])
     assert step >= 10
     resumed = build_trainer(tiny_config(tiny_capture, run, steps=100000, log_every=5, val_every=0, resume=True),

@@ -29,9 +29,6 @@ from npga.headmodel.base import HeadModel, Mesh
 
 log = logging.getLogger(__name__)
 
-DISTILL_FILE = "distill.pt"
-REPORT_FILE = "distill_report.json"
-
 
 @dataclass(frozen=True)
 class DistillConfig:
@@ -102,9 +99,15 @@ def _fit(g: ForwardField, x_c: torch.Tensor, dx: torch.Tensor, z: torch.Tensor, 
 
 
 def distill(
-    head: HeadModel, codes: torch.Tensor, cfg: DistillConfig, mesh: Mesh | None = None
+    head: HeadModel,
+    codes: torch.Tensor,
+    cfg: DistillConfig,
+    mesh: Mesh | None = None,
+    device: torch.device | str = "cpu",
 ) -> tuple[ForwardField, dict[str, Any]]:
-    """Fit a forward field for `head` under tracked `codes` (T, D); returns it and a report of its cycle residual."""
+    """Fit a forward field for `head` under tracked `codes` (T, D) on `device`; returns it (on the CPU) and a
+    report of its cycle residual. Points and codes are drawn on the CPU, so a seed gives the same samples on
+    any device."""
     if codes.ndim != 2 or codes.shape[1] != head.expression_dim:
         raise ValueError(f"codes must be (T, {head.expression_dim}) for this head model, got {tuple(codes.shape)}")
     if len(codes) == 0:
@@ -112,14 +115,15 @@ def distill(
     start = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # network initialisation
-    codes = codes.float()
+    codes = codes.float().cpu()
     mesh = mesh if mesh is not None else head.canonical_mesh(cfg.mesh_resolution)
-    g = ForwardField(cfg.field, head.expression_dim, head.bounds)
+    g = ForwardField(cfg.field, head.expression_dim, head.bounds).to(device)
     pool_x, pool_dx, pool_z = [], [], []
     rms = float("nan")
     for r in range(cfg.rounds):
-        z = sample_codes(codes, cfg.pool_size, cfg.interpolation_fraction, gen)  # (P, D)
+        z = sample_codes(codes, cfg.pool_size, cfg.interpolation_fraction, gen).to(device)  # (P, D)
         x0 = sample_near_surface(mesh, cfg.pool_size, cfg.shell, cfg.surface_jitter, cfg.surface_fraction, gen)
+        x0 = x0.to(device)  # (P, 3)
         # Round 0: posed points around the surface; later rounds: canonical points pushed forward by the fit.
         x_p = x0 if r == 0 else x0 + _field_chunked(g, x0, z)
         x_c = _backward_chunked(head, x_p, z)
@@ -130,16 +134,19 @@ def distill(
         log.info("distill round %d/%d: %d pairs, fit RMS %.2e", r + 1, cfg.rounds, sum(map(len, pool_x)), rms)
     g.eval()
     report = evaluate_field(head, g, mesh, codes, cfg.eval_points, gen)
-    report.update(fit_rms=rms, pairs=sum(map(len, pool_x)), seconds=time.perf_counter() - start)
+    g = g.cpu()
+    report.update(fit_rms=rms, pairs=sum(map(len, pool_x)), seconds=time.perf_counter() - start, device=str(device))
     return g, report
 
 
 def evaluate_field(head: HeadModel, g: ForwardField, mesh: Mesh, codes: torch.Tensor, n: int,
                    generator: torch.Generator) -> dict[str, Any]:  # fmt: skip
     """Cycle residual statistics on canonical surface points, each under a random tracked code."""
+    device = next(g.parameters()).device
     x, _ = sample_surface(mesh, n, generator)
     z = codes[torch.randint(len(codes), (n,), generator=generator)].float()
-    res = cycle_residual(head, g, x, z).numpy()
+    x, z = x.to(device), z.to(device)
+    res = cycle_residual(head, g, x, z).cpu().numpy()
     largest = float(_field_chunked(g, x, z).norm(dim=-1).max())
     return {
         "cycle_residual": {
@@ -158,17 +165,16 @@ def evaluate_field(head: HeadModel, g: ForwardField, mesh: Mesh, codes: torch.Te
     }
 
 
-def save_distilled(out: str | Path, g: ForwardField, report: dict[str, Any]) -> Path:
-    """`out/distill.pt` and `out/distill_report.json`, each written atomically."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f".{DISTILL_FILE}.partial"
+def save_distilled(g: ForwardField, report: dict[str, Any], field_path: Path, report_path: Path) -> Path:
+    """The field (a weights-only torch file) and its JSON report, each written atomically."""
+    field_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = field_path.with_name(f".{field_path.name}.partial")
     torch.save(g.to_checkpoint(), tmp)
-    tmp.replace(out / DISTILL_FILE)
-    tmp = out / f".{REPORT_FILE}.partial"
+    tmp.replace(field_path)
+    tmp = report_path.with_name(f".{report_path.name}.partial")
     tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(out / REPORT_FILE)
-    return out / DISTILL_FILE
+    tmp.replace(report_path)
+    return field_path
 
 
 def load_distilled(path: str | Path) -> ForwardField:
@@ -176,42 +182,3 @@ def load_distilled(path: str | Path) -> ForwardField:
     if not path.is_file():
         raise FileNotFoundError(f"no distilled forward field at {path}; run `npga distill` first")
     return ForwardField.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
-
-
-@dataclass(frozen=True)
-class DistillCommand:
-    capture: Path = Path("data/demo")
-    """Participant folder with `headmodel.json` and tracked sequences (`npga synth` writes one)."""
-    out: Path = Path("runs/demo")
-    """Run folder that receives distill.pt and distill_report.json (`npga train` picks them up)."""
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    """Distillation settings."""
-
-
-def tracked_codes(capture: str | Path, sequences: tuple[str, ...] = ()) -> torch.Tensor:
-    """All tracked expression codes (T, D) of a capture's sequences (all of them when `sequences` is empty)."""
-    from npga.data.capture import Capture
-
-    cap = Capture.open(capture)
-    seqs = sequences or cap.sequences
-    missing = [s for s in seqs if not cap.has_tracking(s)]
-    if missing:
-        raise FileNotFoundError(f"{capture}: no tracking for sequences {missing} ({cap.paths.tracking(missing[0])})")
-    return torch.from_numpy(np.concatenate([cap.tracking(s).expression for s in seqs])).float()
-
-
-def run_distill(cmd: DistillCommand) -> Path:
-    """`npga distill`: fit the forward field of a capture's head model under its tracked codes."""
-    from npga.headmodel import load_head_model
-
-    head = load_head_model(cmd.capture)
-    codes = tracked_codes(cmd.capture)
-    if codes.shape[1] != head.expression_dim:
-        raise ValueError(f"{cmd.capture}: tracking has {codes.shape[1]}-d expression codes, "
-                         f"the head model expects {head.expression_dim}")  # fmt: skip
-    g, report = distill(head, codes, cmd.distill)
-    path = save_distilled(cmd.out, g, report)
-    res = report["cycle_residual"]
-    print(f"forward field: {path}\ncycle residual median {res['median']:.2e} (p95 {res['p95']:.2e}), "
-          f"{100 * report['median_relative']:.2f}% of the largest displacement; {report['seconds']:.0f} s")  # fmt: skip
-    return path

@@ -1,0 +1,120 @@
+"""A trained avatar as one object that renders any expression, head pose and camera.
+
+It holds what the avatar file holds (`npga.avatar.file`): canonical Gaussians, networks, the tracked
+motion of the capture's sequences (playback), statistics of the training codes (expression sliders), the
+rig's cameras, the split it was trained with, its head model's description and provenance. It needs no
+capture, no frame cache and no trainer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from npga.avatar.config import AvatarConfig
+from npga.avatar.deform import AvatarNets, Gaussians, deform
+from npga.avatar.render import render_gaussians
+from npga.cameras import Camera, stack_cameras
+from npga.split import Split
+
+
+@dataclass(frozen=True)
+class Motion:
+    """One tracked sequence: what drives the avatar frame by frame."""
+
+    expression: torch.Tensor  # (T, D)
+    head_pose: torch.Tensor  # (T, 4, 4) head -> world similarity
+    timesteps: torch.Tensor  # (T,) int64 video frame of each row
+
+    def __len__(self) -> int:
+        return len(self.expression)
+
+
+@dataclass(frozen=True)
+class CodeStats:
+    """Where the training codes lie: the viewer's sliders move along `directions` within `low`..`high`."""
+
+    mean: torch.Tensor  # (D,)
+    directions: torch.Tensor  # (K, D) orthonormal principal directions, largest variance first
+    std: torch.Tensor  # (K,) standard deviation of the codes along each direction
+    low: torch.Tensor  # (K,) smallest projection of a training code on each direction
+    high: torch.Tensor  # (K,) largest projection
+    min: torch.Tensor  # (D,) per-component range of the training codes
+    max: torch.Tensor  # (D,)
+
+
+def code_stats(codes: torch.Tensor) -> CodeStats:
+    """Mean, principal directions and ranges of training codes (T, D), by SVD of the centred codes."""
+    codes = codes.double()
+    mean = codes.mean(0)
+    centred = codes - mean
+    _, s, vh = torch.linalg.svd(centred, full_matrices=False)  # vh (K, D), K = min(T, D)
+    proj = centred @ vh.T  # (T, K)
+    f = lambda t: t.float().contiguous()  # noqa: E731
+    return CodeStats(mean=f(mean), directions=f(vh), std=f(s / max(len(codes) - 1, 1) ** 0.5),
+                     low=f(proj.min(0).values), high=f(proj.max(0).values), min=f(codes.min(0).values),
+                     max=f(codes.max(0).values))  # fmt: skip
+
+
+@dataclass
+class Avatar:
+    config: AvatarConfig
+    params: dict[str, torch.Tensor]  # per-Gaussian canonical parameters (npga.avatar.init.PER_GAUSSIAN_KEYS)
+    nets: AvatarNets
+    motions: dict[str, Motion]
+    codes: CodeStats
+    cameras: dict[str, Camera]  # the rig's cameras at the training image size
+    split: Split
+    head_model: dict[str, Any]  # the head model's description (npga.headmodel.head_model_from_description)
+    provenance: dict[str, Any] = field(default_factory=dict)  # version, commit, config, step, PSNR at save
+
+    @property
+    def device(self) -> torch.device:
+        return self.params["means"].device
+
+    @property
+    def n_gaussians(self) -> int:
+        return len(self.params["means"])
+
+    @property
+    def step(self) -> int:
+        return int(self.provenance.get("step", 0))
+
+    @property
+    def background(self) -> torch.Tensor:
+        """(3,) the colour the avatar renders on."""
+        return torch.tensor(self.config.background, dtype=torch.float32, device=self.device)
+
+    def motion(self, sequence: str) -> Motion:
+        if sequence not in self.motions:
+            raise KeyError(f"the avatar has no sequence {sequence!r} (sequences: {list(self.motions)})")
+        return self.motions[sequence]
+
+    def tracked(self, sequence: str, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame `t`'s expression code (D,) and head pose (4, 4) of one of the avatar's sequences."""
+        m = self.motion(sequence)
+        if not 0 <= t < len(m):
+            raise IndexError(f"frame {t} out of range for {sequence} ({len(m)} frames)")
+        return m.expression[t], m.head_pose[t]
+
+    @torch.no_grad()
+    def gaussians(self, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
+        """The posed Gaussians for a code (D,) and head pose (4, 4)."""
+        return deform(self.params, self.nets, z_ex.float().to(self.device), head_pose.float().to(self.device))
+
+    @torch.no_grad()
+    def render_code(self, z_ex: torch.Tensor, head_pose: torch.Tensor,
+                    cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """rgb (C, H, W, 3) on the background and alpha (C, H, W, 1) for any code (D,) and pose (4, 4)."""
+        viewmats, Ks = stack_cameras(cameras, device=self.device)
+        g = self.gaussians(z_ex, head_pose)
+        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, self.background,
+                                         self.nets.cnn)  # fmt: skip
+        return rgb.clamp(0, 1), alpha
+
+    def render(self, sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Frame `t` of one of the avatar's sequences (`npga.evaluate.Renderer`'s signature)."""
+        return self.render_code(*self.tracked(sequence, t), cameras)

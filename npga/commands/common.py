@@ -1,0 +1,56 @@
+"""What the commands that start from an avatar share: loading it, and finding the frames it was trained on."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from npga.avatar.file import load_avatar
+from npga.avatar.model import Avatar
+from npga.cameras import Camera
+from npga.config import resolve_device
+from npga.data.cache import FrameCache, read_manifest
+from npga.evaluate import Renderer
+from npga.runs import avatar_path
+
+
+def open_avatar(path: Path, device: str) -> tuple[Path, Avatar]:
+    """(the avatar file, the avatar) for an avatar file or a run folder."""
+    file = avatar_path(path)
+    return file, load_avatar(file, resolve_device(device))
+
+
+def trained_capture(avatar: Avatar, capture: Path | None) -> Path:
+    """The capture folder the avatar was trained on, or `capture` when it moved."""
+    return Path(capture) if capture is not None else Path(avatar.provenance.get("capture", ""))
+
+
+def open_training_cache(file: Path, avatar: Avatar, capture: Path | None) -> FrameCache:
+    """The frame cache the avatar was trained on; with `capture` (the capture moved), the cache of the same
+    size inside it. No capture check runs here: `npga prepare` did them when it made the cache."""
+    recorded = Path(avatar.provenance.get("cache", ""))
+    if capture is None:
+        if read_manifest(recorded) is None:
+            raise FileNotFoundError(f"{file} was trained on the frames in {recorded}, which do not exist (any more); "
+                                    "pass --capture with the capture's new location")  # fmt: skip
+        return FrameCache.open(recorded)
+    cache = Path(capture) / "cache" / recorded.name
+    if read_manifest(cache) is None:
+        height = recorded.name.split("x")[-1]
+        raise FileNotFoundError(f"{capture}: no frame cache {cache.name} (the size {file} was trained at); run "
+                                f"`npga prepare --capture {capture} --height {height}`")  # fmt: skip
+    return FrameCache.open(cache)
+
+
+def tracked_renderer(avatar: Avatar, cache: FrameCache) -> Renderer:
+    """Renders frame `t` of a cached sequence driven by the capture's own tracking of it (any sequence in the
+    cache, also one added after training)."""
+
+    def render(sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
+        tr = cache.tracking(sequence)
+        z, pose = torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t))
+        return avatar.render_code(z, pose, cameras)
+
+    return render

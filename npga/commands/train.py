@@ -1,0 +1,19 @@
+"""`npga train`: fit an avatar to a capture; the run folder ends with RUN/avatar.npga (npga/runs.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from npga.train import ProgressBar, TrainConfig, build_trainer
+
+Config = TrainConfig
+
+
+def main(cfg: Config) -> Path:
+    trainer = build_trainer(cfg)
+    trainer.hooks.insert(0, ProgressBar(trainer.step, cfg.steps))
+    checkpoint = trainer.fit()
+    psnr = trainer.latest.get("psnr", float("nan"))
+    print(f"avatar: {trainer.run.avatar} ({len(trainer.params['means'])} Gaussians, step {trainer.step})\n"
+          f"checkpoint (for --resume): {checkpoint}\nlast PSNR (training views): {psnr:.2f} dB")  # fmt: skip
+    return trainer.run.avatar

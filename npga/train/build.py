@@ -1,0 +1,139 @@
+"""Building a run: check the input, prepare data, distill if needed, initialise or resume, wire the trainer.
+
+Frames, cameras and tracking come from the frame cache only (`npga prepare` checks the capture once); the
+capture folder is read for its head model's description and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from npga.avatar import init_params
+from npga.avatar.config import build_nets
+from npga.config import load_config, resolve_device, save_config, to_dict
+from npga.data.cache import FrameCache
+from npga.data.prepare import open_or_prepare
+from npga.deform.distill import distill, load_distilled, save_distilled
+from npga.deform.field import ForwardField
+from npga.headmodel import HeadModel, load_head_model
+from npga.io.plots import read_log
+from npga.runs import RunLayout
+from npga.split import Split, make_split
+from npga.train.config import TrainConfig, avatar_config
+from npga.train.hooks import JsonlLog, PeriodicCheckpoint, Validation
+from npga.train.trainer import Hook, Trainer, read_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def check_split(cfg: TrainConfig, cache: FrameCache, head: HeadModel) -> Split:
+    """The split, after checking that every sequence has tracking that fits the head model (before any work)."""
+    split = make_split(cache.serials, cache.sequences, cfg.heldout_serials, cfg.heldout_sequences)
+    for seq in split.train_sequences + split.heldout_sequences:
+        if not cache.has_tracking(seq):
+            raise FileNotFoundError(f"{cfg.capture}: sequence {seq} has no tracking (frame cache {cache.root}); "
+                                    "an avatar needs per-frame expression codes and head poses")  # fmt: skip
+        dim = cache.tracking(seq).expression_dim
+        if dim != head.expression_dim:
+            raise ValueError(f"{cfg.capture}: sequence {seq} has {dim}-d expression codes, but the head model "
+                             f"has {head.expression_dim}")  # fmt: skip
+    if cfg.cameras_per_step < 1:
+        raise ValueError(f"cameras_per_step must be at least 1, got {cfg.cameras_per_step}")
+    if cfg.cnn.enabled and cfg.cnn.latent_channels > cfg.init.latent_dim:
+        raise ValueError(f"the CNN renders {cfg.cnn.latent_channels} latent channels but latent_dim is "
+                         f"{cfg.init.latent_dim}")  # fmt: skip
+    return split
+
+
+def _check_resume_config(cfg: TrainConfig, run: RunLayout) -> None:
+    saved = load_config(TrainConfig, run.config)
+    a, b = (to_dict(dataclasses.replace(c, resume=False, override_config=False)) for c in (saved, cfg))
+    if a == b:
+        return
+
+    def flat(d: dict, prefix: str = "") -> dict[str, Any]:
+        out = {}
+        for k, v in d.items():
+            out |= flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v}
+        return out
+
+    fa, fb = flat(a), flat(b)
+    diff = [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+    if not cfg.override_config:
+        raise ValueError(f"{run.config} differs from this command's config ({'; '.join(diff)}); pass the "
+                         "run's --config preset again, or --override-config to resume with the new values")  # fmt: skip
+    log.warning("resuming %s with a changed config: %s", run.root, "; ".join(diff))
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop records written after the checkpoint a run resumes from."""
+    if path.is_file():
+        keep = [r for r in read_log(path) if r["step"] <= step]
+        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+
+
+def coarse_field(cfg: TrainConfig, head: HeadModel, cache: FrameCache, split: Split,
+                 device: torch.device) -> ForwardField:  # fmt: skip
+    """The run's distilled field, distilled now on `device` (from the training sequences' codes) when it has none."""
+    run = RunLayout(cfg.out)
+    if not run.distill.is_file():
+        codes = torch.from_numpy(np.concatenate([cache.tracking(s).expression for s in split.train_sequences]))
+        log.info("no %s yet: distilling the forward field from %d tracked codes on %s", run.distill, len(codes), device)
+        g, report = distill(head, codes.float(), cfg.distill, device=device)
+        save_distilled(g, report, run.distill, run.distill_report)
+        log.info("cycle residual median %.2e (%.2f%% of the largest displacement)",
+                 report["cycle_residual"]["median"], 100 * report["median_relative"])  # fmt: skip
+    g = load_distilled(run.distill)
+    if g.expression_dim != head.expression_dim:
+        raise ValueError(
+            f"{run.distill} was distilled for {g.expression_dim}-d codes, the head model has {head.expression_dim}"
+        )
+    return g
+
+
+def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trainer:
+    """Check the input, prepare data, distill if needed, initialise (or resume) and wire the trainer."""
+    run = RunLayout(cfg.out)
+    if cfg.resume:
+        if not run.list_checkpoints():
+            raise FileNotFoundError(f"--resume: no checkpoint in {run.checkpoints}")
+        _check_resume_config(cfg, run)
+    elif run.list_checkpoints():
+        raise ValueError(
+            f"{run.root} already holds a trained run; pass --resume to continue it or choose another --out"
+        )
+    head = load_head_model(cfg.capture)
+    cache = open_or_prepare(cfg.capture, height=cfg.height)
+    split = check_split(cfg, cache, head)
+    run.root.mkdir(parents=True, exist_ok=True)
+    if not cfg.resume:
+        save_config(cfg, run.config)
+        split.save(run.split)
+        run.log.unlink(missing_ok=True)
+    device = torch.device(resolve_device(cfg.device))
+    arch = avatar_config(cfg, head)
+    coarse = coarse_field(cfg, head, cache, split, device) if cfg.use_coarse else None
+    torch.manual_seed(cfg.seed)  # after distillation, which seeds itself: runs start alike with or without it
+    params = init_params(head, cfg.init).to(device)
+    nets = build_nets(arch, coarse).to(device)
+    if nets.coarse is not None:
+        nets.coarse.requires_grad_(cfg.lr.coarse > 0)
+    scene_scale = float((head.bounds[1] - head.bounds[0]).norm() / 2)
+    trainer = Trainer(cfg, cache, split, params, nets, scene_scale, arch, head.description(), hooks or [])
+    if hooks is None:
+        trainer.hooks = [Validation(trainer, cfg.val_every), JsonlLog(run.log, cfg.log_every),
+                         PeriodicCheckpoint(cfg.checkpoint_every)]  # fmt: skip
+    if cfg.resume:
+        last = run.list_checkpoints()[-1]
+        trainer.load_state_dict(read_checkpoint(last, device), source=last)
+        _truncate_log(run.log, trainer.step)
+        log.info("resumed %s at step %d", last, trainer.step)
+    return trainer

@@ -1,0 +1,103 @@
+"""`TrainConfig`: everything one training run is made of, and the avatar architecture it implies."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from npga import nersemble
+from npga.avatar import CNNConfig, DetailConfig, InitConfig
+from npga.avatar.config import AvatarConfig
+from npga.avatar.densify import DensifyConfig
+from npga.config import DeviceName
+from npga.deform.distill import DistillConfig
+from npga.headmodel import HeadModel
+from npga.losses import LossWeights
+
+
+@dataclass(frozen=True)
+class LearningRates:
+    means: float = 5e-5
+    """Canonical positions (head units per step)."""
+    means_final: float = 0.1
+    """Factor the position learning rate decays to (exponentially) by the last step."""
+    quats: float = 1e-3
+    scales: float = 5e-3
+    """Log standard deviations."""
+    opacities: float = 5e-2
+    """Opacity logits."""
+    colors: float = 1e-2
+    """Colour logits."""
+    features: float = 1e-3
+    """Latent features."""
+    detail: float = 1e-3
+    """Detail MLP."""
+    coarse: float = 0.0
+    """Distilled coarse field: 0 keeps it frozen, > 0 fine-tunes it."""
+    cnn: float = 1e-3
+    """Screen-space CNN."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    capture: Path = Path("data/demo")
+    """Participant folder (`npga synth` output or a NeRSemble participant with tracking)."""
+    out: Path = Path("runs/demo")
+    """Run folder: config, split, distilled field, checkpoints, logs, the avatar file (npga/runs.py)."""
+    resume: bool = False
+    """Continue the run in `out` from its last checkpoint."""
+    override_config: bool = False
+    """Allow resuming with a config that differs from the run's."""
+    steps: int = 3000
+    """Total optimisation steps."""
+    seed: int = 0
+    """Seeds initialisation, batch sampling and densification."""
+    device: DeviceName = "auto"
+    height: int | None = 256
+    """Frame-cache image height (capped at the videos' height); None: the videos' size."""
+    cameras_per_step: int = 1
+    """Training cameras rendered per step (all from the same frame)."""
+    heldout_serials: tuple[str, ...] = nersemble.HOLDOUT_SERIALS
+    """Cameras never trained on (NeRSemble's NVS hold-out by default)."""
+    heldout_sequences: tuple[str, ...] = (nersemble.HELDOUT_SEQUENCE,)
+    """Sequences never trained on (new expressions for evaluation)."""
+    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    """Background colour that renders and ground truth are composited on."""
+    use_coarse: bool = True
+    """Move Gaussians with the distilled forward field."""
+    use_detail: bool = True
+    """Add the detail MLP's residuals."""
+    knn: int = 8
+    """Neighbours per Gaussian in the Laplacian graph."""
+    graph_every: int = 100
+    """Steps between rebuilds of the kNN graph (it is also rebuilt after every densification)."""
+    log_every: int = 10
+    """Steps between JSONL records."""
+    val_every: int = 100
+    """Steps between validation renders (PSNR on a held-out camera, logged as val_psnr); 0: never."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints and avatar files (both are always written at the end and on Ctrl-C)."""
+    keep_checkpoints: int = 2
+    """Checkpoints kept in the run folder (the newest ones)."""
+    init: InitConfig = field(default_factory=InitConfig)
+    detail: DetailConfig = field(default_factory=DetailConfig)
+    cnn: CNNConfig = field(default_factory=CNNConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    """Used when the run folder has no distill.pt yet."""
+    lr: LearningRates = field(default_factory=LearningRates)
+    loss: LossWeights = field(default_factory=LossWeights)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+
+
+def avatar_config(cfg: TrainConfig, head: HeadModel) -> AvatarConfig:
+    """The architecture a training config asks for, for this head model."""
+    lo, hi = (tuple(float(v) for v in corner) for corner in head.bounds)
+    return AvatarConfig(
+        expression_dim=head.expression_dim,
+        bounds=(lo, hi),  # type: ignore[arg-type]
+        latent_dim=cfg.init.latent_dim,
+        coarse=cfg.distill.field if cfg.use_coarse else None,
+        detail=cfg.detail if cfg.use_detail else None,
+        cnn=cfg.cnn if cfg.cnn.enabled else None,
+        background=cfg.background,
+    )

@@ -1,0 +1,114 @@
+"""Training hooks: progress bar, JSONL log (+ curves PNG), validation PSNR, periodic checkpoints.
+
+Each is optional and sees the trainer after every step; none is a branch inside the training loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from npga.avatar import deform
+from npga.io.plots import plot_training_curves
+from npga.metrics import psnr
+from npga.train.trainer import Trainer
+
+
+class ProgressBar:
+    """tqdm bar with step, loss, PSNR, number of Gaussians and it/s."""
+
+    def __init__(self, start: int, total: int) -> None:
+        self.bar = tqdm(initial=start, total=total, desc="train", unit="it", dynamic_ncols=True)
+
+    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+        self.bar.update(1)
+        if out["step"] % 5 == 0:
+            self.bar.set_postfix(loss=f"{out['loss']:.4f}", psnr=f"{out['psnr']:.2f}", G=out["n_gaussians"])
+
+    def close(self, trainer: Trainer) -> None:
+        self.bar.close()
+
+
+class JsonlLog:
+    """Every `every`-th step's values as one JSON line; averaging the last `every` steps smooths the curves.
+
+    The curves PNG is redrawn after each validation and at the end, so it can be watched during training.
+    """
+
+    def __init__(self, path: Path, every: int) -> None:
+        self.path, self.every = path, every
+        self.window: list[dict[str, float]] = []
+        self.last_time = time.perf_counter()
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+        self.window.append(out)
+        if out["step"] % self.every and out["step"] != trainer.cfg.steps:
+            return
+        now = time.perf_counter()
+        keys = dict.fromkeys(k for w in self.window for k in w if k not in ("step", "n_gaussians"))
+        rec = {k: float(np.mean([w[k] for w in self.window if k in w])) for k in keys}
+        rec |= {
+            "step": out["step"],
+            "n_gaussians": out["n_gaussians"],
+            "it_s": len(self.window) / (now - self.last_time),
+        }
+        with open(self.path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        if "val_psnr" in rec:  # the curves follow the run (a fraction of a second per validation)
+            self._plot(trainer)
+        self.window, self.last_time = [], now
+
+    def close(self, trainer: Trainer) -> None:
+        self._plot(trainer)
+
+    def _plot(self, trainer: Trainer) -> None:
+        if self.path.is_file():
+            plot_training_curves(self.path, trainer.run.curves, title=str(trainer.cfg.out))
+
+
+class Validation:
+    """PSNR on a held-out camera every `every` steps, added to the step's values (`val_psnr`, and
+    `val_psnr_heldout_seq` for a held-out sequence): the curve that says whether the avatar generalises.
+
+    Views: the middle frame of the first training (and held-out) sequence in the first held-out camera
+    that has frames (a training camera if none has).
+    """
+
+    def __init__(self, trainer: Trainer, every: int) -> None:
+        self.every = every
+        split, cache = trainer.split, trainer.cache
+        held = [s for s in split.heldout_serials if s in cache.serials]
+        serial = held[0] if held else trainer.train_serials[0]
+        seqs = {"val_psnr": split.train_sequences[0]}
+        if split.heldout_sequences and split.heldout_sequences[0] in cache.sequences:
+            seqs["val_psnr_heldout_seq"] = split.heldout_sequences[0]
+        self.batches = {name: trainer.make_batch(seq, cache.n_frames(seq) // 2, [serial]) for name, seq in seqs.items()}
+
+    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+        if not self.every or (out["step"] % self.every and out["step"] != trainer.cfg.steps):
+            return
+        with torch.no_grad():
+            for name, b in self.batches.items():
+                rgb, _, _ = trainer.rasterize(deform(trainer.params, trainer.nets, b.z, b.head_pose), b)
+                out[name] = float(psnr(rgb.clamp(0, 1), b.rgb).mean())
+
+    def close(self, trainer: Trainer) -> None:
+        pass
+
+
+class PeriodicCheckpoint:
+    def __init__(self, every: int) -> None:
+        self.every = every
+
+    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+        if out["step"] % self.every == 0 and out["step"] < trainer.cfg.steps:
+            trainer.save_checkpoint()
+
+    def close(self, trainer: Trainer) -> None:
+        pass

@@ -1,0 +1,259 @@
+"""The avatar file: self-contained (no capture, no trainer), exact, and never runs code while loading."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pickle
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from npga.avatar import deform
+from npga.avatar.config import AvatarConfig, build_nets
+from npga.avatar.file import load_avatar, read_avatar_metadata, save_avatar
+from npga.avatar.model import Avatar, Motion, code_stats
+from npga.cameras import Camera, look_at
+from npga.cli import main
+from npga.config import load_config
+from npga.runs import RunLayout
+from npga.split import Split
+from npga.train import TrainConfig, build_trainer, read_checkpoint
+
+TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_capture):
+    """(trainer, run): 20 steps of the tiny preset on a private copy of the tiny capture."""
+    root = tmp_path_factory.mktemp("avatar_file")
+    capture = Path(shutil.copytree(tiny_capture, root / "capture"))
+    cfg = dataclasses.replace(load_config(TrainConfig, TINY), capture=capture, out=root / "run", steps=20)
+    trainer = build_trainer(cfg, hooks=[])
+    trainer.fit()
+    return trainer, RunLayout(cfg.out)
+
+
+def _corrupt(tmp_path: Path, src: Path, name: str, **meta_changes) -> Path:
+    """A copy of the avatar file `src` with its JSON metadata changed (tensors unchanged)."""
+    with safe_open(str(src), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        meta = json.loads(f.metadata()["npga"])
+    for key, value in meta_changes.items():
+        meta[key] = value(meta[key]) if callable(value) else value
+    out = tmp_path / name
+    save_file(tensors, str(out), metadata={"npga": json.dumps(meta)})
+    return out
+
+
+def test_avatar_renders_exactly_in_a_fresh_process_after_the_capture_is_deleted(trained, tmp_path):
+    trainer, run = trained
+    assert run.avatar.is_file()
+    serial, seq, t = trainer.split.heldout_serials[1], trainer.split.train_sequences[0], 2
+    batch = trainer.make_batch(seq, t, [serial])
+    with torch.no_grad():
+        rgb, alpha, _ = trainer.rasterize(deform(trainer.params, trainer.nets, batch.z, batch.head_pose), batch)
+    expected = rgb[0].clamp(0, 1).numpy()
+
+    capture = Path(shutil.copytree(trainer.cfg.capture, tmp_path / "capture_backup"))
+    shutil.rmtree(trainer.cfg.capture)  # the capture (and its frame cache) is gone
+    try:
+        script = textwrap.dedent(f"""
+            import sys
+            import numpy as np
+            from npga.avatar.file import load_avatar
+            avatar = load_avatar({str(run.avatar)!r})
+            rgb, alpha = avatar.render({seq!r}, {t}, [avatar.cameras[{serial!r}]])
+            np.save({str(tmp_path / "fresh.npy")!r}, rgb[0].numpy())
+            loaded = sorted(m for m in sys.modules if m.startswith(("npga.train", "npga.data", "npga.commands")))
+            print(",".join(loaded))
+        """)
+        out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.strip() == "", f"loading an avatar imported {out.stdout.strip()}"
+        fresh = np.load(tmp_path / "fresh.npy")
+        assert np.abs(fresh - expected).max() == 0.0
+        assert expected.std() > 0.05  # a head, not a blank frame
+
+        # `npga render` needs nothing but the avatar file either
+        main(["render", str(run.root), "--out", str(tmp_path / "videos"), "--orbit-frames", "3", "--device", "cpu"])
+        assert (tmp_path / "videos" / "orbit.mp4").stat().st_size > 0
+    finally:
+        shutil.move(capture, trainer.cfg.capture)
+
+
+def _random_avatar(gen: torch.Generator) -> Avatar:
+    """A small avatar with every part present and nothing at its initial value."""
+    from npga.avatar import CNNConfig, DetailConfig
+    from npga.deform import FieldConfig
+
+    cnn = CNNConfig(enabled=True, latent_channels=2, hidden=4)
+    cfg = AvatarConfig(expression_dim=4, bounds=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)), latent_dim=6,
+                       coarse=FieldConfig(width=16, depth=1), detail=DetailConfig(width=8, depth=1), cnn=cnn,
+                       background=(0.1, 0.2, 0.3))  # fmt: skip
+    nets = build_nets(cfg)
+    with torch.no_grad():
+        for p in nets.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
+    n = 50
+    params = {"means": torch.randn(n, 3, generator=gen) * 0.3, "quats": torch.randn(n, 4, generator=gen),
+              "scales": torch.randn(n, 3, generator=gen) - 3, "opacities": torch.randn(n, generator=gen),
+              "colors": torch.randn(n, 3, generator=gen), "features": torch.randn(n, 6, generator=gen)}  # fmt: skip
+    T = 5
+    poses = torch.eye(4).repeat(T, 1, 1)
+    poses[:, :3, 3] = torch.randn(T, 3, generator=gen) * 0.01
+    motions = {"A": Motion(torch.randn(T, 4, generator=gen), poses, torch.arange(T) * 2),
+               "B": Motion(torch.randn(3, 4, generator=gen), poses[:3], torch.arange(3))}  # fmt: skip
+    K = np.array([[60.0, 0, 16], [0, 60.0, 24], [0, 0, 1]])
+    cams = {s: Camera(K=K, world_2_cam=look_at(np.array([x, 0.0, 3.0]), np.zeros(3)), width=32, height=48, serial=s)
+            for s, x in (("c0", -0.5), ("c1", 0.5))}  # fmt: skip
+    return Avatar(config=cfg, params=params, nets=nets, motions=motions, codes=code_stats(motions["A"].expression),
+                  cameras=cams, split=Split(("c0",), ("c1",), ("A",), ("B",)), head_model={"type": "synthetic"},
+                  provenance={"step": 7, "psnr": 21.5})  # fmt: skip
+
+
+def test_every_part_round_trips_bit_for_bit(tmp_path):
+    avatar = _random_avatar(torch.Generator().manual_seed(0))
+    path = save_avatar(avatar, tmp_path / "a.npga")
+    again = load_avatar(path)
+    assert again.config == avatar.config and again.split == avatar.split
+    assert again.head_model == avatar.head_model and again.provenance == avatar.provenance
+    for k, v in avatar.params.items():
+        assert torch.equal(again.params[k], v), k
+    for (ka, a), (kb, b) in zip(avatar.nets.state_dict().items(), again.nets.state_dict().items(), strict=True):
+        assert ka == kb and torch.equal(a, b), ka
+    assert list(again.motions) == ["A", "B"]
+    for s, m in avatar.motions.items():
+        for f in ("expression", "head_pose", "timesteps"):
+            assert torch.equal(getattr(again.motions[s], f), getattr(m, f)), (s, f)
+    for f in dataclasses.fields(avatar.codes):
+        assert torch.equal(getattr(again.codes, f.name), getattr(avatar.codes, f.name)), f.name
+    for s, c in avatar.cameras.items():
+        d = again.cameras[s]
+        assert (d.width, d.height) == (c.width, c.height)
+        assert np.array_equal(d.K, c.K) and np.array_equal(d.world_2_cam, c.world_2_cam)
+    rgb_a, _ = avatar.render("A", 3, [avatar.cameras["c0"]])
+    rgb_b, _ = again.render("A", 3, [again.cameras["c0"]])
+    assert torch.equal(rgb_a, rgb_b)
+
+
+def test_code_statistics_match_an_eigendecomposition():
+    codes = torch.randn(200, 5, generator=torch.Generator().manual_seed(1)) * torch.tensor([3.0, 2.0, 1.0, 0.5, 0.1])
+    stats = code_stats(codes)
+    x = codes.double().numpy()
+    cov = np.cov(x, rowvar=False)
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    assert np.allclose(stats.mean.numpy(), x.mean(0), atol=1e-6)
+    assert np.allclose(stats.std.numpy(), np.sqrt(evals[::-1]), rtol=1e-4)
+    cos = np.abs((stats.directions.double().numpy() * evecs[:, ::-1].T).sum(1))
+    assert np.allclose(cos, 1.0, atol=1e-4)  # the same axes, largest variance first
+    proj = (x - x.mean(0)) @ stats.directions.double().numpy().T
+    assert np.allclose(stats.low.numpy(), proj.min(0), atol=1e-5) and np.allclose(
+        stats.high.numpy(), proj.max(0), atol=1e-5
+    )
+    assert torch.equal(stats.min, codes.min(0).values) and torch.equal(stats.max, codes.max(0).values)
+
+
+class _Payload:
+    """Unpickling this creates a file: what a crafted 'avatar' or 'checkpoint' could do to whoever loads it."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # noqa: ANN204
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_pickles_are_refused_and_run_nothing(trained, tmp_path):
+    _, run = trained
+    marker = tmp_path / "pwned"
+    crafted = tmp_path / "crafted.npga"
+    crafted.write_bytes(pickle.dumps({"params": _Payload(marker)}))
+    with pytest.raises(ValueError, match="crafted.npga: not an npga avatar file"):
+        load_avatar(crafted)
+    with pytest.raises(SystemExit, match="crafted.npga: not an npga avatar file"):
+        main(["eval", str(crafted)])
+
+    torch_crafted = tmp_path / "step_0000020.pt"
+    torch.save({"step": 1, "params": _Payload(marker)}, torch_crafted)
+    with pytest.raises(ValueError, match="step_0000020.pt: refused"):
+        read_checkpoint(torch_crafted)
+    copy = RunLayout(Path(shutil.copytree(run.root, tmp_path / "run")))
+    shutil.copy(torch_crafted, copy.list_checkpoints()[-1])
+    cfg = dataclasses.replace(load_config(TrainConfig, copy.config), out=copy.root, resume=True, override_config=True)
+    with pytest.raises(ValueError, match="refused: not a checkpoint written by npga"):
+        build_trainer(cfg, hooks=[])
+    assert not marker.exists()
+
+
+def test_bad_avatar_files_fail_with_one_line_naming_file_and_problem(trained, tmp_path):
+    _, run = trained
+    data = run.avatar.read_bytes()
+    (tmp_path / "truncated.npga").write_bytes(data[: len(data) // 2])
+    (tmp_path / "foreign.npga").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    cases = {
+        "truncated.npga": "truncated.npga: (not an npga avatar file|truncated or corrupt)",
+        "foreign.npga": "foreign.npga: not an npga avatar file",
+        "other.safetensors": "other.safetensors: not an npga avatar file .a safetensors file without npga metadata",
+    }
+    newer = _corrupt(tmp_path, run.avatar, "newer.npga", version=2)
+    cases[newer.name] = "newer.npga: avatar format version 2 is newer than this npga reads .1.; upgrade npga"
+    narrow = _corrupt(tmp_path, run.avatar, "narrow.npga", config=lambda c: c | {"detail": c["detail"] | {"width": 7}})
+    cases[narrow.name] = "narrow.npga: network weights do not match the avatar's config .* is .*, expected"
+    no_motion = _corrupt(tmp_path, run.avatar, "no_motion.npga", sequences=lambda s: [*s, "GHOST"])
+    cases[no_motion.name] = "no_motion.npga: incomplete avatar file .*GHOST"
+    for name, pattern in cases.items():
+        with pytest.raises(ValueError, match=pattern) as info:
+            load_avatar(tmp_path / name)
+        assert "\n" not in str(info.value), name
+    assert read_avatar_metadata(run.avatar)["version"] == 1
+
+
+def test_a_checkpoint_whose_weights_do_not_match_its_config_is_refused(trained, tmp_path):
+    _, run = trained
+    copy = RunLayout(Path(shutil.copytree(run.root, tmp_path / "run")))
+    last = copy.list_checkpoints()[-1]
+    state = read_checkpoint(last)
+    del state["nets"]["detail.net.0.weight"]
+    torch.save(state, last)
+    cfg = dataclasses.replace(load_config(TrainConfig, copy.config), out=copy.root, resume=True, override_config=True)
+    with pytest.raises(
+        ValueError, match=r"step_0000020.pt: network weights do not match the config .*detail.net.0.weight"
+    ):
+        build_trainer(cfg, hooks=[])
+    state = read_checkpoint(run.list_checkpoints()[-1])
+    state["params"]["features"] = state["params"]["features"][:, :3]
+    torch.save(state, last)
+    with pytest.raises(ValueError, match=r"params/features has shape \(\d+, 3\), the config makes \(N, 8\)"):
+        build_trainer(cfg, hooks=[])
+
+
+def test_importing_npga_leaves_the_matplotlib_backend_alone(tmp_path):
+    script = textwrap.dedent(f"""
+        import importlib, pkgutil
+        import matplotlib
+        before = dict.__getitem__(matplotlib.rcParams, "backend")
+        import npga
+        for m in pkgutil.walk_packages(npga.__path__, "npga."):
+            importlib.import_module(m.name)
+        from npga.io.plots import plot_training_curves
+        log = {str(tmp_path / "log.jsonl")!r}
+        open(log, "w").write('{{"step": 1, "loss": 0.5, "psnr": 20}}\\n{{"step": 2, "loss": 0.25, "psnr": 22}}\\n')
+        plot_training_curves(log, {str(tmp_path / "c.png")!r})
+        after = dict.__getitem__(matplotlib.rcParams, "backend")
+        import sys
+        assert after is before or after == before, (before, after)
+        assert "matplotlib.pyplot" not in sys.modules
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "c.png").stat().st_size > 0
