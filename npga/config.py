@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-import tempfile
 import types
 import typing
 from pathlib import Path
@@ -109,7 +108,6 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write `cfg` as YAML atomically (runs keep the config they were made with)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".yaml")
-    with os.fdopen(fd, "w") as f:
-        yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.partial")  # an ordinary file: the user's umask applies, unlike mkstemp's 0600
+    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
     os.replace(tmp, path)

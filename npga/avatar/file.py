@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +62,12 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> Path:
     }
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.close(fd)
+    tmp = path.with_name(f".{path.name}.partial")
     try:
-        save_file(tensors, tmp, metadata={_META_KEY: json.dumps(meta)})
+        save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
