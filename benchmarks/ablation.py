@@ -18,9 +18,10 @@ import shutil
 import time
 from pathlib import Path
 
+from npga.commands.eval import Config as EvalConfig
+from npga.commands.eval import main as run_eval
 from npga.config import load_config
-from npga.deform.distill import DISTILL_FILE, REPORT_FILE
-from npga.eval_run import EvalConfig, run_eval
+from npga.runs import RunLayout
 from npga.train import ProgressBar, TrainConfig, build_trainer
 
 
@@ -46,6 +47,31 @@ def rows(base: TrainConfig) -> dict[str, TrainConfig]:
     }
 
 
+def train_and_score(name: str, cfg: TrainConfig, every: int, shared_field: RunLayout | None = None) -> dict:
+    """Train `cfg` into a fresh `cfg.out` (reusing a distilled field when given), then score its held-out
+    sequence and cameras; returns the table row."""
+    run = RunLayout(cfg.out)
+    shutil.rmtree(run.root, ignore_errors=True)
+    if cfg.use_coarse and shared_field is not None:
+        run.root.mkdir(parents=True)
+        shutil.copy(shared_field.distill, run.distill)
+        shutil.copy(shared_field.distill_report, run.distill_report)
+    print(f"== {name}")
+    t0 = time.perf_counter()
+    trainer = build_trainer(cfg)
+    trainer.hooks.insert(0, ProgressBar(0, cfg.steps))
+    trainer.fit()
+    seconds = time.perf_counter() - t0
+    metrics = run_eval(EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=every))
+    seq, cams = metrics["heldout_sequences"], metrics["heldout_cameras"]
+    return {
+        "row": name, "run": str(run.root), "steps": cfg.steps, "train_seconds": seconds,
+        "n_gaussians": len(trainer.params["means"]),
+        "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
+        "heldout_cameras": {k: cams[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
+    }  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--capture", type=Path, default=Path("data/demo"))
@@ -62,28 +88,9 @@ def main() -> None:
     shared_field = None
     for i, (name, cfg) in enumerate(rows(base).items()):
         run = args.out / f"{i}_{name.strip('+ ').replace(' ', '_')}"
-        shutil.rmtree(run, ignore_errors=True)
-        cfg = dataclasses.replace(cfg, out=run)
-        if cfg.use_coarse and shared_field is not None:
-            run.mkdir(parents=True)
-            for f in (DISTILL_FILE, REPORT_FILE):
-                shutil.copy(shared_field / f, run / f)
-        print(f"== {name}")
-        t0 = time.perf_counter()
-        trainer = build_trainer(cfg)
-        trainer.hooks.insert(0, ProgressBar(0, cfg.steps))
-        trainer.fit()
-        seconds = time.perf_counter() - t0
+        results.append(train_and_score(name, dataclasses.replace(cfg, out=run), args.every, shared_field))
         if cfg.use_coarse and shared_field is None:
-            shared_field = run
-        metrics = run_eval(EvalConfig(run=run, split=("heldout_sequences", "heldout_cameras"), every=args.every))
-        seq, cams = metrics["heldout_sequences"], metrics["heldout_cameras"]
-        results.append({
-            "row": name, "run": str(run), "steps": cfg.steps, "train_seconds": seconds,
-            "n_gaussians": len(trainer.params["means"]),
-            "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
-            "heldout_cameras": {k: cams[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
-        })  # fmt: skip
+            shared_field = RunLayout(run)
 
     heads = ("seq PSNR", "seq SSIM", "cam PSNR", "cam SSIM")
     print(f"\n{'row':<20} " + " ".join(f"{h:>9}" for h in heads) + f" {'Gaussians':>10} {'train s':>8}")

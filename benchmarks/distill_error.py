@@ -16,12 +16,13 @@ from pathlib import Path
 
 import torch
 
+from npga.commands.distill import tracked_codes
 from npga.config import load_config
 from npga.deform import load_distilled
-from npga.deform.distill import DISTILL_FILE, tracked_codes
 from npga.deform.sampling import sample_surface
 from npga.headmodel import load_head_model
-from npga.train import CONFIG_FILE, TrainConfig
+from npga.runs import RunLayout
+from npga.train import TrainConfig
 
 
 def main() -> None:
@@ -30,9 +31,10 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=16384)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/distill_error.json"))
     args = parser.parse_args()
-    cfg = load_config(TrainConfig, args.run / CONFIG_FILE)
+    run = RunLayout(args.run)
+    cfg = load_config(TrainConfig, run.config)
     head = load_head_model(cfg.capture)
-    g = load_distilled(args.run / DISTILL_FILE)
+    g = load_distilled(run.distill)
     codes = tracked_codes(cfg.capture)
     gen = torch.Generator().manual_seed(0)
     x, _ = sample_surface(head.canonical_mesh(96), args.points, gen)
