@@ -6,10 +6,10 @@ import json
 
 import torch
 
-from npga.deform import DistillConfig, FieldConfig, ForwardField, PositionalEncoding, load_distilled
 from npga.commands.distill import Config as DistillCommand
 from npga.commands.distill import main as run_distill
 from npga.commands.distill import tracked_codes
+from npga.deform import DistillConfig, FieldConfig, ForwardField, PositionalEncoding, load_distilled
 from npga.deform.sampling import sample_codes, sample_surface
 from npga.headmodel import load_head_model
 

@@ -13,17 +13,16 @@ import numpy as np
 import pytest
 
 from npga import nersemble
-from npga.cameras import Camera
 from npga.avatar.file import load_avatar, save_avatar
+from npga.cameras import Camera, orbit_cameras
 from npga.cli import main
-from npga.config import load_config
-from npga.cameras import orbit_cameras
 from npga.commands.eval import Config as EvalConfig
 from npga.commands.eval import main as run_eval
 from npga.commands.render import Config as RenderConfig
 from npga.commands.render import main as render_videos
 from npga.commands.submit import Config as SubmitConfig
 from npga.commands.submit import main as submit
+from npga.config import load_config
 from npga.evaluate import METRICS
 from npga.io.submission import check_submission, submission_entry
 from npga.runs import RunLayout
