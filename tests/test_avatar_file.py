@@ -24,6 +24,7 @@ from npga.avatar.model import Avatar, Motion, code_stats
 from npga.cameras import Camera, look_at
 from npga.cli import main
 from npga.config import load_config
+from npga.headmodel import head_model_from_description, load_head_model
 from npga.runs import RunLayout
 from npga.split import Split
 from npga.train import TrainConfig, build_trainer, read_checkpoint
@@ -62,6 +63,11 @@ def test_avatar_renders_exactly_in_a_fresh_process_after_the_capture_is_deleted(
     with torch.no_grad():
         rgb, alpha, _ = trainer.rasterize(deform(trainer.params, trainer.nets, batch.z, batch.head_pose), batch)
     expected = rgb[0].clamp(0, 1).numpy()
+
+    # the head model rebuilds from the avatar's description alone (the registry picks it by type)
+    head = head_model_from_description(load_avatar(run.avatar).head_model)
+    x = torch.randn(64, 3) * 0.05
+    assert torch.equal(head.sdf(x), load_head_model(trainer.cfg.capture).sdf(x))
 
     capture = Path(shutil.copytree(trainer.cfg.capture, tmp_path / "capture_backup"))
     shutil.rmtree(trainer.cfg.capture)  # the capture (and its frame cache) is gone
