@@ -24,13 +24,19 @@ def open_avatar(path: Path, device: str) -> tuple[Path, Avatar]:
 
 def trained_capture(avatar: Avatar, capture: Path | None) -> Path:
     """The capture folder the avatar was trained on, or `capture` when it moved."""
-    return Path(capture) if capture is not None else Path(avatar.provenance.get("capture", ""))
+    if capture is not None:
+        return Path(capture)
+    if not avatar.provenance.get("capture"):
+        raise ValueError("the avatar records no capture it was trained on; pass --capture")
+    return Path(avatar.provenance["capture"])
 
 
 def open_training_cache(file: Path, avatar: Avatar, capture: Path | None) -> FrameCache:
     """The frame cache the avatar was trained on; with `capture` (the capture moved), the cache of the same
     size inside it. No capture check runs here: `npga prepare` did them when it made the cache."""
-    recorded = Path(avatar.provenance.get("cache", ""))
+    if not avatar.provenance.get("cache"):
+        raise ValueError(f"{file} records no frame cache it was trained on; its ground truth cannot be found")
+    recorded = Path(avatar.provenance["cache"])
     if capture is None:
         if read_manifest(recorded) is None:
             raise FileNotFoundError(f"{file} was trained on the frames in {recorded}, which do not exist (any more); "

@@ -65,7 +65,7 @@ def main(cfg: Config) -> list[Path]:
     if cfg.height is None:
         try:
             cache = open_training_cache(file, avatar, cfg.capture)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             log.info("no ground truth beside the renders: %s", e)
 
     seq = avatar.split.train_sequences[0]
