@@ -19,6 +19,7 @@ from npga.avatar import (
     init_params,
     knn_graph,
     laplacian,
+    render_gaussians,
 )
 from npga.avatar.rotation import matrix_to_quat, quat_from_z_to, quat_multiply, quat_to_matrix
 from npga.deform import FieldConfig, ForwardField
@@ -165,3 +166,158 @@ def test_cnn_starts_as_identity_on_rgb():
     cnn = ScreenCNN(CNNConfig(enabled=True, latent_channels=2, hidden=4))
     image = torch.rand(2, 12, 10, 5)
     assert torch.equal(cnn(image), image[..., :3])
+
+
+# ---- deform against an independent computation; each learned part changes the render -------------------
+
+
+def rotation_of(q: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices (N, 3, 3) of wxyz quaternions by Rodrigues' formula (angle 2 atan2(|v|, w) about v)."""
+    q = q / q.norm(dim=-1, keepdim=True)
+    w, v = q[:, 0], q[:, 1:]
+    s = v.norm(dim=-1).clamp_min(1e-30)
+    angle, axis = 2 * torch.atan2(s, w), v / s[:, None]
+    K = torch.zeros(len(q), 3, 3, dtype=q.dtype)
+    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -axis[:, 2], axis[:, 1], -axis[:, 0]
+    K = K - K.transpose(1, 2)
+    eye = torch.eye(3, dtype=q.dtype).expand_as(K)
+    return eye + angle.sin()[:, None, None] * K + (1 - angle.cos())[:, None, None] * (K @ K)
+
+
+def random_params(n: int, feature_dim: int, gen: torch.Generator) -> torch.nn.ParameterDict:
+    r = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
+    return torch.nn.ParameterDict({
+        "means": 0.08 * r(n, 3), "quats": r(n, 4), "scales": -5 + 0.3 * r(n, 3), "opacities": r(n),
+        "colors": r(n, 3), "features": r(n, feature_dim),
+    })  # fmt: skip
+
+
+def test_deform_matches_an_independent_computation_with_non_zero_residuals(head):
+    """Every output of `deform` (rotations up to sign) against the composition written out here, with a detail
+    network whose last layer is set by hand: each residual non-zero, the rotation residual a known turn."""
+    gen = torch.Generator().manual_seed(5)
+    nets = trained_like_nets(head, 8).double()
+    params = random_params(40, 8, gen)
+    last = nets.detail.net[-1]
+    with torch.no_grad():
+        last.weight.normal_(0.0, 0.05, generator=gen)
+        # position, rotation (wxyz residual: a turn of ~0.8 rad about x), scale, colour, opacity
+        last.bias.copy_(torch.tensor([2.0, -1.0, 0.5, 0.0, 0.4, 0.0, 0.0, 0.3, -0.2, 0.1, 0.5, -0.5, 0.25, 0.7]))
+    z = torch.rand(head.expression_dim, generator=gen, dtype=torch.float64)
+    R, s, t = random_rotation(gen), 1.3, torch.tensor([0.02, -0.05, 0.4], dtype=torch.float64)
+    pose = torch.eye(4, dtype=torch.float64)
+    pose[:3, :3], pose[:3, 3] = s * R, t
+
+    with torch.no_grad():
+        g = deform(params, nets, z, pose)
+        x_c, f = params["means"], params["features"]
+        enc_in = torch.cat([nets.detail.encoding(x_c), f, z.expand(len(x_c), -1)], -1)
+        res = nets.detail.net(enc_in)  # (N, 14): position 0:3, rotation 3:7, scale 7:10, colour 10:13, opacity 13
+        assert (res[:, 3:7].abs().max(1).values > 0.1).all()  # a real rotation residual everywhere
+        x_head = x_c + nets.coarse(x_c, z) + nets.detail.cfg.position_scale * res[:, 0:3]
+        dq = res[:, 3:7] + torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+        rot_world = R @ rotation_of(dq) @ rotation_of(params["quats"])  # residual turn after the canonical one
+    assert torch.allclose(g.means, x_head @ (s * R).T + t, atol=1e-12)
+    assert torch.allclose(g.quats.norm(dim=-1), torch.ones(40, dtype=torch.float64))
+    assert torch.allclose(rotation_of(g.quats), rot_world, atol=1e-10)  # matrices: quaternions up to sign
+    assert torch.allclose(g.scales, s * (params["scales"] + res[:, 7:10]).exp(), rtol=1e-12)
+    assert torch.allclose(g.colors, torch.sigmoid(params["colors"] + res[:, 10:13]), atol=1e-14)
+    assert torch.allclose(g.opacities, torch.sigmoid(params["opacities"] + res[:, 13]), atol=1e-14)
+    assert torch.equal(g.features, params["features"]) and torch.equal(g.residuals, res)
+
+
+def _one_gaussian_scene(detail_bias: torch.Tensor | None):
+    """One Gaussian 1 unit in front of a 32 x 32 pinhole camera (f = 200 px) at the origin (OpenCV axes)."""
+    bounds = torch.tensor([[-1.0] * 3, [1.0] * 3])
+    params = torch.nn.ParameterDict({
+        "means": torch.tensor([[0.0, 0.0, 1.0]]), "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+        "scales": torch.full((1, 3), math.log(0.01)), "opacities": torch.tensor([2.0]),
+        "colors": torch.zeros(1, 3), "features": torch.zeros(1, 4),
+    })  # fmt: skip
+    detail = None
+    if detail_bias is not None:
+        detail = DetailMLP(DetailConfig(width=8, depth=1, position_scale=0.01), 4, 3, bounds)
+        with torch.no_grad():
+            detail.net[-1].bias.copy_(detail_bias)
+    K = torch.tensor([[[200.0, 0.0, 16.0], [0.0, 200.0, 16.0], [0.0, 0.0, 1.0]]])
+    return params, AvatarNets(None, detail, None), torch.eye(4)[None], K
+
+
+def _alpha_centroid(alpha: torch.Tensor) -> torch.Tensor:
+    """(x, y) pixel centroid of an alpha image (1, H, W, 1); pixel centres at integer + 0.5."""
+    a = alpha[0, :, :, 0]
+    ys, xs = torch.meshgrid(torch.arange(a.shape[0]) + 0.5, torch.arange(a.shape[1]) + 0.5, indexing="ij")
+    return torch.stack([(a * xs).sum(), (a * ys).sum()]) / a.sum()
+
+
+def test_detail_network_moves_the_rendered_gaussian_by_its_residual():
+    """A position residual (1, -0.5, 0) x position_scale 0.01 moves the splat by f dx / z = (2, -1) pixels."""
+    bias = torch.zeros(14)
+    bias[0:3] = torch.tensor([1.0, -0.5, 0.0])
+    z = torch.zeros(3)
+    centroids = []
+    for detail_bias in (None, bias):
+        params, nets, viewmats, Ks = _one_gaussian_scene(detail_bias)
+        with torch.no_grad():
+            _, alpha, _ = render_gaussians(deform(params, nets, z, torch.eye(4)), viewmats, Ks, 32, 32, torch.ones(3))
+        centroids.append(_alpha_centroid(alpha))
+    assert torch.allclose(centroids[0], torch.tensor([16.0, 16.0]), atol=0.02)
+    assert torch.allclose(centroids[1] - centroids[0], torch.tensor([2.0, -1.0]), atol=0.05)
+
+
+def test_a_feature_change_changes_the_render_through_the_detail_network():
+    """With the network fixed, a Gaussian's feature changes its colour residual, and so its rendered colour."""
+    gen = torch.Generator().manual_seed(7)
+    params, nets, viewmats, Ks = _one_gaussian_scene(torch.zeros(14))
+    with torch.no_grad():
+        nets.detail.net[-1].weight[10:13].normal_(0.0, 2.0, generator=gen)  # colour residual rows only
+    z = torch.zeros(3)
+    renders, colors = [], []
+    for feature in (torch.zeros(1, 4), torch.tensor([[3.0, -3.0, 1.5, 6.0]])):
+        params["features"] = torch.nn.Parameter(feature)
+        with torch.no_grad():
+            g = deform(params, nets, z, torch.eye(4))
+            rgb, alpha, _ = render_gaussians(g, viewmats, Ks, 32, 32, torch.zeros(3))
+            res = nets.detail(params["means"], feature, z)
+        assert torch.allclose(g.colors, torch.sigmoid(res[:, 10:13]))
+        renders.append(rgb)
+        colors.append(g.colors[0])
+    # on a black background every pixel is alpha x colour: the render changes by alpha x the colour change
+    assert (colors[1] - colors[0]).abs().max() > 0.05
+    assert torch.allclose(renders[1] - renders[0], alpha * (colors[1] - colors[0]), atol=1e-6)
+
+
+def test_the_cnn_sees_the_rendered_latent_features():
+    """The CNN's input is the rendered RGB next to the first latent channels of the features (rendered on 0);
+    a feature change with everything else fixed changes its output, and the features get its gradient."""
+    from npga.render import rasterize
+
+    gen = torch.Generator().manual_seed(8)
+    n = 30
+    params = random_params(n, 5, gen)
+    params["means"] = torch.nn.Parameter(params["means"] * 0.5 + torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64))
+    params = torch.nn.ParameterDict({k: torch.nn.Parameter(v.detach().float()) for k, v in params.items()})
+    params["scales"] = torch.nn.Parameter(params["scales"].detach() + 2.0)
+    cnn = ScreenCNN(CNNConfig(enabled=True, latent_channels=2, hidden=4))
+    torch.nn.init.normal_(cnn.net[-1].weight, std=0.3, generator=gen)
+    seen = []
+    cnn.register_forward_pre_hook(lambda _, args: seen.append(args[0].detach().clone()))
+    viewmats, Ks = torch.eye(4)[None], torch.tensor([[[40.0, 0.0, 12.0], [0.0, 40.0, 12.0], [0.0, 0.0, 1.0]]])
+    bg = torch.tensor([1.0, 0.5, 0.25])
+    g = deform(params, AvatarNets(None, None, None), torch.zeros(3), torch.eye(4))
+    out, _, _ = render_gaussians(g, viewmats, Ks, 24, 24, bg, cnn)
+    with torch.no_grad():
+        rgb_ref, _, _ = rasterize(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, 24, 24,
+                                  backgrounds=bg[None])  # fmt: skip
+        lat_ref, _, _ = rasterize(g.means, g.quats, g.scales, g.opacities, params["features"][:, :2], viewmats, Ks,
+                                  24, 24, backgrounds=torch.zeros(1, 2))  # fmt: skip
+    assert seen[0].shape == (1, 24, 24, 5)
+    assert torch.allclose(seen[0][..., :3], rgb_ref, atol=1e-6) and torch.allclose(seen[0][..., 3:], lat_ref, atol=1e-6)
+    assert lat_ref.abs().max() > 0.1
+    out.sum().backward()
+    assert params["features"].grad[:, :2].abs().sum() > 0 and params["features"].grad[:, 2:].abs().sum() == 0
+    with torch.no_grad():
+        params["features"][:, :2] += 1.0
+        changed, _, _ = render_gaussians(deform(params, AvatarNets(None, None, None), torch.zeros(3), torch.eye(4)),
+                                         viewmats, Ks, 24, 24, bg, cnn)  # fmt: skip
+    assert (changed - out).abs().max() > 1e-3

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -10,6 +11,7 @@ import torch
 from npga.data.cache import FrameCache
 from npga.data.prepare import PrepareConfig, prepare
 from npga.evaluate import evaluate, summarize, write_report
+from npga.io.video import read_video, to_uint8
 from npga.metrics import LPIPS, composite
 from npga.split import Split, make_split
 
@@ -69,3 +71,57 @@ def test_a_split_without_frames_is_an_error(cache):
                   heldout_sequences=("FREE",))  # fmt: skip
     with pytest.raises(ValueError, match="no frames to evaluate"):
         evaluate(_ground_truth_renderer(cache), cache, split, "heldout_cameras")
+
+
+def test_a_renderer_with_known_errors_gives_known_scores_images_and_video(cache, tmp_path):
+    """A render darkened by a horizontal ramp whose slope depends on frame and camera: every row of the CSV has
+    the PSNR (plain and masked) computed here from the frames, and the PNGs and mp4 show truth | render."""
+    split = make_split(cache.serials, cache.sequences)
+    no_lpips = LPIPS.__new__(LPIPS)
+    no_lpips.model, no_lpips.reason = None, "test"
+    order = {s: i for i, s in enumerate(cache.serials)}
+    ramp = np.linspace(0.0, 1.0, cache.width, dtype=np.float32)[None, :, None]  # (1, W, 1)
+
+    def darkening(t: int, serial: str) -> np.ndarray:  # (1, W, 1) fraction of the colour taken away
+        return (0.2 + 0.1 * t + 0.02 * order[serial]) * ramp
+
+    def truth(seq: str, t: int, serial: str) -> tuple[np.ndarray, np.ndarray]:
+        rgb, alpha = cache.frames(seq, t, [serial])
+        return rgb[0] * alpha[0] + 1.0 - alpha[0], alpha[0]  # on white
+
+    def render(seq, t, cams):
+        pred = np.stack([truth(seq, t, c.serial)[0] * (1 - darkening(t, c.serial)) for c in cams])
+        return torch.from_numpy(pred), torch.ones(*pred.shape[:3], 1)
+
+    result = evaluate(render, cache, split, "heldout_cameras", lpips=no_lpips)
+    write_report(tmp_path / "eval", [result])
+    rows = list(csv.DictReader(open(tmp_path / "eval" / "per_frame.csv")))
+    seqs, serials = split.eval_views("heldout_cameras", cache.serials)
+    assert [(r["sequence"], int(r["t"]), r["serial"]) for r in rows] == [
+        (s, t, c) for s in seqs for t in range(cache.n_frames(s)) for c in serials
+    ]
+    for r in rows:
+        gt, alpha = truth(r["sequence"], int(r["t"]), r["serial"])
+        pred = gt * (1 - darkening(int(r["t"]), r["serial"]))
+        masked = pred * alpha + 1.0 - alpha
+        assert float(r["psnr"]) == pytest.approx(-10 * np.log10(np.mean((pred - gt) ** 2)), abs=1e-3)
+        assert float(r["psnr_masked"]) == pytest.approx(-10 * np.log10(np.mean((masked - gt) ** 2)), abs=1e-3)
+    assert len({round(float(r["psnr"]), 2) for r in rows}) == len(rows)  # every frame and camera differs
+
+    t_mid = cache.n_frames(seqs[0]) // 2
+    for serial in serials:
+        grid = cv2.cvtColor(cv2.imread(str(tmp_path / "eval" / f"heldout_cameras_cam_{serial}.png")), cv2.COLOR_BGR2RGB)
+        gt, _ = truth(seqs[0], t_mid, serial)
+        W = cache.width
+        assert np.abs(grid[:, :W].astype(int) - to_uint8(gt)).max() <= 1
+        assert np.abs(grid[:, W : 2 * W].astype(int) - to_uint8(gt * (1 - darkening(t_mid, serial)))).max() <= 1
+
+    video = read_video(tmp_path / "eval" / "heldout_cameras.mp4").astype(np.float32) / 255
+    assert len(video) == cache.n_frames(seqs[0])
+    for t, frame in enumerate(video):
+        gt, _ = truth(seqs[0], t, serials[0])
+        pred = gt * (1 - darkening(t, serials[0]))
+        h, w = frame.shape[:2]
+        expected, swapped = (np.concatenate(p, 1)[:h, :w] for p in ((gt, pred), (pred, gt)))
+        err, err_swapped = np.abs(frame - expected).mean(), np.abs(frame - swapped).mean()
+        assert err < 0.02 and err < 0.5 * err_swapped, (t, err, err_swapped)

@@ -125,29 +125,61 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one
         build_trainer(dataclasses.replace(cfg, out=tmp_path / "empty", resume=True), hooks=[])
 
 
-def test_densification_keeps_features_and_adam_state_aligned(tiny_capture, tmp_path):
+def test_densification_keeps_every_row_paired(tiny_capture, tmp_path):
+    """Tag every Gaussian with its id in its feature, its colour and its Adam moments just before the step
+    that densifies, then check row by row: each row's entries and moments carry the same id, and its
+    geometry is its tagged parent's (a clone: the same; a split child: nearby, 1.6 times smaller)."""
     # Without the detail MLP the features only meet the Laplacian, so the large tags below stay put.
     cfg = tiny_config(tiny_capture, tmp_path / "run", steps=12, use_detail=False, densify=dataclasses.replace(
         load_config(TrainConfig, TINY).densify, refine_start=4, refine_every=5, grow_grad2d=0.0))  # fmt: skip
     trainer = build_trainer(cfg, hooks=[])
-    # Tag every Gaussian: its feature's first entry and its Adam moment both hold its own id.
+    for _ in range(5):
+        trainer.train_step(trainer.sample_batch())  # steps 0..4; step index 5 densifies (after 4, every 5)
+    p, opt = trainer.params, trainer.optimizers
+    n0 = len(p["means"])
+    tag = torch.arange(1, n0 + 1, dtype=torch.float32)  # ids from 1: a zero moment marks a new row
     with torch.no_grad():
-        ids = torch.arange(len(trainer.params["means"]), dtype=torch.float32)
-        trainer.params["features"][:, 0] = ids
-    for _ in range(8):
-        trainer.train_step(trainer.sample_batch())  # densifies once, at step index 5 (after 4, every 5)
-    n0 = len(ids)
-    n = len(trainer.params["means"])
-    assert n > n0
-    for key, p in trainer.params.items():
-        assert len(p) == n, key
-        state = trainer.optimizers[key].state[p]
-        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape, key
-    # Clones and split children carry their parent's feature (up to 2 steps of small updates since).
-    tags = trainer.params["features"][:, 0].detach()
-    nearest = (tags[:, None] - ids[None, :]).abs().min(1).values
-    assert nearest.max() < 0.05
-    assert set(tags[n0:].round().long().tolist()) <= set(range(n0))
+        p["features"][:, 0] = tag
+        p["colors"][:, 0] = 1000.0 + tag  # saturated: no gradient moves it noticeably
+        opt["features"].state[p["features"]]["exp_avg"][:, 0] = 1e3 * tag
+        opt["features"].state[p["features"]]["exp_avg_sq"][:, 0] = (1e3 * tag) ** 2
+        opt["colors"].state[p["colors"]]["exp_avg"][:, 0] = 1e3 * tag
+        opt["colors"].state[p["colors"]]["exp_avg_sq"][:, 0] = (1e3 * tag) ** 2  # Adam's step stays ~lr
+    before = {k: v.detach().clone() for k, v in p.items()}
+    trainer.train_step(trainer.sample_batch())
+    p, opt = trainer.params, trainer.optimizers
+    n = len(p["means"])
+    assert n > n0 and all(len(v) == n for v in p.values())
+    parent = p["features"][:, 0].detach()
+    assert (parent - parent.round()).abs().max() < 0.05
+    parent = parent.round().long()
+    assert ((parent >= 1) & (parent <= n0)).all()
+    assert torch.equal((p["colors"][:, 0].detach() - 1000.0).round().long(), parent)
+    par = parent - 1  # row of the parent before the step
+    # Adam moments: a kept row carries its own (one step older), a new row starts at zero
+    m_f = opt["features"].state[p["features"]]["exp_avg"][:, 0]
+    v_f = opt["features"].state[p["features"]]["exp_avg_sq"][:, 0]
+    m_c = opt["colors"].state[p["colors"]]["exp_avg"][:, 0]
+    v_c = opt["colors"].state[p["colors"]]["exp_avg_sq"][:, 0]
+    new = m_f == 0
+    assert new.sum() > 0 and (~new).sum() > 0
+    assert torch.equal((m_f[~new] / 900).round().long(), parent[~new])
+    assert torch.equal((v_f[~new] / 0.999).sqrt().div(1e3).round().long(), parent[~new])
+    assert torch.equal((m_c[~new] / 900).round().long(), parent[~new])
+    assert torch.equal((v_c[~new] / 0.999).sqrt().div(1e3).round().long(), parent[~new])
+    assert (v_f[new] == 0).all() and (m_c[new] == 0).all() and (v_c[new] == 0).all()
+    for key, state in ((k, opt[k].state[v]) for k, v in p.items()):
+        assert state["exp_avg"].shape == p[key].shape and state["exp_avg_sq"].shape == p[key].shape, key
+    # geometry follows the tag: same orientation, same or 1.6x smaller size, within reach of the parent
+    q = torch.nn.functional.normalize(p["quats"].detach(), dim=-1)
+    q0 = torch.nn.functional.normalize(before["quats"][par], dim=-1)
+    assert (q * q0).sum(-1).abs().min() > 0.99
+    dlog = p["scales"].detach() - before["scales"][par]  # (N, 3)
+    same, split = (dlog.abs() < 0.02).all(-1), ((dlog + np.log(1.6)).abs() < 0.02).all(-1)
+    assert (same | split).all() and split.any()
+    reach = 6 * before["scales"][par].exp().max(-1).values + 2e-3  # a split child: 6 sigma; one step of Adam
+    moved = (p["means"].detach() - before["means"][par]).norm(dim=-1)
+    assert (moved < reach).all(), (moved / reach).max()
     assert trainer.neighbors.shape == (n, cfg.knn)
 
 
