@@ -114,6 +114,17 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("densify_add_samples_off_by_one", "npga/avatar/densify.py", "return torch.cat([p, p[src]])",
            "return torch.cat([p, p[src - 1]])", "appended copies taken from the row before their source",
            ("tests/test_densify.py", "-k", "add_samples")),
+    Mutant("avatar_pose_transposed", "npga/train/trainer.py", "np.stack([tracking.head_to_world(t) for t in",
+           "np.stack([tracking.head_to_world(t).T for t in", "avatar file stores the head poses transposed",
+           ("tests/test_avatar_file.py", "-k", "fresh_process")),
+    Mutant("checkpoint_unpickles_anything", "npga/train/trainer.py",
+           "torch.load(path, map_location=device, weights_only=True)",
+           "torch.load(path, map_location=device, weights_only=False)",
+           "checkpoints loaded with the full unpickler (runs code from the file)",
+           ("tests/test_avatar_file.py", "-k", "crafted")),
+    Mutant("plots_switch_backend", "npga/io/plots.py", "from matplotlib.figure import Figure\n",
+           "import matplotlib\n\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure  # noqa: E402\n",
+           "importing npga switches matplotlib's backend", ("tests/test_avatar_file.py", "-k", "matplotlib")),
 )  # fmt: skip
 
 
