@@ -125,6 +125,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("plots_switch_backend", "npga/io/plots.py", "from matplotlib.figure import Figure\n",
            "import matplotlib\n\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure  # noqa: E402\n",
            "importing npga switches matplotlib's backend", ("tests/test_avatar_file.py", "-k", "matplotlib")),
+    Mutant("ply_rotation_xyzw", "npga/io/splats.py", "               q / np.linalg.norm(q, axis=1, keepdims=True)]",
+           "               np.roll(q / np.linalg.norm(q, axis=1, keepdims=True), -1, 1)]",
+           "PLY rot_0..3 written x y z w", ("tests/test_export.py", "-k", "ply_read_back")),
+    Mutant("ply_color_not_sh", "npga/io/splats.py", "(_numpy(colors) - 0.5) / SH_C0", "(_numpy(colors) - 0.5)",
+           "PLY f_dc without the SH basis constant", ("tests/test_export.py", "-k", "ply_read_back")),
 )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("npga.commands.eval", "PSNR / SSIM / LPIPS of an avatar on its held-out views"),
     "render": ("npga.commands.render", "orbit and expression videos of an avatar"),
     "submit": ("npga.commands.submit", "NeRSemble NVS benchmark submission zip from an avatar"),
+    "export": ("npga.commands.export", "an avatar posed for a frame as a 3DGS PLY or .splat file"),
 }
 
 

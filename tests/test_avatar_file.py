@@ -16,17 +16,15 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from small_avatars import random_avatar
 
 from npga.avatar import deform
-from npga.avatar.config import AvatarConfig, build_nets
 from npga.avatar.file import load_avatar, read_avatar_metadata, save_avatar
-from npga.avatar.model import Avatar, Motion, code_stats
-from npga.cameras import Camera, look_at
+from npga.avatar.model import code_stats
 from npga.cli import main
 from npga.config import load_config
 from npga.headmodel import head_model_from_description, load_head_model
 from npga.runs import RunLayout
-from npga.split import Split
 from npga.train import TrainConfig, build_trainer, read_checkpoint
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
@@ -96,38 +94,8 @@ def test_avatar_renders_exactly_in_a_fresh_process_after_the_capture_is_deleted(
         shutil.move(capture, trainer.cfg.capture)
 
 
-def _random_avatar(gen: torch.Generator) -> Avatar:
-    """A small avatar with every part present and nothing at its initial value."""
-    from npga.avatar import CNNConfig, DetailConfig
-    from npga.deform import FieldConfig
-
-    cnn = CNNConfig(enabled=True, latent_channels=2, hidden=4)
-    cfg = AvatarConfig(expression_dim=4, bounds=((-1.0, -1.0, -1.0), (1.0, 1.0, 1.0)), latent_dim=6,
-                       coarse=FieldConfig(width=16, depth=1), detail=DetailConfig(width=8, depth=1), cnn=cnn,
-                       background=(0.1, 0.2, 0.3))  # fmt: skip
-    nets = build_nets(cfg)
-    with torch.no_grad():
-        for p in nets.parameters():
-            p.copy_(torch.randn(p.shape, generator=gen) * 0.1)
-    n = 50
-    params = {"means": torch.randn(n, 3, generator=gen) * 0.3, "quats": torch.randn(n, 4, generator=gen),
-              "scales": torch.randn(n, 3, generator=gen) - 3, "opacities": torch.randn(n, generator=gen),
-              "colors": torch.randn(n, 3, generator=gen), "features": torch.randn(n, 6, generator=gen)}  # fmt: skip
-    T = 5
-    poses = torch.eye(4).repeat(T, 1, 1)
-    poses[:, :3, 3] = torch.randn(T, 3, generator=gen) * 0.01
-    motions = {"A": Motion(torch.randn(T, 4, generator=gen), poses, torch.arange(T) * 2),
-               "B": Motion(torch.randn(3, 4, generator=gen), poses[:3], torch.arange(3))}  # fmt: skip
-    K = np.array([[60.0, 0, 16], [0, 60.0, 24], [0, 0, 1]])
-    cams = {s: Camera(K=K, world_2_cam=look_at(np.array([x, 0.0, 3.0]), np.zeros(3)), width=32, height=48, serial=s)
-            for s, x in (("c0", -0.5), ("c1", 0.5))}  # fmt: skip
-    return Avatar(config=cfg, params=params, nets=nets, motions=motions, codes=code_stats(motions["A"].expression),
-                  cameras=cams, split=Split(("c0",), ("c1",), ("A",), ("B",)), head_model={"type": "synthetic"},
-                  provenance={"step": 7, "psnr": 21.5})  # fmt: skip
-
-
 def test_every_part_round_trips_bit_for_bit(tmp_path):
-    avatar = _random_avatar(torch.Generator().manual_seed(0))
+    avatar = random_avatar(torch.Generator().manual_seed(0))
     path = save_avatar(avatar, tmp_path / "a.npga")
     again = load_avatar(path)
     assert again.config == avatar.config and again.split == avatar.split

@@ -106,6 +106,12 @@ class Avatar:
         return deform(self.params, self.nets, z_ex.float().to(self.device), head_pose.float().to(self.device))
 
     @torch.no_grad()
+    def canonical_gaussians(self) -> Gaussians:
+        """The canonical Gaussians as they are stored: no coarse or detail motion, no head pose."""
+        z = torch.zeros(self.config.expression_dim, device=self.device)
+        return deform(self.params, AvatarNets(None, None, None), z, torch.eye(4, device=self.device))
+
+    @torch.no_grad()
     def render_code(self, z_ex: torch.Tensor, head_pose: torch.Tensor,
                     cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
         """rgb (C, H, W, 3) on the background and alpha (C, H, W, 1) for any code (D,) and pose (4, 4)."""

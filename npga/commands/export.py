@@ -1,0 +1,92 @@
+"""`npga export AVATAR_OR_RUN --ply OUT.ply`: the avatar posed for one frame (or canonical) for other splat tools.
+
+Writes the standard 3DGS PLY layout (or `--format splat`, the compact web layout; npga/io/splats.py). The pose
+comes from one of the avatar's sequences (`--sequence SEQ --frame T`, default: its first training sequence,
+frame 0), from a tracking file (`--tracking codes.npz --frame T`, our `nphm_tracking.npz` layout), or is the
+canonical one (`--canonical`). `--all-frames` writes every frame of the sequence into the folder `--ply`.
+Colours are the Gaussians' RGB: an avatar's screen-space CNN works on images and cannot be exported.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import tyro
+from tqdm import tqdm
+
+from npga.avatar.deform import Gaussians
+from npga.avatar.model import Avatar
+from npga.commands.common import open_avatar
+from npga.config import DeviceName
+from npga.data.tracking import Tracking
+from npga.io.splats import write_ply, write_splat
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Config:
+    avatar: tyro.conf.Positional[Path]
+    """Avatar file (`RUN/avatar.npga`) or run folder written by `npga train`."""
+    ply: Path
+    """Output file (a folder with --all-frames)."""
+    format: Literal["ply", "splat"] = "ply"
+    """ply: the 3DGS layout most splat tools open; splat: the compact layout of web viewers."""
+    sequence: str | None = None
+    """One of the avatar's sequences (default: its first training sequence)."""
+    frame: int = 0
+    """Frame index within the sequence or tracking file."""
+    tracking: Path | None = None
+    """A tracking file (`nphm_tracking.npz` layout, e.g. from another capture) to pose the avatar with."""
+    canonical: bool = False
+    """The canonical Gaussians: no expression, no head pose."""
+    all_frames: bool = False
+    """Every frame of the sequence (or tracking file), one file each, into the folder --ply."""
+    device: DeviceName = "auto"
+
+
+def _motion(cfg: Config, avatar: Avatar) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """Codes (T, D), head poses (T, 4, 4) and a name for the chosen expression track."""
+    if cfg.tracking is not None:
+        tracking = Tracking.load(cfg.tracking)
+        if tracking.expression_dim != avatar.config.expression_dim:
+            raise ValueError(f"{cfg.tracking}: {tracking.expression_dim}-d expression codes, the avatar's head model "
+                             f"has {avatar.config.expression_dim}")  # fmt: skip
+        poses = torch.stack([torch.from_numpy(tracking.head_to_world(t)) for t in range(tracking.n_frames)])
+        return torch.from_numpy(tracking.expression), poses, str(cfg.tracking)
+    sequence = cfg.sequence or avatar.split.train_sequences[0]
+    m = avatar.motion(sequence)
+    return m.expression, m.head_pose, sequence
+
+
+def _write(cfg: Config, g: Gaussians, path: Path) -> Path:
+    writer = write_splat if cfg.format == "splat" else write_ply
+    return writer(path, g.means, g.quats, g.scales, g.opacities, g.colors)
+
+
+def main(cfg: Config) -> list[Path]:
+    """Returns the files written."""
+    if cfg.canonical and (cfg.tracking is not None or cfg.sequence is not None or cfg.all_frames):
+        raise ValueError("--canonical takes no --sequence, --tracking or --all-frames")
+    file, avatar = open_avatar(cfg.avatar, cfg.device)
+    if avatar.nets.cnn is not None:
+        log.warning("%s refines its renders with a screen-space CNN, which a splat file cannot carry: the "
+                    "exported colours are the Gaussians' own", file)  # fmt: skip
+    if cfg.canonical:
+        paths = [_write(cfg, avatar.canonical_gaussians(), cfg.ply)]
+    else:
+        codes, poses, name = _motion(cfg, avatar)
+        frames = range(len(codes)) if cfg.all_frames else [cfg.frame]
+        if not all(0 <= t < len(codes) for t in frames):
+            raise ValueError(f"frame {cfg.frame} out of range for {name} ({len(codes)} frames)")
+        paths = []
+        for t in tqdm(frames, desc="export", unit="frame", disable=len(frames) == 1):
+            out = cfg.ply / f"frame_{t:05d}.{cfg.format}" if cfg.all_frames else cfg.ply
+            paths.append(_write(cfg, avatar.gaussians(codes[t], poses[t]), out))
+    where = cfg.ply if cfg.all_frames else paths[0]
+    print(f"wrote {len(paths)} {cfg.format} file(s), {avatar.n_gaussians} Gaussians each: {where}")
+    return paths
