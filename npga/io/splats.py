@@ -6,6 +6,10 @@ rgb = 0.5 + C0 * f_dc), f_rest_0..44 (zeros: degree 3 without view dependence, s
 full set open it), opacity (logit), scale_0..2 (log standard deviations), rot_0..3 (unit quaternion w x y z).
 `.splat`: 32 bytes per Gaussian (position and scale as float32, RGBA and the quaternion w x y z as uint8),
 most visible first, the layout of the web viewers that popularised it.
+
+The PLY header is written here rather than by a PLY library: the common one (plyfile) is GPL-3.0, which an
+Apache-2.0 package should not require, and trimesh adds a face element that is not part of the layout. A
+binary point PLY is a fixed text header and one packed array; the tests read it back with trimesh's parser.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from plyfile import PlyData, PlyElement
 
 SH_C0 = 0.28209479177387814
 """Degree-0 spherical-harmonic basis constant: rgb = 0.5 + SH_C0 * f_dc."""
@@ -43,7 +46,7 @@ def write_ply(
     opacities: torch.Tensor,  # (N,) in [0, 1]
     colors: torch.Tensor,  # (N, 3) RGB in [0, 1]
 ) -> Path:
-    """Write activated Gaussians as a 3DGS PLY (binary little endian) with plyfile."""
+    """Write activated Gaussians as a 3DGS PLY (binary little endian, float32 properties)."""
     n = len(means)
     q = _numpy(quats)
     o = np.clip(_numpy(opacities), _EPS, 1 - _EPS)
@@ -51,12 +54,11 @@ def write_ply(
                np.log(o / (1 - o))[:, None], np.log(np.maximum(_numpy(scales), 1e-12)),
                q / np.linalg.norm(q, axis=1, keepdims=True)]  # fmt: skip
     data = np.concatenate(columns, 1).astype(np.float32)  # (N, 62)
-    vertex = np.empty(n, dtype=[(name, "<f4") for name in ply_property_names()])
-    for i, name in enumerate(vertex.dtype.names):
-        vertex[name] = data[:, i]
+    header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
+    header += [f"property float {name}" for name in ply_property_names()] + ["end_header"]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    PlyData([PlyElement.describe(vertex, "vertex")], byte_order="<").write(str(path))
+    path.write_bytes(("\n".join(header) + "\n").encode("ascii") + data.astype("<f4").tobytes())
     return path
 
 
