@@ -130,6 +130,12 @@ MUTANTS: tuple[Mutant, ...] = (
            "PLY rot_0..3 written x y z w", ("tests/test_export.py", "-k", "ply_read_back")),
     Mutant("ply_color_not_sh", "npga/io/splats.py", "(_numpy(colors) - 0.5) / SH_C0", "(_numpy(colors) - 0.5)",
            "PLY f_dc without the SH basis constant", ("tests/test_export.py", "-k", "ply_read_back")),
+    Mutant("camera_path_tangent_sign", "npga/camera_path.py", "h00 * values[i] + h10 * h * tangent(i)",
+           "h00 * values[i] - h10 * h * tangent(i)", "spline leaves a keyframe against its tangent",
+           ("tests/test_camera_path.py", "-k", "straight_track")),
+    Mutant("camera_path_fov_horizontal", "npga/camera_path.py", "f = (height / 2) / math.tan",
+           "f = (width / 2) / math.tan", "field of view taken as horizontal", ("tests/test_camera_path.py", "-k",
+           "straight_track")),
 )  # fmt: skip
 
 

@@ -118,14 +118,24 @@ def rig_up(cameras: Sequence[Camera]) -> np.ndarray:
     return up / np.linalg.norm(up)
 
 
-def orbit_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int, degrees: float) -> list[Camera]:
-    """`reference` swung about the axis `up` through `target`: angle = degrees * sin(2 pi i / n)."""
+def _swung(reference: Camera, target: np.ndarray, up: np.ndarray, angles: list[float], name: str) -> list[Camera]:
+    """`reference` rotated about the axis `up` through `target` by each angle (radians), looking at `target`."""
     eye0 = reference.center - target
     cams = []
-    for i in range(n):
-        a = math.radians(degrees) * math.sin(2 * math.pi * i / n)
+    for i, a in enumerate(angles):
         rot = cv2.Rodrigues((up * a).reshape(3, 1))[0]  # (3, 3) rotation about `up`
         w2c = look_at(target + rot @ eye0, target, up)
         cams.append(Camera(K=reference.K, world_2_cam=w2c, width=reference.width, height=reference.height,
-                           serial=f"orbit{i:03d}"))  # fmt: skip
+                           serial=f"{name}{i:03d}"))  # fmt: skip
     return cams
+
+
+def orbit_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int, degrees: float) -> list[Camera]:
+    """`reference` swung about the axis `up` through `target`: angle = degrees * sin(2 pi i / n)."""
+    return _swung(reference, target, up, [math.radians(degrees) * math.sin(2 * math.pi * i / n) for i in range(n)],
+                  "orbit")  # fmt: skip
+
+
+def turntable_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int) -> list[Camera]:
+    """`reference` carried once around `target` about `up` in n even steps."""
+    return _swung(reference, target, up, [2 * math.pi * i / n for i in range(n)], "turntable")

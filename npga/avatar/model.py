@@ -112,12 +112,14 @@ class Avatar:
         return deform(self.params, AvatarNets(None, None, None), z, torch.eye(4, device=self.device))
 
     @torch.no_grad()
-    def render_code(self, z_ex: torch.Tensor, head_pose: torch.Tensor,
-                    cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
-        """rgb (C, H, W, 3) on the background and alpha (C, H, W, 1) for any code (D,) and pose (4, 4)."""
+    def render_code(self, z_ex: torch.Tensor, head_pose: torch.Tensor, cameras: Sequence[Camera],
+                    background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+        """rgb (C, H, W, 3) and alpha (C, H, W, 1) for any code (D,) and pose (4, 4), on `background` (3,)
+        (default: the avatar's own)."""
         viewmats, Ks = stack_cameras(cameras, device=self.device)
         g = self.gaussians(z_ex, head_pose)
-        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, self.background,
+        bg = self.background if background is None else background.to(self.device, torch.float32)
+        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, bg,
                                          self.nets.cnn)  # fmt: skip
         return rgb.clamp(0, 1), alpha
 

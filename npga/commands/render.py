@@ -1,14 +1,18 @@
 """`npga render AVATAR_OR_RUN`: videos of a trained avatar that people look at rather than read numbers from.
 
+Without `--camera-path`, an overview into a folder (`--out`, default RUN/videos):
 - `orbit.mp4`: the camera swings around the head (+-`orbit_degrees` about the rig's up axis) while the
   avatar replays the expressions of its first training sequence;
 - `expressions.mp4`: a fixed frontal camera, the avatar driven by every sequence it carries in turn (held-out
   ones labelled), next to the ground truth when the frames it was trained on are at hand.
-Only the avatar file is needed; nothing of the capture.
+With `--camera-path orbit|turntable|capture:SERIAL|path.json`, one video (`--out x.mp4`) or PNG sequence
+(`--out DIR`, RGBA with `--png-alpha`) along that path, driven by `--sequence` or `--tracking`
+(npga/camera_path.py documents the JSON). Only the avatar file is needed; nothing of the capture.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +23,13 @@ import torch
 import tyro
 from tqdm import tqdm
 
-from npga.cameras import frontal_camera, orbit_cameras, rig_up
+from npga.avatar.model import Avatar
+from npga.camera_path import load_camera_path, path_cameras
+from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
 from npga.commands.common import open_avatar, open_training_cache
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
+from npga.data.tracking import Tracking
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -35,7 +42,23 @@ class Config:
     avatar: tyro.conf.Positional[Path]
     """Avatar file (`RUN/avatar.npga`) or run folder written by `npga train`."""
     out: Path | None = None
-    """Folder for the videos (default: videos/ next to the avatar file, i.e. RUN/videos)."""
+    """Overview: folder for the videos (default: videos/ next to the avatar file, i.e. RUN/videos). With
+    --camera-path: an .mp4 file, or a folder for PNG frames."""
+    camera_path: str | None = None
+    """orbit (swing about the rig's up axis), turntable (a full turn), capture:SERIAL (a rig camera, fixed) or a
+    camera-path JSON file; unset: the overview videos."""
+    sequence: str | None = None
+    """With --camera-path: the avatar's sequence that drives it (default: its first training sequence)."""
+    tracking: Path | None = None
+    """With --camera-path: a tracking file (`nphm_tracking.npz` layout) that drives it instead."""
+    frames: int | None = None
+    """With orbit, turntable or capture:SERIAL: frames to render (default: the expression track's length)."""
+    size: str | None = None
+    """With --camera-path: WxH in pixels (default: the path file's, else the avatar's training size)."""
+    background: str = "avatar"
+    """With --camera-path: avatar (its training background), white, black or R,G,B in [0, 1]."""
+    png_alpha: bool = False
+    """With --camera-path and a folder --out: RGBA PNGs (alpha from the render)."""
     height: int | None = None
     """Video height in pixels (default: the size the avatar was trained at)."""
     orbit_frames: int = 96
@@ -55,7 +78,9 @@ def _label(frame: np.ndarray, text: str) -> np.ndarray:
 
 
 def main(cfg: Config) -> list[Path]:
-    """Writes orbit.mp4 and expressions.mp4; returns their paths."""
+    """Writes the overview videos, or the frames along --camera-path; returns the paths written."""
+    if cfg.camera_path is not None:
+        return render_path(cfg)
     file, avatar = open_avatar(cfg.avatar, cfg.device)
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).videos
     front = frontal_camera(avatar.cameras)
@@ -101,4 +126,103 @@ def main(cfg: Config) -> list[Path]:
     write_video(paths[1], expressions(), fps=cfg.fps)
     for p in paths:
         print(f"wrote {p}")
+    return paths
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--size {text!r}: expected WxH, e.g. 550x802") from None
+    if w <= 0 or h <= 0:
+        raise ValueError(f"--size {text!r}: width and height must be positive")
+    return w, h
+
+
+def _background(text: str, avatar: Avatar) -> torch.Tensor:
+    named = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0), "avatar": tuple(avatar.config.background)}
+    if text in named:
+        return torch.tensor(named[text])
+    try:
+        rgb = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        rgb = ()
+    if len(rgb) != 3 or not all(0 <= v <= 1 for v in rgb):
+        raise ValueError(f"--background {text!r}: expected avatar, white, black or R,G,B in [0, 1]")
+    return torch.tensor(rgb)
+
+
+def _track(cfg: Config, avatar: Avatar) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes (T, D) and head poses (T, 4, 4) that drive the avatar along the path."""
+    if cfg.tracking is not None:
+        tracking = Tracking.load(cfg.tracking)
+        if tracking.expression_dim != avatar.config.expression_dim:
+            raise ValueError(f"{cfg.tracking}: {tracking.expression_dim}-d expression codes, the avatar's head model "
+                             f"has {avatar.config.expression_dim}")  # fmt: skip
+        poses = torch.stack([torch.from_numpy(tracking.head_to_world(t)) for t in range(tracking.n_frames)])
+        return torch.from_numpy(tracking.expression), poses
+    m = avatar.motion(cfg.sequence or avatar.split.train_sequences[0])
+    return m.expression, m.head_pose
+
+
+def path_cameras_for(spec: str, avatar: Avatar, n: int, size: tuple[int, int] | None) -> list[Camera]:
+    """The cameras of a --camera-path spec: n frames for the built-in paths, the file's own count for JSON."""
+    if spec.endswith(".json"):
+        path = load_camera_path(spec)
+        if size is not None:
+            path = dataclasses.replace(path, width=size[0], height=size[1])
+        return path_cameras(path)
+    if spec.startswith("capture:"):
+        serial = spec.split(":", 1)[1]
+        if serial not in avatar.cameras:
+            raise ValueError(f"--camera-path {spec}: the avatar has no camera {serial!r} ({sorted(avatar.cameras)})")
+        reference = avatar.cameras[serial]
+    elif spec in ("orbit", "turntable"):
+        reference = frontal_camera(avatar.cameras)
+    else:
+        raise ValueError(f"--camera-path {spec!r}: expected orbit, turntable, capture:SERIAL or a .json file")
+    if size is not None:
+        reference = reference.resized(*size)
+    if spec.startswith("capture:"):
+        return [reference] * n
+    z, pose = avatar.tracked(avatar.split.train_sequences[0], 0)
+    center = avatar.gaussians(z, pose).means.mean(0).cpu().numpy()  # (3,) the head, roughly
+    up = rig_up(list(avatar.cameras.values()))
+    if spec == "orbit":
+        return orbit_cameras(reference, center, up, n, 60.0)
+    return turntable_cameras(reference, center, up, n)
+
+
+def render_path(cfg: Config) -> list[Path]:
+    """Frames along --camera-path into an .mp4 or a PNG folder."""
+    if cfg.tracking is not None and cfg.sequence is not None:
+        raise ValueError("give --sequence or --tracking, not both")
+    out = cfg.out
+    if out is None:
+        raise ValueError("--camera-path needs --out (an .mp4 file or a folder for PNGs)")
+    video = out.suffix.lower() == ".mp4"
+    if video and cfg.png_alpha:
+        raise ValueError("--png-alpha writes PNG frames: give a folder as --out, not an .mp4")
+    if cfg.frames is not None and cfg.frames < 1:
+        raise ValueError(f"--frames must be at least 1, got {cfg.frames}")
+    file, avatar = open_avatar(cfg.avatar, cfg.device)
+    size = _size(cfg.size) if cfg.size is not None else None
+    background = _background(cfg.background, avatar)
+    codes, poses = _track(cfg, avatar)
+    cams = path_cameras_for(cfg.camera_path, avatar, cfg.frames or len(codes), size)
+    frames = []
+    for i, cam in enumerate(tqdm(cams, desc="render", unit="frame")):
+        t = i % len(codes)  # the expression track loops when the path is longer
+        rgb, alpha = avatar.render_code(codes[t], poses[t], [cam], background)
+        rgba = torch.cat([rgb[0], alpha[0].clamp(0, 1)], -1) if cfg.png_alpha else rgb[0]
+        frames.append(to_uint8(rgba.cpu().numpy()))
+    if video:
+        write_video(out, frames, fps=cfg.fps)
+        paths = [out]
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        paths = [out / f"frame_{i:05d}.png" for i in range(len(frames))]
+        for path, frame in zip(paths, frames, strict=True):
+            cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if cfg.png_alpha else cv2.COLOR_RGB2BGR))
+    print(f"wrote {len(frames)} frames of {cams[0].width}x{cams[0].height} along {cfg.camera_path}: {out}")
     return paths
