@@ -136,6 +136,11 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant("camera_path_fov_horizontal", "npga/camera_path.py", "f = (height / 2) / math.tan",
            "f = (width / 2) / math.tan", "field of view taken as horizontal", ("tests/test_camera_path.py", "-k",
            "straight_track")),
+    Mutant("rig_opencv_pixel_centre", "npga/data/rig.py",
+           "cams[name] = _camera_from_fields(name, get, str(path), pixel_shift=0.5)",
+           "cams[name] = _camera_from_fields(name, get, str(path), pixel_shift=0.0)",
+           "OpenCV principal point taken in npga's pixel convention",
+           ("tests/test_import_rig.py", "-k", "same_cameras")),
 )  # fmt: skip
 
 

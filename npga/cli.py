@@ -20,6 +20,7 @@ from npga.config import load_config
 # subcommand -> (module with `Config` and `main`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("npga.commands.synth", "write a synthetic multi-view capture (no download)"),
+    "import-rig": ("npga.commands.import_rig", "a capture from calibrated per-camera videos (OpenCV, JSON, COLMAP)"),
     "prepare": ("npga.commands.prepare", "decode a capture's videos once into a frame cache"),
     "distill": ("npga.commands.distill", "distill the forward deformation field"),
     "train": ("npga.commands.train", "train an avatar on a capture; writes RUN/avatar.npga"),
