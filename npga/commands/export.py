@@ -14,15 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 import tyro
 from tqdm import tqdm
 
 from npga.avatar.deform import Gaussians
-from npga.avatar.model import Avatar
-from npga.commands.common import open_avatar
+from npga.commands.common import expression_track, open_avatar
 from npga.config import DeviceName
-from npga.data.tracking import Tracking
 from npga.io.splats import write_ply, write_splat
 
 log = logging.getLogger(__name__)
@@ -49,20 +46,6 @@ class Config:
     device: DeviceName = "auto"
 
 
-def _motion(cfg: Config, avatar: Avatar) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Codes (T, D), head poses (T, 4, 4) and a name for the chosen expression track."""
-    if cfg.tracking is not None:
-        tracking = Tracking.load(cfg.tracking)
-        if tracking.expression_dim != avatar.config.expression_dim:
-            raise ValueError(f"{cfg.tracking}: {tracking.expression_dim}-d expression codes, the avatar's head model "
-                             f"has {avatar.config.expression_dim}")  # fmt: skip
-        poses = torch.stack([torch.from_numpy(tracking.head_to_world(t)) for t in range(tracking.n_frames)])
-        return torch.from_numpy(tracking.expression), poses, str(cfg.tracking)
-    sequence = cfg.sequence or avatar.split.train_sequences[0]
-    m = avatar.motion(sequence)
-    return m.expression, m.head_pose, sequence
-
-
 def _write(cfg: Config, g: Gaussians, path: Path) -> Path:
     writer = write_splat if cfg.format == "splat" else write_ply
     return writer(path, g.means, g.quats, g.scales, g.opacities, g.colors)
@@ -79,7 +62,7 @@ def main(cfg: Config) -> list[Path]:
     if cfg.canonical:
         paths = [_write(cfg, avatar.canonical_gaussians(), cfg.ply)]
     else:
-        codes, poses, name = _motion(cfg, avatar)
+        codes, poses, name = expression_track(avatar, cfg.sequence, cfg.tracking)
         frames = range(len(codes)) if cfg.all_frames else [cfg.frame]
         if not all(0 <= t < len(codes) for t in frames):
             raise ValueError(f"frame {cfg.frame} out of range for {name} ({len(codes)} frames)")

@@ -26,10 +26,9 @@ from tqdm import tqdm
 from npga.avatar.model import Avatar
 from npga.camera_path import load_camera_path, path_cameras
 from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
-from npga.commands.common import open_avatar, open_training_cache
+from npga.commands.common import expression_track, open_avatar, open_training_cache
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
-from npga.data.tracking import Tracking
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -152,19 +151,6 @@ def _background(text: str, avatar: Avatar) -> torch.Tensor:
     return torch.tensor(rgb)
 
 
-def _track(cfg: Config, avatar: Avatar) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codes (T, D) and head poses (T, 4, 4) that drive the avatar along the path."""
-    if cfg.tracking is not None:
-        tracking = Tracking.load(cfg.tracking)
-        if tracking.expression_dim != avatar.config.expression_dim:
-            raise ValueError(f"{cfg.tracking}: {tracking.expression_dim}-d expression codes, the avatar's head model "
-                             f"has {avatar.config.expression_dim}")  # fmt: skip
-        poses = torch.stack([torch.from_numpy(tracking.head_to_world(t)) for t in range(tracking.n_frames)])
-        return torch.from_numpy(tracking.expression), poses
-    m = avatar.motion(cfg.sequence or avatar.split.train_sequences[0])
-    return m.expression, m.head_pose
-
-
 def path_cameras_for(spec: str, avatar: Avatar, n: int, size: tuple[int, int] | None) -> list[Camera]:
     """The cameras of a --camera-path spec: n frames for the built-in paths, the file's own count for JSON."""
     if spec.endswith(".json"):
@@ -208,7 +194,7 @@ def render_path(cfg: Config) -> list[Path]:
     file, avatar = open_avatar(cfg.avatar, cfg.device)
     size = _size(cfg.size) if cfg.size is not None else None
     background = _background(cfg.background, avatar)
-    codes, poses = _track(cfg, avatar)
+    codes, poses, _ = expression_track(avatar, cfg.sequence, cfg.tracking)
     cams = path_cameras_for(cfg.camera_path, avatar, cfg.frames or len(codes), size)
     frames = []
     for i, cam in enumerate(tqdm(cams, desc="render", unit="frame")):
