@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
 from small_captures import write_capture
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Asking NVML whether there is a GPU, not the CUDA runtime: no worker starts CUDA just to collect tests.
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -18,6 +24,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _cpu_unless_marked_gpu(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests not marked `gpu` run on the CPU on a GPU machine too: `device: auto` picks the CPU and CLI
+    subprocesses see no GPU. They stay deterministic (bit-for-bit resume, exact references), and no test
+    worker pays for a CUDA context or for loading gsplat's kernels."""
+    if "gpu" in request.keywords:
+        return
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
 
 
 def _copied(src: Path, tmp_path: Path) -> Path:

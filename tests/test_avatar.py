@@ -140,19 +140,20 @@ def test_quaternion_helpers():
     assert torch.allclose(quat_to_matrix(quat_from_z_to(n))[:, :, 2], n, atol=1e-12)
 
 
-def test_knn_graph_matches_brute_force():
+@pytest.mark.parametrize("method", ["torch", "kdtree"])
+def test_knn_graph_matches_brute_force(method):
     gen = torch.Generator().manual_seed(2)
     pts = torch.rand(200, 3, generator=gen, dtype=torch.float64)
-    nbrs = knn_graph(pts, k=8)
+    nbrs = knn_graph(pts, k=8, method=method)
     d = torch.cdist(pts, pts)
     d.fill_diagonal_(math.inf)
     expected = d.topk(8, largest=False).indices
     assert torch.equal(nbrs, expected)
     # exact duplicates (densification clones) never list themselves
     dup = torch.cat([pts[:10], pts[:10]])
-    nbrs = knn_graph(dup, k=3)
+    nbrs = knn_graph(dup, k=3, method=method)
     assert not (nbrs == torch.arange(20)[:, None]).any()
-    assert knn_graph(pts[:4], k=8).shape == (4, 3)
+    assert knn_graph(pts[:4], k=8, method=method).shape == (4, 3)
 
 
 def test_laplacian_of_constant_is_zero_and_of_random_is_positive():
@@ -321,3 +322,28 @@ def test_the_cnn_sees_the_rendered_latent_features():
         changed, _, _ = render_gaussians(deform(params, AvatarNets(None, None, None), torch.zeros(3), torch.eye(4)),
                                          viewmats, Ks, 24, 24, bg, cnn)  # fmt: skip
     assert (changed - out).abs().max() > 1e-3
+
+
+def test_knn_graph_on_device_matches_a_kd_tree_oracle():
+    """Many chunks, a dense shell with sparse outliers (isolated points get their own box) and clones: the
+    torch graph (the method for GPU tensors) lists the same neighbours as scipy's KD-tree in float64, at the
+    same distances."""
+    from scipy.spatial import cKDTree
+
+    gen = torch.Generator().manual_seed(4)
+    shell = torch.nn.functional.normalize(torch.randn(3000, 3, generator=gen), dim=-1) * torch.tensor([0.08, 0.1, 0.09])
+    outliers = torch.rand(40, 3, generator=gen) * 0.6 - 0.3
+    pts = torch.cat([shell, outliers, shell[:50]])  # (3090, 3) float32; the last 50 clone the first 50
+    nbrs = knn_graph(pts, k=8, method="torch")
+    p64 = pts.double().numpy()
+    dist, idx = cKDTree(p64).query(p64, k=9)
+    mine = (pts[nbrs].double() - pts[:, None].double()).norm(dim=-1)  # (N, 8), nearest first
+    assert nbrs.shape == (3090, 8) and not (nbrs == torch.arange(3090)[:, None]).any()
+    assert torch.allclose(mine, torch.from_numpy(dist[:, 1:]), rtol=0, atol=1e-12)
+    clones = torch.arange(3090) % 3040 < 50
+    twins = torch.where(torch.arange(3090) < 3000, torch.arange(3090) + 3040, torch.arange(3090) - 3040)
+    assert (nbrs[clones, 0] == twins[clones]).all()  # a clone's nearest other point is its twin
+    # Elsewhere the same neighbours, a clone and its twin (a tie) counting as one point.
+    canon = lambda i: torch.where(i >= 3040, i - 3040, i).sort(-1).values  # noqa: E731
+    plain = ~clones
+    assert torch.equal(canon(nbrs[plain]), canon(torch.from_numpy(idx[:, 1:])[plain]))

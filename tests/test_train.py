@@ -4,28 +4,35 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
+import npga.render
 from npga.avatar import deform
 from npga.config import load_config
 from npga.data.tracking import Tracking
 from npga.metrics import psnr
 from npga.runs import RunLayout
-from npga.train import TrainConfig, Trainer, build_trainer
+from npga.train import BatchSource, JsonlLog, TrainConfig, Trainer, build_trainer
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 
 def tiny_config(capture: Path, out: Path, **overrides) -> TrainConfig:
+    """The tiny preset on the CPU: the resume test compares bit for bit (CUDA sums in no fixed order)."""
+    overrides = {"device": "cpu", **overrides}
     return dataclasses.replace(load_config(TrainConfig, TINY), capture=capture, out=out, **overrides)
 
 
@@ -42,14 +49,18 @@ def _views_psnr(trainer: Trainer) -> float:
 
 
 class _CurvesProbe:
-    """Records, at one step, whether the curves PNG is already on disk (it should follow the run)."""
+    """Records, at one step, whether the curves PNG is on disk (it should follow the run; it is drawn in a
+    background thread, so this waits for it a while)."""
 
     def __init__(self, at: int) -> None:
         self.at, self.seen = at, None
 
     def after_step(self, trainer, out) -> None:
         if out["step"] == self.at:
-            self.seen = (trainer.cfg.out / "logs" / "training_curves.png").is_file()
+            png, deadline = trainer.cfg.out / "logs" / "training_curves.png", time.monotonic() + 60
+            while not png.is_file() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.seen = png.is_file()
 
     def close(self, trainer) -> None:
         pass
@@ -216,8 +227,10 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
     """`kill` (or a scheduler's time limit) stops `npga train` like Ctrl-C: checkpoint, then exit."""
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "npga.cli", "train", "--config", str(TINY), "--capture", str(tiny_capture),
-           "--out", str(run), "--steps", "100000", "--log-every", "5", "--val-every", "0"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+           "--out", str(run), "--steps", "100000", "--log-every", "5", "--val-every", "0",
+           "--device", "cpu"]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no CUDA context for a CPU run, also on a GPU machine
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     log = RunLayout(run).log
     deadline = time.monotonic() + 120
     while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
@@ -247,3 +260,128 @@ def test_every_preset_trains(preset, tiny_capture, tmp_path):
     assert (trainer.nets.cnn is not None) == cfg.cnn.enabled
     if cfg.cnn.enabled:  # its zero-initialised last layer has moved: the CNN is trained
         assert trainer.nets.cnn.net[-1].weight.abs().sum() > 0
+
+
+# ---- the step never waits for the device; logs read a window at once; batches; plots off the loop ---------
+
+
+class _ReadEveryStep:
+    """The old way of logging: every value of every step read on the host at once."""
+
+    def __init__(self) -> None:
+        self.steps: list[dict[str, float]] = []
+
+    def after_step(self, trainer, out) -> None:
+        self.steps.append({k: float(v) for k, v in out.items()})
+
+    def close(self, trainer) -> None:
+        pass
+
+
+@pytest.mark.slow
+def test_the_log_holds_what_reading_every_step_gives(tiny_capture, tmp_path):
+    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=12, log_every=5, val_every=6, checkpoint_every=1000)
+    trainer = build_trainer(cfg)  # the default hooks: validation, JSONL log, checkpoints
+    probe = _ReadEveryStep()
+    trainer.hooks.insert(1, probe)  # sees the validation's values, before the log reads its window
+    trainer.fit()
+    records = [json.loads(line) for line in RunLayout(cfg.out).log.read_text().splitlines()]
+    assert [r["step"] for r in records] == [5, 10, 12]
+    for rec, window in zip(records, (probe.steps[0:5], probe.steps[5:10], probe.steps[10:12]), strict=True):
+        keys = {k for w in window for k in w} - {"step", "n_gaussians"}
+        expected = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
+        assert {k: rec[k] for k in keys} == expected and set(rec) == keys | {"step", "n_gaussians", "it_s"}
+        assert rec["n_gaussians"] == window[-1]["n_gaussians"]
+    assert {"loss_l1", "loss_laplacian_dynamics", "psnr", "val_psnr", "val_psnr_heldout_seq"} <= set(records[1])
+    assert "val_psnr" not in records[0] and "val_psnr" in records[2]  # validations at steps 6 and 12
+
+
+class _HostReads(TorchDispatchMode):
+    """Records where tensor values reach the host: item(), float(), int(), bool() (all of them end in
+    `_local_scalar_dense`), and tolist(), numpy(), cpu() (patched, since on a CPU they skip the dispatcher)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        super().__init__()
+        self.callers: list[str] = []
+        for name in ("tolist", "numpy", "cpu"):
+            monkeypatch.setattr(torch.Tensor, name, self._recording(getattr(torch.Tensor, name)))
+
+    def _record(self) -> None:
+        stack = traceback.extract_stack()[:-2]  # the caller's frames, this probe's left out
+        frames = [f for f in stack if "/torch/" not in f.filename or "/torch/optim/" in f.filename]
+        self.callers.append(f"{frames[-1].filename}:{frames[-1].lineno}")
+
+    def _recording(self, method):
+        def wrapper(tensor, *args, **kwargs):
+            self._record()
+            return method(tensor, *args, **kwargs)
+
+        return wrapper
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            self._record()
+        return func(*args, **(kwargs or {}))
+
+
+def test_a_training_step_reads_nothing_back_from_the_device(tiny_capture, tmp_path, monkeypatch):
+    """Steps that neither densify nor log: nothing of the trainer, the losses, the deformation or the hooks
+    reads a tensor on the host. Reads inside the CPU reference rasterizer (gsplat replaces it on CUDA) and
+    Adam's step counters (CPU tensors on every device) are not synchronisations on a GPU."""
+    cfg = tiny_config(tiny_capture, tmp_path / "run", log_every=5, val_every=5)
+    trainer = build_trainer(cfg)
+    trainer.train_step(trainer.sample_batch())  # step 1: Adam's state exists from here on
+    with _HostReads(monkeypatch) as reads:
+        for _ in range(3):  # steps 2, 3, 4
+            out = trainer.train_step(trainer.sample_batch())
+            for hook in trainer.hooks:
+                hook.after_step(trainer, out)
+        float(out["loss"])  # the probe sees a read (the old way of logging)
+    allowed = (str(Path(npga.render.__file__).parent), "/torch/optim/")
+    assert [c for c in reads.callers if not any(a in c for a in allowed)] == [f"{__file__}:{_line_of_read()}"]
+    assert isinstance(out["loss"], torch.Tensor) and isinstance(out["loss_ssim"], torch.Tensor)
+
+
+def _line_of_read() -> int:
+    source = Path(__file__).read_text().splitlines()
+    return 1 + next(i for i, line in enumerate(source) if line.strip().startswith('float(out["loss"])'))
+
+
+def test_batches_kept_on_the_device_and_read_from_the_cache_are_the_cached_frames(tiny_capture, tmp_path):
+    trainer = build_trainer(tiny_config(tiny_capture, tmp_path / "run", frames_on_device_gb=1.0), hooks=[])
+    kept = trainer.batches
+    read = BatchSource(trainer.cache, trainer.motions, trainer.background, trainer.split.train_sequences,
+                       trainer.train_serials, budget_bytes=0)  # fmt: skip
+    assert set(kept.resident) == set(trainer.split.train_sequences) and not read.resident
+    seq = trainer.split.train_sequences[0]
+    tracking = trainer.cache.tracking(seq)
+    for t, serials in ((0, trainer.train_serials[:2]), (3, trainer.train_serials[::-4])):
+        rgb, alpha = trainer.cache.frames(seq, t, serials)  # numpy float32, the reference
+        expected = rgb * alpha + (1 - alpha) * np.float32(1.0)  # composited on the white background
+        for b in kept.batch(seq, t, serials), read.batch(seq, t, serials):
+            assert torch.equal(b.rgb, torch.from_numpy(expected)) and torch.equal(b.alpha, torch.from_numpy(alpha))
+            assert torch.equal(b.z, torch.from_numpy(tracking.expression[t]).float())
+            assert torch.equal(b.head_pose, torch.from_numpy(tracking.head_to_world(t)).float())
+            w2c = np.stack([trainer.cache.cameras[s].world_2_cam for s in serials])
+            assert torch.equal(b.viewmats, torch.from_numpy(w2c).float())
+    held = trainer.split.heldout_serials[0]  # not kept: read from the cache
+    assert torch.equal(kept.batch(seq, 1, [held]).alpha, torch.from_numpy(trainer.cache.frames(seq, 1, [held])[1]))
+
+
+def test_curves_are_drawn_while_training_goes_on(monkeypatch, tmp_path):
+    drawn: list[float] = []
+
+    def slow_plot(log_path, out_png, title=""):
+        time.sleep(1.0)
+        drawn.append(time.monotonic())
+
+    monkeypatch.setattr("npga.train.hooks.plot_training_curves", slow_plot)
+    trainer = SimpleNamespace(cfg=SimpleNamespace(steps=100, out=tmp_path), run=RunLayout(tmp_path))
+    log = JsonlLog(tmp_path / "train.jsonl", every=1)
+    start = time.monotonic()
+    for step in range(1, 4):  # three validations in a row: one redraw runs, the others are not queued
+        log.after_step(trainer, {"step": step, "n_gaussians": 1, "loss": torch.tensor(0.5), "val_psnr": 30.0})
+    assert time.monotonic() - start < 0.5 and not drawn
+    log.close(trainer)  # waits for the redraw, then draws the final curves
+    assert len(drawn) == 2 and time.monotonic() - start >= 2.0
+    assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 3

@@ -13,7 +13,7 @@ def main(cfg: Config) -> Path:
     trainer = build_trainer(cfg)
     trainer.hooks.insert(0, ProgressBar(trainer.step, cfg.steps))
     checkpoint = trainer.fit()
-    psnr = trainer.latest.get("psnr", float("nan"))
+    psnr = float(trainer.latest.get("psnr", float("nan")))  # a device scalar: read once, at the end
     print(f"avatar: {trainer.run.avatar} ({len(trainer.params['means'])} Gaussians, step {trainer.step})\n"
           f"checkpoint (for --resume): {checkpoint}\nlast PSNR (training views): {psnr:.2f} dB")  # fmt: skip
     return trainer.run.avatar

@@ -57,6 +57,9 @@ class TrainConfig:
     """Frame-cache image height (capped at the videos' height); None: the videos' size."""
     cameras_per_step: int = 1
     """Training cameras rendered per step (all from the same frame)."""
+    frames_on_device_gb: float = 4.0
+    """Largest size (GB, as uint8) of the training split's frames kept on the training device; a larger split
+    is read from the frame cache for each batch (through pinned memory on CUDA). 0: always read."""
     heldout_serials: tuple[str, ...] = nersemble.HOLDOUT_SERIALS
     """Cameras never trained on (NeRSemble's NVS hold-out by default)."""
     heldout_sequences: tuple[str, ...] = (nersemble.HELDOUT_SEQUENCE,)
@@ -70,7 +73,7 @@ class TrainConfig:
     knn: int = 8
     """Neighbours per Gaussian in the Laplacian graph."""
     graph_every: int = 100
-    """Steps between rebuilds of the kNN graph (it is also rebuilt after every densification)."""
+    """Steps between rebuilds of the kNN graph (it is also rebuilt after every densification); 0: only then."""
     log_every: int = 10
     """Steps between JSONL records."""
     val_every: int = 100

@@ -1,12 +1,14 @@
 """Training hooks: progress bar, JSONL log (+ curves PNG), validation PSNR, periodic checkpoints.
 
-Each is optional and sees the trainer after every step; none is a branch inside the training loop.
+Each is optional and sees the trainer after every step; none is a branch inside the training loop. None reads
+the step's device values more often than every `log_every` steps, and none draws while training waits.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +18,21 @@ from tqdm import tqdm
 from npga.avatar import deform
 from npga.io.plots import plot_training_curves
 from npga.metrics import psnr
+from npga.train.scalars import Value, to_host
 from npga.train.trainer import Trainer
 
 
 class ProgressBar:
-    """tqdm bar with step, loss, PSNR, number of Gaussians and it/s."""
+    """tqdm bar with step, loss and PSNR (of every `log_every`-th step), number of Gaussians and it/s."""
 
     def __init__(self, start: int, total: int) -> None:
         self.bar = tqdm(initial=start, total=total, desc="train", unit="it", dynamic_ncols=True)
 
-    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
         self.bar.update(1)
-        if out["step"] % 5 == 0:
-            self.bar.set_postfix(loss=f"{out['loss']:.4f}", psnr=f"{out['psnr']:.2f}", G=out["n_gaussians"])
+        if out["step"] % trainer.cfg.log_every == 0:
+            (now,) = to_host([{"loss": out["loss"], "psnr": out["psnr"]}])
+            self.bar.set_postfix(loss=f"{now['loss']:.4f}", psnr=f"{now['psnr']:.2f}", G=out["n_gaussians"])
 
     def close(self, trainer: Trainer) -> None:
         self.bar.close()
@@ -37,22 +41,27 @@ class ProgressBar:
 class JsonlLog:
     """Every `every`-th step's values as one JSON line; averaging the last `every` steps smooths the curves.
 
-    The curves PNG is redrawn after each validation and at the end, so it can be watched during training.
+    The window's device values are read at once when the record is written. The curves PNG is redrawn in a
+    background thread after each validation (a redraw still running is not queued again) and at the end, so
+    it can be watched during training without training waiting for it.
     """
 
     def __init__(self, path: Path, every: int) -> None:
         self.path, self.every = path, every
-        self.window: list[dict[str, float]] = []
+        self.window: list[dict[str, Value]] = []
         self.last_time = time.perf_counter()
+        self.plotter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="curves")
+        self.plotting: Future | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
 
-    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
         self.window.append(out)
         if out["step"] % self.every and out["step"] != trainer.cfg.steps:
             return
         now = time.perf_counter()
-        keys = dict.fromkeys(k for w in self.window for k in w if k not in ("step", "n_gaussians"))
-        rec = {k: float(np.mean([w[k] for w in self.window if k in w])) for k in keys}
+        window = to_host(self.window)
+        keys = dict.fromkeys(k for w in window for k in w if k not in ("step", "n_gaussians"))
+        rec = {k: float(np.mean([w[k] for w in window if k in w])) for k in keys}
         rec |= {
             "step": out["step"],
             "n_gaussians": out["n_gaussians"],
@@ -60,15 +69,18 @@ class JsonlLog:
         }
         with open(self.path, "a") as f:
             f.write(json.dumps(rec) + "\n")
-        if "val_psnr" in rec:  # the curves follow the run (a fraction of a second per validation)
-            self._plot(trainer)
+        if "val_psnr" in rec and (self.plotting is None or self.plotting.done()):  # the curves follow the run
+            self.plotting = self.plotter.submit(self._plot, trainer)
         self.window, self.last_time = [], now
 
     def close(self, trainer: Trainer) -> None:
+        self.plotter.shutdown(wait=True)
+        if self.plotting is not None:
+            self.plotting.result()  # a failed redraw fails the run here, not silently
         self._plot(trainer)
 
     def _plot(self, trainer: Trainer) -> None:
-        if self.path.is_file():
+        if self.path.is_file():  # a record being appended meanwhile is a torn last line, which `read_log` skips
             plot_training_curves(self.path, trainer.run.curves, title=str(trainer.cfg.out))
 
 
@@ -90,13 +102,13 @@ class Validation:
             seqs["val_psnr_heldout_seq"] = split.heldout_sequences[0]
         self.batches = {name: trainer.make_batch(seq, cache.n_frames(seq) // 2, [serial]) for name, seq in seqs.items()}
 
-    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
         if not self.every or (out["step"] % self.every and out["step"] != trainer.cfg.steps):
             return
         with torch.no_grad():
             for name, b in self.batches.items():
                 rgb, _, _ = trainer.rasterize(deform(trainer.params, trainer.nets, b.z, b.head_pose), b)
-                out[name] = float(psnr(rgb.clamp(0, 1), b.rgb).mean())
+                out[name] = psnr(rgb.clamp(0, 1), b.rgb).mean()  # read with the log's window
 
     def close(self, trainer: Trainer) -> None:
         pass
@@ -106,7 +118,7 @@ class PeriodicCheckpoint:
     def __init__(self, every: int) -> None:
         self.every = every
 
-    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None:
+    def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
         if out["step"] % self.every == 0 and out["step"] < trainer.cfg.steps:
             trainer.save_checkpoint()
 

@@ -1,8 +1,10 @@
 """The trainer: one avatar's optimisation state and its step.
 
 `Trainer` only wires the parts together: `train_step(batch)` is one optimisation step (deform, rasterize,
-named losses, backward, Adam, densify), `fit()` loops and calls hooks. It owns the checkpoints (trainer state
-for resuming, loaded without running code) and writes the avatar file with each of them.
+named losses, backward, Adam, densify), `fit()` loops and calls hooks. A step reads nothing back from the
+device: its logged values stay 0-d tensors until a hook reads a window of them (npga/train/scalars.py).
+It owns the checkpoints (trainer state for resuming, loaded without running code) and writes the avatar
+file with each of them.
 """
 
 from __future__ import annotations
@@ -13,8 +15,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,36 +29,29 @@ from npga.avatar.config import AvatarConfig
 from npga.avatar.densify import make_strategy
 from npga.avatar.file import save_avatar
 from npga.avatar.model import Avatar, Motion, code_stats
-from npga.cameras import stack_cameras
 from npga.config import to_dict
 from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
 from npga.losses import compute_losses, total_loss
-from npga.metrics import LPIPS, composite, psnr
+from npga.metrics import LPIPS, psnr
 from npga.provenance import git_commit
 from npga.runs import RunLayout
 from npga.split import Split
+from npga.train.batches import Batch, BatchSource
 from npga.train.config import LearningRates, TrainConfig
+from npga.train.scalars import Value, to_host
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Batch:
-    sequence: str
-    t: int
-    z: torch.Tensor  # (D,)
-    head_pose: torch.Tensor  # (4, 4)
-    viewmats: torch.Tensor  # (C, 4, 4)
-    Ks: torch.Tensor  # (C, 3, 3)
-    rgb: torch.Tensor  # (C, H, W, 3) composited on the background
-    alpha: torch.Tensor  # (C, H, W, 1)
-
-
 class Hook(Protocol):
-    """Called after every step with the step's logged values (hooks may add to them), and once at the end."""
+    """Called after every step with the step's logged values (hooks may add to them), and once at the end.
 
-    def after_step(self, trainer: Trainer, out: dict[str, float]) -> None: ...
+    Values are host numbers or 0-d device tensors (`Value`); read tensors only every `log_every` steps, all at
+    once (`to_host`): each read waits for the device.
+    """
+
+    def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None: ...
     def close(self, trainer: Trainer) -> None: ...
 
 
@@ -92,7 +86,7 @@ class Trainer:
         self.run = RunLayout(cfg.out)
         self.avatar_cfg = avatar_cfg
         self.head_model = head_model  # the head model's description, for the avatar file
-        self.latest: dict[str, float] = {}  # newest value of each PSNR the hooks logged (provenance)
+        self.latest: dict[str, Value] = {}  # newest value of each PSNR the hooks logged (provenance)
         self.cache = cache
         self.split = split
         self.params = params
@@ -102,15 +96,18 @@ class Trainer:
         self.optimizers, self.net_optimizer = make_optimizers(params, nets, cfg.lr)
         self.strategy = make_strategy(cfg.densify)
         self.strategy.check_sanity(params, self.optimizers)
+        self.scene_scale = scene_scale
         self.strategy_state = self.strategy.initialize_state(scene_scale=scene_scale)
         self.rng = np.random.default_rng(cfg.seed)
         self.step = 0
         self.neighbors = knn_graph(params["means"], cfg.knn)
         self._graph_of = params["means"]  # the Parameter the graph was built from
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
-        self.tracking = {s: cache.tracking(s) for s in cache.sequences if cache.has_tracking(s)}
-        self.motions = {s: motion_of(tr) for s, tr in self.tracking.items()}
+        self.motions = {s: motion_of(cache.tracking(s)) for s in cache.sequences if cache.has_tracking(s)}
         self.train_serials = tuple(s for s in split.train_serials if s in cache.serials)
+        self.batches = BatchSource(cache, self.motions, self.background, split.train_sequences, self.train_serials,
+                                   cfg.frames_on_device_gb * 1e9)  # fmt: skip
+        self.sync_timers: Callable[[], None] = lambda: None  # benchmarks: torch.cuda.synchronize, to time each part
         self.lpips = LPIPS(self.device) if cfg.loss.lpips > 0 else None
         if self.lpips is not None and not self.lpips.available:
             log.warning("%s; training without the LPIPS term", self.lpips.reason)
@@ -125,19 +122,7 @@ class Trainer:
         return self.make_batch(seq, t, serials)
 
     def make_batch(self, seq: str, t: int, serials: Sequence[str]) -> Batch:
-        rgb, alpha = (torch.from_numpy(a).to(self.device) for a in self.cache.frames(seq, t, serials))
-        viewmats, Ks = stack_cameras([self.cache.cameras[s] for s in serials], device=self.device)
-        tr = self.tracking[seq]
-        return Batch(
-            sequence=seq,
-            t=t,
-            z=torch.from_numpy(tr.expression[t]).float().to(self.device),
-            head_pose=torch.from_numpy(tr.head_to_world(t)).float().to(self.device),
-            viewmats=viewmats,
-            Ks=Ks,
-            rgb=composite(rgb, alpha, self.background),
-            alpha=alpha,
-        )
+        return self.batches.batch(seq, t, serials)
 
     # ---- one step ---------------------------------------------------------------------------------------
     def _set_learning_rates(self) -> None:
@@ -149,10 +134,11 @@ class Trainer:
         return render_gaussians(g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height, self.background,
                                 self.nets.cnn)  # fmt: skip
 
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """Render, score, back-propagate, update, densify; returns the logged values of this step."""
+    def train_step(self, batch: Batch) -> dict[str, Value]:
+        """Render, score, back-propagate, update, densify; returns the logged values of this step (loss terms and
+        PSNR as 0-d device tensors: reading them here would make the host wait for the device every step)."""
         clock = [time.perf_counter()]
-        tick = lambda: clock.append(time.perf_counter())  # noqa: E731
+        tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))  # noqa: E731
         g = deform(self.params, self.nets, batch.z, batch.head_pose)
         tick()
         rgb, alpha, meta = self.rasterize(g, batch)
@@ -172,13 +158,15 @@ class Trainer:
         tick()
         self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
         self.step += 1
-        if self.params["means"] is not self._graph_of or self.step % self.cfg.graph_every == 0:
+        changed = self.params["means"] is not self._graph_of  # densification replaced the Gaussians
+        if changed or (self.cfg.graph_every and self.step % self.cfg.graph_every == 0):
             self.neighbors = knn_graph(self.params["means"], self.cfg.knn)
             self._graph_of = self.params["means"]
         tick()
         with torch.no_grad():
-            out = {"step": self.step, "loss": float(loss), "psnr": float(psnr(rgb.clamp(0, 1), batch.rgb).mean())}
-        out |= {f"loss_{k}": float(v.detach()) for k, v in terms.items()}
+            out: dict[str, Value] = {"step": self.step, "loss": loss.detach(),
+                                     "psnr": psnr(rgb.clamp(0, 1), batch.rgb).mean()}  # fmt: skip
+        out |= {f"loss_{k}": v.detach() for k, v in terms.items()}
         out["n_gaussians"] = len(self.params["means"])
         names = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
         out |= {f"time_{n}": b - a for n, a, b in zip(names, clock[:-1], clock[1:], strict=True)}
@@ -205,6 +193,18 @@ class Trainer:
             for hook in self.hooks:
                 hook.close(self)
         return self.save_checkpoint()
+
+    def replace_gaussians(self, params: dict[str, torch.Tensor]) -> None:
+        """Go on from other Gaussians (the same entries, any number) with fresh Adam moments, densification
+        statistics and graph: how benchmarks grow an avatar to paper scale without training it there."""
+        if set(params) != set(self.params):
+            raise ValueError(f"Gaussian entries {sorted(params)} do not match the avatar's {sorted(self.params)}")
+        for k, v in params.items():
+            self.params[k] = nn.Parameter(v.detach().to(self.device), requires_grad=True)
+        self.optimizers, self.net_optimizer = make_optimizers(self.params, self.nets, self.cfg.lr)
+        self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
+        self.neighbors = knn_graph(self.params["means"], self.cfg.knn)
+        self._graph_of = self.params["means"]
 
     # ---- checkpoints ------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -275,7 +275,7 @@ class Trainer:
             "capture": str(self.cfg.capture),
             "cache": str(self.cache.root),
             "config": to_dict(self.cfg),
-            **self.latest,
+            **to_host([self.latest])[0],
         }
         return Avatar(config=self.avatar_cfg, params={k: v.detach() for k, v in self.params.items()}, nets=self.nets,
                       motions=self.motions, codes=code_stats(train_codes), cameras=self.cache.cameras, split=self.split,
