@@ -159,11 +159,8 @@ def test_cli_prepare_end_to_end(bench_capture, tmp_path):
         cli.main(["prepare", "--capture", str(bench_capture)])
 
 
-def test_synthetic_tiny_capture_round_trip(request):
-    try:
-        root = request.getfixturevalue("tiny_capture")  # conftest: `npga synth --preset tiny`, session-scoped
-    except pytest.FixtureLookupError:
-        pytest.skip("the tiny_capture fixture (data_tools.synth) is not in conftest.py yet")
+def test_synthetic_tiny_capture_round_trip(tiny_capture, tmp_path):
+    root = tiny_capture  # conftest: `npga synth --preset tiny`, session-scoped
     cap = Capture.open(root)
     assert cap.layout == "benchmark" and cap.has_alpha and len(cap.sequences) >= 2
     params = json.loads(ParticipantLayout(root).camera_params.read_text())
@@ -178,7 +175,7 @@ def test_synthetic_tiny_capture_round_trip(request):
 
     seq, serial = cap.sequences[0], cap.serials[0]
     W, H = cap.native_size
-    out = prepare(PrepareConfig(capture=root, height=H // 2, sequences=(seq,), out=request.getfixturevalue("tmp_path")))
+    out = prepare(PrepareConfig(capture=root, height=H // 2, sequences=(seq,), out=tmp_path))
     cache = FrameCache.open(out)
     t = cache.n_frames(seq) - 1
     video = read_video(ParticipantLayout(root).video(seq, serial))

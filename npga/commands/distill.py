@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from npga.config import DeviceName, resolve_device
-from npga.data.capture import Capture
+from npga.data.readers import open_capture
 from npga.deform.distill import DistillConfig, distill, save_distilled
 from npga.headmodel import load_head_model
 from npga.runs import RunLayout
@@ -32,10 +32,10 @@ class Config:
 
 def tracked_codes(capture: Path) -> torch.Tensor:
     """All tracked expression codes (T, D) of a capture's sequences."""
-    cap = Capture.open(capture)
+    cap = open_capture(capture)
     missing = [s for s in cap.sequences if not cap.has_tracking(s)]
     if missing:
-        raise FileNotFoundError(f"{capture}: no tracking for sequences {missing} ({cap.paths.tracking(missing[0])})")
+        raise FileNotFoundError(f"{capture}: no tracking for sequences {missing}")
     return torch.from_numpy(np.concatenate([cap.tracking(s).expression for s in cap.sequences])).float()
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from npga import nersemble
 from npga.cameras import Camera
 from npga.data.color import load_color_calibration
+from npga.data.flame_tracking import capture_flame_head, load_nersemble_flame_tracking
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.io.video import VideoInfo, iter_video, probe_video
@@ -205,6 +206,11 @@ class Capture:
         """{serial: CCM (3, terms)} from `color_calibration.json` (raw NeRSemble v2)."""
         return load_color_calibration(self.paths.color_calibration, self.serials)
 
+    @property
+    def calibration_files(self) -> list[Path]:
+        """The files the cameras are read from (a frame cache made from other ones is stale)."""
+        return [self.paths.camera_params]
+
     # ---- checks ------------------------------------------------------------------------------------------
 
     def source_files(self, seq: str) -> list[Path]:
@@ -212,7 +218,9 @@ class Capture:
         files = [self.paths.video(seq, s) for s in self.serials]
         if self.has_alpha:
             files += [self.paths.alpha_video(seq, s) for s in self.serials]
-        if self.has_tracking(seq):
+        if self._flame_tracked(seq):  # the head pose depends on the FLAME model (`tracking` explains its absence)
+            files += [self.paths.flame_tracking(seq), *filter(Path.is_file, [self.paths.headmodel])]
+        elif self.has_tracking(seq):
             files.append(self.paths.tracking(seq))
         return files
 
@@ -249,14 +257,26 @@ class Capture:
         return self._n_frames[seq]
 
     def has_tracking(self, seq: str) -> bool:
-        return self.paths.tracking(seq).is_file()
+        return self.paths.tracking(seq).is_file() or self.paths.flame_tracking(seq).is_file()
+
+    def flame_identity_file(self) -> Path | None:
+        """The benchmark's FLAME tracking of the first sequence that has one (its `shape` is the identity)."""
+        return next((p for p in map(self.paths.flame_tracking, self.sequences) if p.is_file()), None)
+
+    def _flame_tracked(self, seq: str) -> bool:
+        """Tracked only by the NeRSemble benchmark's FLAME tracking (its monocular-avatar task), not by ours."""
+        return not self.paths.tracking(seq).is_file() and self.paths.flame_tracking(seq).is_file()
 
     def tracking(self, seq: str) -> Tracking:
         """The sequence's tracking, checked against its videos (see the module docstring on frame numbers)."""
         path = self.paths.tracking(seq)
-        if not path.is_file():
+        if self._flame_tracked(seq):
+            path = self.paths.flame_tracking(seq)
+            tracking = load_nersemble_flame_tracking(path, capture_flame_head(self.root))
+        elif not path.is_file():
             raise FileNotFoundError(f"no tracking for sequence {seq}: {path} (run the expression tracker first)")
-        tracking = Tracking.load(path)
+        else:
+            tracking = Tracking.load(path)
         ts, n = tracking.timesteps, self.n_frames(seq)
         if not np.issubdtype(ts.dtype, np.integer) and not np.array_equal(ts, np.round(ts)):
             raise ValueError(f"{path}: 'timesteps' must be integer frame numbers")

@@ -10,6 +10,8 @@ real and synthetic data.
     {root}/sequences/{seq}/images/cam_{serial}.mp4
     {root}/sequences/{seq}/alpha_maps/cam_{serial}.mp4   (benchmark / synthetic)
     {root}/sequences/{seq}/tracking/nphm_tracking.npz
+    {root}/sequences/{seq}/tracking/flame2023_tracking.npz  (NeRSemble benchmark, monocular-avatar task)
+    {root}/sequences/{seq}/tracking/true_tracking.npz  (synthetic with tracking noise: what rendered the frames)
     {root}/sequences/BACKGROUND/image_{serial}.jpg  (raw only)
     {root}/headmodel.json                            (synthetic only)
 """
@@ -58,6 +60,14 @@ class ParticipantLayout:
 
     def tracking(self, seq: str) -> Path:
         return self.sequence_dir(seq) / "tracking" / "nphm_tracking.npz"
+
+    def flame_tracking(self, seq: str) -> Path:
+        """The NeRSemble benchmark's FLAME tracking (read when there is no `tracking`; npga/data/flame_tracking.py)."""
+        return self.sequence_dir(seq) / "tracking" / "flame2023_tracking.npz"
+
+    def true_tracking(self, seq: str) -> Path:
+        """The codes and poses that rendered a synthetic capture's frames, when its tracking file is noisy."""
+        return self.sequence_dir(seq) / "tracking" / "true_tracking.npz"
 
     def background(self, serial: str) -> Path:
         return self.sequence_dir(nersemble.BACKGROUND_SEQUENCE) / f"image_{serial}.jpg"

@@ -33,6 +33,9 @@ from npga.data.cache import (
 )
 from npga.data.capture import Capture
 from npga.data.color import correct_colors
+from npga.data.flame_tracking import write_flame_head
+from npga.data.readers import open_capture
+from npga.data.vhap import VhapCapture
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,8 @@ ALPHA_RANGE = (12, 243)
 @dataclass(frozen=True)
 class PrepareConfig:
     capture: Path
-    """Participant folder: raw NeRSemble v2, NeRSemble benchmark, or a synthetic capture (`npga synth`)."""
+    """Participant folder: raw NeRSemble v2, NeRSemble benchmark, a synthetic capture (`npga synth`), or a VHAP
+    export (transforms_*.json + images/ + fg_masks/ + flame_param/)."""
     height: int | None = DEFAULT_HEIGHT
     """Cache image height in pixels (802: the paper's 550 x 802); the width keeps the videos' aspect ratio.
     Never upsamples: capped at the video height. None: the videos' own size."""
@@ -57,6 +61,9 @@ class PrepareConfig:
     """Apply the per-camera colour correction of calibration/color_calibration.json (raw NeRSemble v2)."""
     overwrite: bool = False
     """Rebuild a cache whose sources or settings changed, instead of refusing."""
+    flame_model: Path | None = None
+    """Your FLAME model (.npz) for FLAME-tracked input (a VHAP export, the NeRSemble benchmark's FLAME tracking):
+    writes the capture's headmodel.json (type flame) with the tracked identity. Needed once per capture."""
 
 
 def clean_alpha(alpha: np.ndarray) -> np.ndarray:
@@ -87,9 +94,9 @@ def _stats(root: Path, files: Iterable[Path]) -> dict[str, list[int]]:
     return {str(f.relative_to(root)): [(st := f.stat()).st_size, st.st_mtime_ns] for f in files}
 
 
-def _settings(cap: Capture, size: tuple[int, int], color_correction: bool) -> dict[str, Any]:
+def _settings(cap: Capture | VhapCapture, size: tuple[int, int], color_correction: bool) -> dict[str, Any]:
     """The manifest keys that must match for an existing cache to be reused."""
-    calibration = [cap.paths.camera_params] + ([cap.paths.color_calibration] if color_correction else [])
+    calibration = cap.calibration_files + ([cap.paths.color_calibration] if color_correction else [])
     return {
         "format": CACHE_FORMAT,
         "layout": cap.layout,
@@ -117,7 +124,7 @@ def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return f"{key}: cached {old.get(key)!r}, now {new.get(key)!r}"
 
 
-def _output_size(cap: Capture, height: int | None) -> tuple[int, int]:
+def _output_size(cap: Capture | VhapCapture, height: int | None) -> tuple[int, int]:
     if height is not None and height <= 0:
         raise ValueError(f"height must be positive, got {height}")
     native_h = cap.native_size[1]
@@ -129,7 +136,13 @@ def _output_size(cap: Capture, height: int | None) -> tuple[int, int]:
 
 def prepare(cfg: PrepareConfig) -> Path:
     """Build or resume the frame cache of `cfg.capture`; returns the cache folder."""
-    cap = Capture.open(cfg.capture)
+    cap = open_capture(cfg.capture)
+    if cfg.flame_model is not None:
+        identity = cap.flame_identity_file()
+        if identity is None:
+            raise ValueError(f"--flame-model: {cap.root} has no FLAME tracking (a VHAP export's flame_param/ or "
+                             "the NeRSemble benchmark's tracking/flame2023_tracking.npz)")  # fmt: skip
+        write_flame_head(cap.root, cfg.flame_model, identity)
     unknown = [s for s in cfg.sequences if s not in cap.sequences]
     if unknown:
         raise ValueError(f"{cap.root}: no sequence(s) {unknown} (sequences: {list(cap.sequences)})")
