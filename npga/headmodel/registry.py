@@ -14,11 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from npga.headmodel.base import HeadModel
+from npga.headmodel.flame import FlameHead
+from npga.headmodel.mononphm import MonoNPHM
 from npga.headmodel.synthetic import SyntheticHead
 
 DESCRIPTION_FILE = "headmodel.json"
 HEAD_MODEL_TYPES: Mapping[str, Callable[[dict[str, Any], Path | None], HeadModel]] = {
     "synthetic": SyntheticHead.from_description,
+    "flame": FlameHead.from_description,
+    "mononphm": MonoNPHM.from_description,
 }
 
 
@@ -42,7 +46,9 @@ def load_head_model(path: str | os.PathLike) -> HeadModel:
     file = path / DESCRIPTION_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no head model description at {file}: a capture names its head model there "
-                                f"(`npga synth` writes one; types: {sorted(HEAD_MODEL_TYPES)})")  # fmt: skip
+                                "(`npga synth` writes one; for FLAME-tracked data, e.g. a VHAP export, "
+                                "`npga prepare --flame-model FLAME.npz` does; "
+                                f"types: {sorted(HEAD_MODEL_TYPES)})")  # fmt: skip
     try:
         description = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
