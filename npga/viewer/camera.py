@@ -1,0 +1,72 @@
+"""Between a browser's viewport camera (viser) and our `Camera`, both in OpenCV axes.
+
+viser reports a viewport as the camera-to-world rotation `wxyz` (x right, y down, z forward, the OpenCV
+convention our cameras use), the camera centre `position` and the vertical field of view in radians; the
+image is the canvas, square pixels, principal point in its centre. So only the direction of the transform
+and the intrinsics change here, never the axes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from npga.avatar.rotation import matrix_to_quat, quat_to_matrix
+from npga.cameras import Camera
+
+
+def _quat_to_matrix(wxyz: np.ndarray) -> np.ndarray:
+    """Rotation (3, 3) of a quaternion (4,) w, x, y, z."""
+    return quat_to_matrix(torch.as_tensor(np.asarray(wxyz, dtype=np.float64))).numpy()
+
+
+def _matrix_to_quat(R: np.ndarray) -> np.ndarray:
+    """Unit quaternion (4,) w, x, y, z of a rotation (3, 3)."""
+    return matrix_to_quat(torch.as_tensor(np.asarray(R, dtype=np.float64))).reshape(4).numpy()
+
+
+def viewport_camera(wxyz: np.ndarray, position: np.ndarray, fov: float, width: int, height: int) -> Camera:
+    """Our Camera for a viewport: camera-to-world rotation `wxyz` (4,), centre `position` (3,), vertical
+    field of view `fov` (radians), `width` x `height` pixels."""
+    R_world_cam = _quat_to_matrix(wxyz)  # (3, 3) columns: camera axes in world coordinates
+    w2c = np.eye(4)
+    w2c[:3, :3] = R_world_cam.T
+    w2c[:3, 3] = -R_world_cam.T @ np.asarray(position, dtype=np.float64)
+    f = 0.5 * height / math.tan(0.5 * fov)
+    K = np.array([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]])
+    return Camera(K=K, world_2_cam=w2c, width=width, height=height)
+
+
+@dataclass(frozen=True)
+class ViewportPose:
+    """What a viewport needs to look through a camera: viser's camera fields."""
+
+    wxyz: np.ndarray  # (4,) camera -> world rotation
+    position: np.ndarray  # (3,) camera centre
+    look_at: np.ndarray  # (3,) the orbit centre, on the optical axis
+    up_direction: np.ndarray  # (3,) world direction that is up in the image
+    fov: float  # vertical, radians
+
+
+def camera_viewport(camera: Camera, target: np.ndarray) -> ViewportPose:
+    """The viewport pose of `camera`, orbiting about the point of its optical axis nearest to `target` (3,).
+
+    The field of view is the camera's vertical one; a viewport of another aspect ratio shows more or less
+    to the sides.
+    """
+    R_world_cam = camera.world_2_cam[:3, :3].T
+    forward = R_world_cam[:, 2]
+    centre = camera.center
+    distance = max(float((np.asarray(target, dtype=np.float64) - centre) @ forward), 1e-3)
+    fov = 2.0 * math.atan(0.5 * camera.height / camera.K[1, 1])
+    return ViewportPose(wxyz=_matrix_to_quat(R_world_cam), position=centre, look_at=centre + distance * forward,
+                        up_direction=-R_world_cam[:, 1], fov=fov)  # fmt: skip
+
+
+def fit_resolution(width: int, height: int, longest_side: int) -> tuple[int, int]:
+    """`width` x `height` scaled down (never up) so its longest side is at most `longest_side`, aspect kept."""
+    scale = min(1.0, longest_side / max(width, height))
+    return max(1, round(width * scale)), max(1, round(height * scale))
