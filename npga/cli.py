@@ -21,6 +21,7 @@ from npga.config import load_config
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("npga.commands.synth", "write a synthetic multi-view capture (no download)"),
     "import-rig": ("npga.commands.import_rig", "a capture from calibrated per-camera videos (OpenCV, JSON, COLMAP)"),
+    "import-tracking": ("npga.commands.import_tracking", "MonoNPHM tracking of a sequence as the capture's tracking"),
     "prepare": ("npga.commands.prepare", "decode a capture's videos once into a frame cache"),
     "distill": ("npga.commands.distill", "distill the forward deformation field"),
     "train": ("npga.commands.train", "train an avatar on a capture; writes RUN/avatar.npga"),
@@ -28,6 +29,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "render": ("npga.commands.render", "orbit and expression videos of an avatar"),
     "submit": ("npga.commands.submit", "NeRSemble NVS benchmark submission zip from an avatar"),
     "export": ("npga.commands.export", "an avatar posed for a frame as a 3DGS PLY or .splat file"),
+    "track": ("npga.commands.track", "expression codes and head pose from a monocular video of a face"),
+    "reenact": ("npga.commands.reenact", "drive an avatar with codes tracked from a video (self / cross)"),
+    "view": ("npga.commands.view", "look at an avatar in the browser (viser): turn it, play it, move its expression"),
 }
 
 

@@ -62,8 +62,10 @@ def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_
     means = x_c
     if nets.coarse is not None:
         # A frozen coarse field moves the means without a Jacobian term: its displacement gradient is small,
-        # and back-propagating through it would cost as much as the detail network.
-        with torch.set_grad_enabled(torch.is_grad_enabled() and any(p.requires_grad for p in nets.coarse.parameters())):
+        # and back-propagating through it would cost as much as the detail network. Tracking (a code that
+        # requires grad) needs the code's gradient through it.
+        needs_grad = z_ex.requires_grad or any(p.requires_grad for p in nets.coarse.parameters())
+        with torch.set_grad_enabled(torch.is_grad_enabled() and needs_grad):
             offset = nets.coarse(x_c, z_ex)  # (N, 3)
         means = means + offset
     quats = F.normalize(params["quats"], dim=-1)

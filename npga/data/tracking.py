@@ -87,14 +87,15 @@ class Tracking:
         obj.validate(str(path))
         return obj
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a reader never sees a half-written file."""
+    def save(self, path: str | os.PathLike, extras: dict[str, np.ndarray] | None = None) -> None:
+        """Write atomically: a reader never sees a half-written file. `extras`: more arrays in the same file
+        (a monocular tracker's intrinsics and residuals); readers of the layout ignore them."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
         os.close(fd)
         try:
-            np.savez(tmp, **{f: getattr(self, f) for f in _FIELDS})
+            np.savez(tmp, **(extras or {}), **{f: getattr(self, f) for f in _FIELDS})
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,165 @@
+"""Self-reenactment of the demo avatar from a monocular video, and the tracker's speed.
+
+The driver video is one held-out camera (the centre one) of the avatar's held-out sequence; it is tracked with
+the avatar itself (plain-background foreground estimate, the camera's calibrated intrinsics), and the tracked
+codes and poses (moved from the driver camera into the rig's world with its calibration) render the *other*
+held-out cameras. Reported: their PSNR against the capture, beside the PSNR of rendering them with the
+capture's ground-truth codes and poses (target: within 1.0 dB); the tracked codes' RMS error per component
+relative to the spread of the true codes; pose errors; seconds per tracked frame (first frame apart: it
+searches for the pose and takes more steps), with the machine's load.
+
+.venv/bin/python benchmarks/reenact.py [--avatar runs/demo/avatar.npga] [--capture data/demo]
+    [--frames N] [--device cpu|cuda] [--out benchmarks/out/reenact.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from itertools import islice
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from npga.avatar.file import load_avatar
+from npga.cameras import Camera
+from npga.data.layout import ParticipantLayout
+from npga.data.tracking import Tracking
+from npga.foreground import border_color, foreground_mask
+from npga.io.video import iter_video
+from npga.metrics import composite, psnr
+from npga.nersemble import FRONTAL_SERIAL
+from npga.track import TrackConfig, track_frames
+
+
+def _frames(path: Path, size: tuple[int, int], grey: bool = False) -> list[np.ndarray]:
+    return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in iter_video(path, grey=grey)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--avatar", type=Path, default=Path("runs/demo/avatar.npga"))
+    parser.add_argument("--capture", type=Path, default=Path("data/demo"))
+    parser.add_argument("--frames", type=int, default=None, help="track only the first N frames")
+    parser.add_argument(
+        "--tracking",
+        type=Path,
+        default=None,
+        help="score this `npga track` output of the driver video instead of tracking (no timing)",
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out/reenact.json"))
+    args = parser.parse_args()
+    avatar = load_avatar(args.avatar, args.device)
+    layout = ParticipantLayout(args.capture)
+    seq = avatar.split.heldout_sequences[0]
+    driver_serial = FRONTAL_SERIAL
+    others = [s for s in avatar.split.heldout_serials if s != driver_serial]
+    calib = json.loads(layout.camera_params.read_text())
+    driver_w2c = np.asarray(calib["world_2_cam"][driver_serial])
+    video = layout.video(seq, driver_serial)
+    driver_frames = list(islice(iter_video(video), args.frames))
+    h, w = driver_frames[0].shape[:2]
+    K = np.asarray(calib["intrinsics"][driver_serial])  # at the video's size (benchmark layout)
+    background = border_color(driver_frames[:3])
+    inputs = [(f, foreground_mask(f, background)) for f in driver_frames]
+
+    load = os.getloadavg()
+    times, to_camera, ious = [math.nan], [], []
+    if args.tracking is not None:
+        tracked_file = Tracking.load(args.tracking)
+        to_camera = [tracked_file.head_to_world(t) for t in range(tracked_file.n_frames)][: len(inputs)]
+        tracked_codes = torch.from_numpy(tracked_file.expression[: len(to_camera)]).float()
+        with np.load(args.tracking) as npz:
+            ious = list(npz["iou"][: len(to_camera)])
+    else:
+        times, codes = [], []
+        start = time.perf_counter()
+        for tracked in track_frames(avatar, iter(inputs), K, TrackConfig()):
+            now = time.perf_counter()
+            times.append(now - start)
+            start = now
+            to_camera.append(tracked.fit.head_to_camera)
+            codes.append(tracked.fit.state.code.cpu())
+            ious.append(tracked.fit.iou)
+        tracked_codes = torch.stack(codes)
+    T = len(to_camera)
+
+    # The codes and poses that rendered the frames (a capture with simulated tracking noise keeps them apart).
+    true_file = layout.tracking(seq).with_name("true_tracking.npz")
+    truth = Tracking.load(true_file if true_file.is_file() else layout.tracking(seq))
+    cam_2_world = np.linalg.inv(driver_w2c)
+    tracked_poses = torch.from_numpy(np.stack([cam_2_world @ p for p in to_camera])).float()
+    true_poses = torch.stack([torch.from_numpy(truth.head_to_world(t)) for t in range(T)]).float()
+    true_codes = torch.from_numpy(truth.expression[:T]).float()
+
+    cams = {s: avatar.cameras[s] for s in others}
+    bg = avatar.background.cpu()
+    # Tracked codes and poses, the truth, and each half of the truth (which part of the gap is whose).
+    runs = {"tracked": (tracked_codes, tracked_poses), "ground_truth": (true_codes, true_poses),
+            "tracked_codes_true_poses": (tracked_codes, true_poses),
+            "true_codes_tracked_poses": (true_codes, tracked_poses)}  # fmt: skip
+    scores: dict[str, list[float]] = {name: [] for name in runs}
+    for serial, cam in cams.items():
+        size = (cam.width, cam.height)
+        gt_rgb = _frames(layout.video(seq, serial), size)[:T]
+        gt_alpha = _frames(layout.alpha_video(seq, serial), size, grey=True)[:T]
+        for t in range(T):
+            gt = composite(torch.from_numpy(gt_rgb[t] / 255.0).float(),
+                           torch.from_numpy(gt_alpha[t] / 255.0).float()[..., None], bg)  # fmt: skip
+            for name, (codes, poses) in runs.items():
+                rgb, _ = avatar.render_code(codes[t], poses[t], [Camera(cam.K, cam.world_2_cam, *size, serial)])
+                scores[name].append(float(psnr(rgb[0].cpu(), gt)))
+
+    spread = torch.from_numpy(truth.expression).float().std(0).clamp_min(1e-6)  # (D,) its motion in the sequence
+    code_rms = ((tracked_codes - true_codes).square().mean(0).sqrt() / spread).numpy()  # (D,)
+    rel = tracked_poses[:, :3, :3].transpose(1, 2) @ true_poses[:, :3, :3]
+    angle = torch.rad2deg(torch.acos(((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)))
+    shift = (tracked_poses[:, :3, 3] - true_poses[:, :3, 3]).norm(dim=-1)
+    warm = times[1:] or times
+    result = {
+        "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
+        "threads": torch.get_num_threads(),
+        "load_average_before": load,
+        "gaussians": avatar.n_gaussians,
+        "video": f"{seq}/cam_{driver_serial} ({w}x{h}, {T} frames)",
+        "seconds_first_frame": times[0],
+        "seconds_per_frame": sum(times) / T,
+        "seconds_per_later_frame": sum(warm) / len(warm),
+        "psnr_tracked": float(np.mean(scores["tracked"])),
+        "psnr_ground_truth_codes": float(np.mean(scores["ground_truth"])),
+        "psnr_gap_db": float(np.mean(scores["ground_truth"]) - np.mean(scores["tracked"])),
+        "psnr_tracked_codes_true_poses": float(np.mean(scores["tracked_codes_true_poses"])),
+        "psnr_true_codes_tracked_poses": float(np.mean(scores["true_codes_tracked_poses"])),
+        "rendered_cameras": others,
+        "code_rms_over_spread": {str(i): float(v) for i, v in enumerate(code_rms)},
+        "code_rms_over_spread_mean": float(code_rms.mean()),
+        "rotation_error_deg_mean": float(angle.mean()),
+        "translation_error_mean": float(shift.mean()),
+        "silhouette_iou_mean": float(np.mean(ious)),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"{result['device']}, {result['threads']} threads, load {load[0]:.1f}: {T} frames of {w}x{h}, "
+          f"{avatar.n_gaussians} Gaussians")  # fmt: skip
+    print(f"tracking: first frame {times[0]:.2f} s, later frames {result['seconds_per_later_frame']:.2f} s/frame, "
+          f"all {result['seconds_per_frame']:.2f} s/frame")  # fmt: skip
+    print(f"self-reenactment PSNR on {others}: tracked {result['psnr_tracked']:.2f} dB, ground-truth codes "
+          f"{result['psnr_ground_truth_codes']:.2f} dB (gap {result['psnr_gap_db']:.2f} dB); tracked codes with true "
+          f"poses {result['psnr_tracked_codes_true_poses']:.2f} dB, true codes with tracked poses "
+          f"{result['psnr_true_codes_tracked_poses']:.2f} dB")  # fmt: skip
+    print(f"code RMS error / spread: mean {code_rms.mean():.2f}, per component {np.round(code_rms, 2).tolist()}")
+    print(f"pose: rotation {result['rotation_error_deg_mean']:.2f} deg, translation "
+          f"{result['translation_error_mean'] * 1000:.1f} mm, IoU {result['silhouette_iou_mean']:.3f}")  # fmt: skip
+    print(f"wrote {args.out}")
+    if not math.isfinite(result["psnr_tracked"]):
+        raise SystemExit("non-finite PSNR")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,493 @@
+"""Expression code and rigid head pose per frame of a monocular video, by analysis by synthesis.
+
+The avatar is rendered through the differentiable rasterizer from the video's camera (the world frame of the
+result *is* that camera: world_2_cam = identity) and its code, head rotation, head position (and, on the first
+frame, focal length) are moved by Adam until the rendering matches the frame: L1 + SSIM on the frame composited
+onto the avatar's background with the foreground mask, a silhouette term, a prior keeping the code inside the
+range of the avatar's training codes, and temporal smoothness towards the previous frame, whose fit is also
+where the next one starts. The first frame runs coarse to fine over an image pyramid from a search over yaw
+angles and distances (scored by silhouette overlap at the coarsest level); later frames take a few steps at
+full size. Each level's steps render only the Gaussians that reach the image (one backward pass finds them).
+
+Codes are optimised in the avatar's whitened principal directions (`CodeStats`): one unit is one standard
+deviation of its training codes, so one learning rate fits every component. The head's scale is the avatar's
+own (a person's head does not change size); the rotation turns about the head's centroid so that rotation
+and position do not fight.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from npga.avatar.deform import deform
+from npga.avatar.model import Avatar
+from npga.avatar.render import render_gaussians
+from npga.cameras import frontal_camera
+from npga.losses import dssim, l1
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackConfig:
+    pyramid: tuple[float, ...] = (0.5, 1.0)
+    """Image scales of the coarse-to-fine pyramid, coarsest first."""
+    min_height: int = 112
+    """Levels less tall than this (pixels) are skipped, their steps taken at the next level: the rasterizer's
+    screen-space dilation (0.3 px^2) fattens a head only a few dozen pixels wide, and with few pixels a level
+    saves little time (most of the work is per Gaussian)."""
+    first_iterations: tuple[int, ...] = (40, 40)
+    """Adam steps per pyramid level on the first frame (cold start; the focal length is fitted here). The
+    finest level needs enough of them to undo what the coarse level's fatter silhouettes put off."""
+    iterations: tuple[int, ...] = (0, 8)
+    """Adam steps per pyramid level on every later frame (warm start from the previous frame). None at the
+    coarse level: it only widens the first frame's basin, and its fatter silhouettes bias the distance."""
+    warm_lr_scale: float = 0.5
+    """Pose learning rates of the warm-started frames relative to the first frame's: the head moves little
+    from frame to frame, and smaller steps do not jitter (a face's expression can change fast)."""
+    lr_code: float = 0.1
+    """Step of the code, in standard deviations of the training codes."""
+    lr_rotation: float = 0.01
+    """Step of the head rotation, radians."""
+    lr_translation: float = 0.02
+    """Step of the head position: sideways in head radii, in depth as a fraction of the distance (so that one
+    step moves the rendering about as much either way)."""
+    lr_focal: float = 0.01
+    """Step of the log focal length (first frame only, when the intrinsics are not given)."""
+    ssim: float = 0.2
+    """Weight of 1 - SSIM beside L1 (the training loss's balance)."""
+    silhouette: float = 0.5
+    """Weight of the L1 between the rendered alpha and the foreground mask."""
+    prior: float = 1e-3
+    """Weight of the squared whitened code: pulls codes the frame does not determine to the mean."""
+    code_range: float = 0.1
+    """Weight of the squared excess of the code beyond the training codes' range (in standard deviations)."""
+    smooth_code: float = 1e-3
+    """Weight of the squared change of the whitened code from the previous frame."""
+    smooth_pose: float = 1e-2
+    """Weight of the squared change of rotation (radians) and position (head radii; log distance) from the
+    previous frame."""
+    init_yaws: tuple[float, ...] = (-40.0, -20.0, 0.0, 20.0, 40.0)
+    """Yaw angles (degrees) tried for the first frame's pose."""
+    init_distances: tuple[float, ...] = (0.85, 1.0, 1.2)
+    """Distances tried for the first frame's pose, relative to the one the foreground's size suggests."""
+    min_iou: float = 0.7
+    """A frame whose silhouette IoU with the foreground stays below this is reported as not converged."""
+    min_contribution: float = 1e-3
+    """Gaussians whose opacity moves the rendered alpha by less than this (summed over pixels) at the start of a
+    level are left out of its steps: the back of the head and what is off screen cost time and change nothing."""
+
+    def __post_init__(self) -> None:
+        n = len(self.pyramid)
+        if not n or len(self.first_iterations) != n or len(self.iterations) != n:
+            raise ValueError(f"track: pyramid {self.pyramid}, first_iterations {self.first_iterations} and "
+                             f"iterations {self.iterations} need one entry per level")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class FrameState:
+    """One frame's fit: what the next frame starts from and what the tracking file stores."""
+
+    code: torch.Tensor  # (D,)
+    rotation: torch.Tensor  # (3, 3) head -> camera
+    centroid: torch.Tensor  # (3,) the head's centroid in camera coordinates
+    K: torch.Tensor  # (3, 3) intrinsics at the video's size (fitted focal length on the first frame)
+
+
+@dataclass(frozen=True)
+class FrameFit:
+    state: FrameState
+    head_to_camera: np.ndarray  # (4, 4) similarity, the tracking layout's head pose
+    residual: float  # L1 colour error of the final fit at full size
+    iou: float  # silhouette IoU of the final fit
+    problem: str  # why the fit is not trusted; "" when it converged
+    gradient_scales: tuple[torch.Tensor, ...]  # Adam's squared-gradient averages of (rotation, position)
+
+
+@dataclass(frozen=True)
+class HeadFrame:
+    """What of the avatar's head the tracker keeps fixed: its centroid, size and scale in head coordinates."""
+
+    centroid: torch.Tensor  # (3,)
+    radius: float
+    scale: float  # the head pose's similarity scale during training
+
+
+def head_frame(avatar: Avatar) -> HeadFrame:
+    means = avatar.params["means"].detach()  # (N, 3) canonical
+    centroid = means.mean(0)
+    radius = float((means - centroid).norm(dim=-1).mean())
+    poses = torch.cat([m.head_pose for m in avatar.motions.values()]) if avatar.motions else torch.eye(4)[None]
+    scale = float(torch.linalg.det(poses[:, :3, :3].double()).abs().pow(1 / 3).median())
+    return HeadFrame(centroid=centroid, radius=radius, scale=scale)
+
+
+def axis_angle_to_matrix(omega: torch.Tensor) -> torch.Tensor:
+    """(3,) rotation vector -> (3, 3) rotation (Rodrigues), differentiable also at zero."""
+    theta2 = (omega * omega).sum()
+    theta = theta2.clamp_min(1e-12).sqrt()
+    small = theta2 < 1e-8
+    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-12))
+    x, y, z = omega.unbind()
+    o = torch.zeros_like(x)
+    k = torch.stack([torch.stack([o, -z, y]), torch.stack([z, o, -x]), torch.stack([-y, x, o])])
+    return torch.eye(3, dtype=omega.dtype, device=omega.device) + a * k + b * (k @ k)
+
+
+def head_to_camera(rotation: torch.Tensor, centroid_cam: torch.Tensor, head: HeadFrame) -> torch.Tensor:
+    """(4, 4) similarity x_cam = s R x + t that puts the head's centroid at `centroid_cam` (3,)."""
+    sr = head.scale * rotation  # (3, 3)
+    top = torch.cat([sr, (centroid_cam.to(sr) - sr @ head.centroid.to(sr))[:, None]], 1)  # (3, 4)
+    return torch.cat([top, sr.new_tensor([[0.0, 0.0, 0.0, 1.0]])], 0)
+
+
+def moved_centroid(start: torch.Tensor, delta: torch.Tensor, radius: float) -> torch.Tensor:
+    """(3,) the centroid `start` (3,) moved by delta (3,): sideways by delta[:2] head radii (at the starting
+    distance) and in distance by the factor exp(delta[2]), along the ray through it (the image does not shift)."""
+    ray = start / start[2]  # (3,) x/z, y/z, 1
+    sideways = torch.cat([delta[:2] * radius / start[2], delta.new_zeros(1)])
+    return start[2] * delta[2].exp() * (ray + sideways)
+
+
+def level_intrinsics(K: torch.Tensor, scale: float, focal_factor: torch.Tensor) -> torch.Tensor:
+    """K (3, 3) for the image resampled by `scale` (pixel centres at +0.5, as `Camera.resized`), with both focal
+    lengths multiplied by `focal_factor` ()."""
+    focal = torch.stack([focal_factor, focal_factor, torch.ones_like(focal_factor)])[:, None]  # (3, 1)
+    resize = K.new_tensor([scale, scale, 1.0])[:, None]  # (3, 1)
+    return K * torch.where(torch.eye(3, dtype=torch.bool, device=K.device), focal, 1.0) * resize
+
+
+def intrinsics_matrix(focal: torch.Tensor | float, width: int, height: int) -> torch.Tensor:
+    """(3, 3) pinhole K with square pixels and the principal point at the image centre."""
+    f = torch.as_tensor(focal, dtype=torch.float32)
+    zero, one = torch.zeros_like(f), torch.ones_like(f)
+    return torch.stack([torch.stack([f, zero, zero + width / 2]), torch.stack([zero, f, zero + height / 2]),
+                        torch.stack([zero, zero, one])])  # fmt: skip
+
+
+def code_from_whitened(avatar: Avatar, a: torch.Tensor) -> torch.Tensor:
+    """(D,) code for whitened coefficients a (K,) along the training codes' principal directions."""
+    c = avatar.codes
+    return c.mean + (a * c.std.clamp_min(1e-6)) @ c.directions
+
+
+def whitened_from_code(avatar: Avatar, code: torch.Tensor) -> torch.Tensor:
+    c = avatar.codes
+    return ((code - c.mean) @ c.directions.T) / c.std.clamp_min(1e-6)
+
+
+def code_penalties(avatar: Avatar, a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(prior, range): mean squared whitened code, and mean squared excess beyond the training codes'
+    projections, in standard deviations."""
+    c = avatar.codes
+    std = c.std.clamp_min(1e-6)
+    proj = a * std  # (K,)
+    excess = (proj - c.high).clamp_min(0) + (c.low - proj).clamp_min(0)
+    return a.square().mean(), (excess / std).square().mean()
+
+
+def render_view(avatar: Avatar, code: torch.Tensor, pose: torch.Tensor, K: torch.Tensor, width: int, height: int,
+                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """rgb (H, W, 3) and alpha (H, W, 1) from a camera at the world origin (OpenCV axes); differentiable.
+    `params`: some of the avatar's Gaussians (default: all)."""
+    device = avatar.device
+    g = deform(avatar.params if params is None else params, avatar.nets, code.to(device), pose.to(device))
+    viewmat = torch.eye(4, device=device)[None]
+    rgb, alpha, _ = render_gaussians(g, viewmat, K.to(device)[None], width, height, avatar.background, avatar.nets.cnn)
+    return rgb[0], alpha[0]
+
+
+def visible_gaussians(avatar: Avatar, code: torch.Tensor, pose: torch.Tensor, K: torch.Tensor, width: int,
+                      height: int, min_contribution: float) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The Gaussians (the avatar's params, subset) whose opacity changes the rendered alpha by at least
+    `min_contribution` pixels per unit opacity, found by one backward pass: occluded or off-screen ones do not."""
+    logits = avatar.params["opacities"].detach().clone().requires_grad_(True)  # (N,)
+    params = {**avatar.params, "opacities": logits}
+    with torch.enable_grad():
+        _, alpha = render_view(avatar, code.detach(), pose.detach(), K, width, height, params)
+        alpha.sum().backward()
+    o = torch.sigmoid(logits.detach())
+    contribution = logits.grad / (o * (1 - o)).clamp_min(1e-12)  # d alpha_sum / d opacity
+    keep = contribution.abs() >= min_contribution  # (N,)
+    return {k: v[keep] for k, v in avatar.params.items()}
+
+
+def silhouette_iou(alpha: torch.Tensor, mask: torch.Tensor) -> float:
+    a, m = alpha.squeeze(-1) > 0.5, mask.squeeze(-1) > 0.5
+    union = (a | m).sum()
+    return float((a & m).sum() / union) if union > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Target:
+    """One frame at one pyramid level, ready to compare with a rendering."""
+
+    rgb: torch.Tensor  # (H, W, 3) composited onto the avatar's background with the mask
+    mask: torch.Tensor  # (H, W, 1)
+    scale: float  # this level's size relative to the video's
+    level: int  # index into TrackConfig.pyramid (and its iteration counts)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def pyramid(frame: np.ndarray, mask: np.ndarray, scales: tuple[float, ...], min_height: int,
+            background: torch.Tensor) -> list[Target]:  # fmt: skip
+    """The frame (H, W, 3) uint8 and its mask (H, W) in [0, 1] at each scale (area-averaged), composited; levels
+    below `min_height` are left out unless nothing else is left."""
+    h, w = mask.shape
+    kept = [i for i, s in enumerate(scales) if round(h * s) >= min_height] or [len(scales) - 1]
+    levels = []
+    for i in kept:
+        s = scales[i]
+        size = (max(8, round(w * s)), max(8, round(h * s)))
+        rgb = cv2.resize(frame, size, interpolation=cv2.INTER_AREA) if s != 1 else frame
+        m = cv2.resize(mask, size, interpolation=cv2.INTER_AREA) if s != 1 else mask
+        rgb_t = torch.from_numpy(rgb.astype(np.float32) / 255.0).to(background.device)
+        m_t = torch.from_numpy(m.astype(np.float32)).to(background.device)[..., None]
+        levels.append(Target(rgb=rgb_t * m_t + (1 - m_t) * background, mask=m_t, scale=size[1] / h, level=i))
+    return levels
+
+
+class FrameObjective:
+    """The loss of one frame at one pyramid level, for the fitted variables; knows the previous frame."""
+
+    def __init__(self, avatar: Avatar, head: HeadFrame, cfg: TrackConfig, start: FrameState,
+                 previous: FrameState | None) -> None:  # fmt: skip
+        self.avatar, self.head, self.cfg, self.start, self.previous = avatar, head, cfg, start, previous
+        self.a_previous = None if previous is None else whitened_from_code(avatar, previous.code)
+
+    def state(self, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor, log_focal: torch.Tensor) -> FrameState:
+        return FrameState(code=code_from_whitened(self.avatar, a),
+                          rotation=axis_angle_to_matrix(omega) @ self.start.rotation,
+                          centroid=moved_centroid(self.start.centroid, delta, self.head.radius),
+                          K=level_intrinsics(self.start.K, 1.0, log_focal.exp()))  # fmt: skip
+
+    def view(self, target: Target, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor,
+             log_focal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(code (D,), head -> camera pose (4, 4), K (3, 3) at the target's size) of the variables: whitened code
+        a (K,), rotation update omega (3,), position update delta (3,) (`moved_centroid`), log focal update ()."""
+        code = code_from_whitened(self.avatar, a)
+        rotation = axis_angle_to_matrix(omega) @ self.start.rotation
+        pose = head_to_camera(rotation, moved_centroid(self.start.centroid, delta, self.head.radius), self.head)
+        return code, pose, level_intrinsics(self.start.K, target.scale, log_focal.exp())
+
+    def __call__(self, target: Target, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor,
+                 log_focal: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(loss, rgb, alpha) of the variables (`view`), rendering `params` (default: every Gaussian)."""
+        cfg = self.cfg
+        code, pose, K = self.view(target, a, omega, delta, log_focal)
+        rgb, alpha = render_view(self.avatar, code, pose, K, *target.size, params)
+        prior, excess = code_penalties(self.avatar, a)
+        loss = l1(rgb, target.rgb) + cfg.ssim * dssim(rgb[None], target.rgb[None])
+        loss = loss + cfg.silhouette * l1(alpha, target.mask) + cfg.prior * prior + cfg.code_range * excess
+        if self.previous is not None:
+            loss = loss + cfg.smooth_code * (a - self.a_previous).square().mean()
+            # The fit starts at the previous frame's pose, so the updates are the change from it.
+            loss = loss + cfg.smooth_pose * (omega.square().sum() + delta.square().sum())
+        return loss, rgb, alpha
+
+
+def fit_frame(avatar: Avatar, head: HeadFrame, cfg: TrackConfig, levels: list[Target], start: FrameState,
+              previous: FrameState | None, iterations: tuple[int, ...], fit_focal: bool,
+              gradient_scales: tuple[torch.Tensor, ...] = ()) -> FrameFit:  # fmt: skip
+    """Fit one frame from `start`, coarse to fine; `previous` (None on the first frame) anchors smoothness.
+
+    `gradient_scales`: the previous frame's Adam squared-gradient averages of the pose. Adam's first steps are
+    as large as the learning rate whatever the gradient (sign-like), so a pose fitted in a few steps would
+    jitter by that much; with the previous frame's averages, its steps follow the gradient's size from the
+    start. The code keeps sign-like first steps: expressions change faster than the head moves."""
+    objective = FrameObjective(avatar, head, cfg, start, previous)
+    device = avatar.device
+    a = whitened_from_code(avatar, start.code.to(device)).detach().requires_grad_(True)
+    omega = torch.zeros(3, device=device, requires_grad=True)
+    delta = torch.zeros(3, device=device, requires_grad=True)
+    log_focal = torch.zeros((), device=device, requires_grad=fit_focal)
+    k = 1.0 if previous is None else cfg.warm_lr_scale
+    groups = [{"params": [a], "lr": cfg.lr_code}, {"params": [omega], "lr": k * cfg.lr_rotation},
+              {"params": [delta], "lr": k * cfg.lr_translation}]  # fmt: skip
+    if fit_focal:
+        groups.append({"params": [log_focal], "lr": cfg.lr_focal})
+    optimizer = torch.optim.Adam(groups)
+    for p, scale in zip((omega, delta), gradient_scales, strict=False):
+        # A late step count: the carried average needs no bias correction; the momentum starts from zero.
+        optimizer.state[p] = {"step": torch.tensor(1e3), "exp_avg": torch.zeros_like(p), "exp_avg_sq": scale.clone()}
+    variables = (a, omega, delta, log_focal)
+    done = -1  # the last pyramid level whose steps were taken; a skipped level's steps go to the next one
+    for target in levels:
+        steps, done = sum(iterations[done + 1 : target.level + 1]), target.level
+        if steps == 0:
+            continue
+        with torch.no_grad():
+            view = objective.view(target, *variables)
+        params = visible_gaussians(avatar, *view, *target.size, cfg.min_contribution)
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss, _, _ = objective(target, *variables, params)
+            if not torch.isfinite(loss):
+                break
+            loss.backward()
+            optimizer.step()
+    with torch.no_grad():
+        _, rgb, alpha = objective(levels[-1], *variables)
+        residual = float((rgb - levels[-1].rgb).abs().mean())
+        iou = silhouette_iou(alpha, levels[-1].mask)
+        finite = all(bool(torch.isfinite(v).all()) for v in variables) and math.isfinite(residual)
+        state = objective.state(*variables) if finite else start
+        problem = ""
+        if not finite:
+            problem = "the fit diverged (non-finite values); kept the previous frame's code and pose"
+        elif iou < cfg.min_iou:
+            problem = f"silhouette IoU {iou:.2f} < {cfg.min_iou} (the face is lost or occluded)"
+        pose = head_to_camera(state.rotation, state.centroid, head)
+    scales = tuple(optimizer.state[p]["exp_avg_sq"] for p in (omega, delta) if "exp_avg_sq" in optimizer.state[p])
+    return FrameFit(state=state, head_to_camera=pose.cpu().double().numpy(), residual=residual, iou=iou,
+                    problem=problem, gradient_scales=scales if len(scales) == 2 else ())  # fmt: skip
+
+
+def _mask_stats(mask: np.ndarray) -> tuple[np.ndarray, float]:
+    """(centroid (2,) in pixels, width of the foreground's bounding box in pixels) of a mask (H, W). The width:
+    the neck leaving the image at the bottom cuts the height, and a head is about as deep as it is wide."""
+    ys, xs = np.nonzero(mask > 0.5)
+    if len(ys) == 0:
+        raise ValueError("empty foreground mask")
+    return np.array([xs.mean() + 0.5, ys.mean() + 0.5]), float(xs.max() - xs.min() + 1)
+
+
+def reference_view(avatar: Avatar, head: HeadFrame) -> tuple[torch.Tensor, float, float]:
+    """(head -> camera rotation (3, 3), distance of the head's centroid, vertical focal) of the avatar's frontal
+    rig camera at its first tracked pose: how the head is usually seen."""
+    cam = frontal_camera(avatar.cameras)
+    pose = next(iter(avatar.motions.values())).head_pose[0].cpu().double() if avatar.motions else torch.eye(4)
+    to_cam = torch.from_numpy(cam.world_2_cam) @ pose  # (4, 4) head -> camera
+    rotation = (to_cam[:3, :3] / head.scale).float()
+    centroid = to_cam[:3, :3].float() @ head.centroid.cpu() + to_cam[:3, 3].float()
+    return rotation, float(centroid[2]), float(cam.K[1, 1] / cam.height)
+
+
+def initial_state(avatar: Avatar, head: HeadFrame, cfg: TrackConfig, coarse: Target, K0: torch.Tensor) -> FrameState:
+    """The first frame's starting point: the avatar's usual view turned by each of `init_yaws` and placed at
+    each of `init_distances` x the distance the foreground's size suggests, centred on the foreground; the
+    candidate whose silhouette overlaps the mask best (IoU, then colour L1) wins. Code: the training mean."""
+    device = avatar.device
+    rotation0, distance_ref, focal_ref = reference_view(avatar, head)
+    w, h = coarse.size
+    mask = coarse.mask[..., 0].cpu().numpy()
+    center_px, width_px = _mask_stats(mask)
+    K = level_intrinsics(K0, coarse.scale, torch.ones((), device=K0.device))  # (3, 3) at this level
+    f, cx, cy = float(K[1, 1]), float(K[0, 2]), float(K[1, 2])
+    # The rig sees the head this wide in pixels at distance_ref with focal_ref * height.
+    with torch.no_grad():
+        ref_pose = head_to_camera(rotation0, torch.tensor([0.0, 0.0, distance_ref]), head)
+        _, ref_alpha = render_view(avatar, avatar.codes.mean, ref_pose, intrinsics_matrix(focal_ref * h, w, h), w, h)
+    _, ref_width = _mask_stats(ref_alpha[..., 0].cpu().numpy())
+    distance = distance_ref * (f / (focal_ref * h)) * (ref_width / width_px)
+    best, best_score = None, (-1.0, 0.0)
+    code = avatar.codes.mean
+    for yaw in cfg.init_yaws:
+        c, s = math.cos(math.radians(yaw)), math.sin(math.radians(yaw))
+        turn = torch.tensor([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]])  # about the camera's vertical axis
+        rotation = (turn @ rotation0).to(device)
+        for factor in cfg.init_distances:
+            d = distance * factor
+            centroid = torch.tensor([(center_px[0] - cx) * d / f, (center_px[1] - cy) * d / f, d])
+            with torch.no_grad():
+                for _ in range(2):  # place, then shift so the rendered silhouette's centre meets the mask's
+                    rgb, alpha = render_view(avatar, code, head_to_camera(rotation, centroid.to(device), head), K, w, h)
+                    if (alpha > 0.5).sum() == 0:
+                        break
+                    shift = center_px - _mask_stats(alpha[..., 0].cpu().numpy())[0]
+                    centroid = centroid + torch.tensor([shift[0] * d / f, shift[1] * d / f, 0.0])
+                rgb, alpha = render_view(avatar, code, head_to_camera(rotation, centroid.to(device), head), K, w, h)
+            score = (silhouette_iou(alpha, coarse.mask), -float((rgb - coarse.rgb).abs().mean()))
+            if score > best_score:
+                best_score = score
+                best = FrameState(code=code, rotation=rotation, centroid=centroid.to(device), K=K0)
+    log.info("first-frame pose: silhouette IoU %.2f at the coarsest level", best_score[0])
+    return best
+
+
+@dataclass(frozen=True)
+class TrackedFrame:
+    index: int
+    fit: FrameFit
+
+
+def track_frames(avatar: Avatar, frames: Iterator[tuple[np.ndarray, np.ndarray]], K: np.ndarray | None,
+                 cfg: TrackConfig, resume_from: FrameState | None = None, first_index: int = 0,
+                 ) -> Iterator[TrackedFrame]:  # fmt: skip
+    """Fit each (frame (H, W, 3) uint8, mask (H, W) in [0, 1]) in turn, each from the previous fit.
+
+    `K` (3, 3): the video's intrinsics, or None to fit the focal length on the first frame (starting from the
+    rig's field of view, principal point at the centre) and keep it. `resume_from`: the last fit of an
+    interrupted run, whose next frame is `first_index`.
+    """
+    head = head_frame(avatar)
+    previous, scales = resume_from, ()
+    for index, (frame, mask) in enumerate(frames, start=first_index):
+        levels = pyramid(frame, mask, cfg.pyramid, cfg.min_height, avatar.background)
+        if previous is None:
+            h, w = mask.shape
+            guess = intrinsics_matrix(reference_view(avatar, head)[2] * h, w, h)
+            K0 = guess if K is None else torch.as_tensor(K, dtype=torch.float32)
+            start = initial_state(avatar, head, cfg, levels[0], K0.to(avatar.device))
+            fit = fit_frame(avatar, head, cfg, levels, start, None, cfg.first_iterations, fit_focal=K is None)
+        else:
+            fit = fit_frame(avatar, head, cfg, levels, previous, previous, cfg.iterations, False, scales)
+        if fit.problem:
+            log.warning("frame %d did not converge: %s", index, fit.problem)
+        previous, scales = fit.state, fit.gradient_scales
+        yield TrackedFrame(index=index, fit=fit)
+
+
+@dataclass(frozen=True)
+class TrackLog:
+    """The fits so far, in arrays: what an interrupted run resumes from and what the tracking file is made of."""
+
+    code: np.ndarray  # (T, D)
+    rotation: np.ndarray  # (T, 3, 3) head -> camera
+    centroid: np.ndarray  # (T, 3) the head's centroid in camera coordinates
+    intrinsics: np.ndarray  # (T, 3, 3) at the video's size
+    head_to_camera: np.ndarray  # (T, 4, 4)
+    residual: np.ndarray  # (T,) L1 colour error of the final fit
+    iou: np.ndarray  # (T,) silhouette IoU
+    problem: np.ndarray  # (T,) str, "" where the fit converged
+
+    @classmethod
+    def empty(cls, dim: int) -> TrackLog:
+        return cls(np.zeros((0, dim)), np.zeros((0, 3, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros((0, 4, 4)),
+                   np.zeros(0), np.zeros(0), np.zeros(0, dtype=str))  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.code)
+
+    def appended(self, fit: FrameFit) -> TrackLog:
+        s = fit.state
+        row = {"code": s.code, "rotation": s.rotation, "centroid": s.centroid, "intrinsics": s.K,
+               "head_to_camera": fit.head_to_camera, "residual": fit.residual, "iou": fit.iou,
+               "problem": fit.problem}  # fmt: skip
+        grown = {}
+        for name, value in row.items():
+            value = value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+            grown[name] = np.concatenate([getattr(self, name), value[None]])
+        return TrackLog(**grown)
+
+    def last_state(self, device: torch.device) -> FrameState | None:
+        if not len(self):
+            return None
+        t = lambda a: torch.from_numpy(a[-1]).float().to(device)  # noqa: E731
+        return FrameState(code=t(self.code), rotation=t(self.rotation), centroid=t(self.centroid),
+                          K=t(self.intrinsics))  # fmt: skip
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
