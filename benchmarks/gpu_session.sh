@@ -6,10 +6,9 @@
 # Here, before the call (see benchmarks/RESULTS.md, "GPU at paper scale"):
 #   wheels the machine's image lacks, into .whl/ (ignored by git), for Python 3.12 manylinux x86-64:
 #     gsplat==1.5.3 tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1 viser==1.1.1 trimesh==5.2.0
-#     msgspec==0.22.0 websockets==16.1.1 zstandard==0.25.0 (17 MB together)
-#   imageio-ffmpeg's wheel (68 MB: it bundles an ffmpeg) is over the 64 MiB a call carries: its Python files
-#   go in .whl/py/imageio_ffmpeg/ and the machine's own `ffmpeg` is used when it has one (videos: synthesis,
-#   `npga prepare`, the video tests). Without one, carry a capture whose frame cache is already prepared.
+#     msgspec==0.22.0 websockets==16.1.1 zstandard==0.25.0 (17 MB together), and imageio-ffmpeg==0.5.1 as its
+#     manylinux2010 wheel (27 MB, it bundles ffmpeg; newer wheels are over the 64 MiB one call carries):
+#     pip download imageio-ffmpeg==0.5.1 --platform manylinux2010_x86_64 --only-binary=:all: --no-deps -d .whl
 #   optionally a synthetic capture (else benchmarks/gpu.py makes one there, ~1 min):
 #     .venv/bin/npga synth --preset full --frames 2 --out data/gpu_capture
 #   optionally a baseline tree to compare with (it must have benchmarks/gpu.py's hooks, i.e. this commit or later):
@@ -30,8 +29,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     || { log "wheel install failed"; exit 1; }
-export PYTHONPATH="/tmp/site:$PWD/.whl/py:$PWD" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
-if command -v ffmpeg >/dev/null; then export IMAGEIO_FFMPEG_EXE=$(command -v ffmpeg); else log "no ffmpeg on this machine"; fi
+export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1 TORCH_CUDA_ARCH_LIST=9.0 MAX_JOBS=16
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$OUT/session.log"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$OUT/session.log"
 
@@ -52,7 +50,7 @@ if has bench; then
     [[ -d data/gpu_capture ]] && capture=(--capture "$PWD/data/gpu_capture")
     if [[ -d data/before/npga ]]; then
         log "benchmark: baseline tree data/before"
-        (cd data/before && PYTHONPATH="/tmp/site:$OLDPWD/.whl/py:$PWD" timeout 300 python3 benchmarks/gpu.py \
+        (cd data/before && PYTHONPATH="/tmp/site:$PWD" timeout 300 python3 benchmarks/gpu.py \
             --device cuda "${capture[@]}" --out "$OUT/gpu_before.json" 2>&1 | tail -25)
     fi
     log "benchmark: this tree"
