@@ -2,9 +2,11 @@
 
 16 cameras with the rig's serial numbers on an arc in front of the head, several sequences with different
 expression content (FREE mixes everything and is held out by default), small rigid head motion, white
-background, alpha maps, ground-truth tracking and `headmodel.json`. Frames rasterize the forward-deformed
-canonical mesh, evaluate the colour field at the canonical point under every pixel, shade, and average
-2x2 supersamples for anti-aliasing.
+background, alpha maps, tracking and `headmodel.json`. Frames rasterize the forward-deformed canonical mesh,
+evaluate the colour field at the canonical point under every pixel, shade, and average 2x2 supersamples for
+anti-aliasing. The demo and full presets add what the head model does not explain (`capture_effects`: folds,
+wrinkles, the mouth's interior, shading from the deformed surface, gaze, tracking noise); the tracking file
+then holds the noisy tracking and `tracking/true_tracking.npz` the codes and poses that rendered the frames.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -22,12 +26,23 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from data_tools.capture_effects import (
+    ALL_EFFECTS,
+    Effect,
+    TrackingNoise,
+    deformed_normals,
+    fine_displacement,
+    gaze_track,
+    noisy_tracking,
+    shade,
+)
 from data_tools.mesh_render import rasterize_mesh
 from npga import nersemble
 from npga.cameras import Camera, look_at
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.headmodel import EXPRESSIONS, SyntheticHead, save_description
+from npga.headmodel.base import Mesh
 from npga.io.video import to_uint8, write_video
 
 log = logging.getLogger(__name__)
@@ -39,7 +54,6 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
     "EXP-3-eyes-cheeks": ("blink_left", "blink_right", "cheek_puff", "jaw_open"),
     "FREE": EXPRESSIONS,
 }
-LIGHT = np.array([0.35, 0.45, 1.0]) / np.linalg.norm([0.35, 0.45, 1.0])
 CAMERA_DISTANCE = 1.0
 HEAD_CENTER = np.array([0.0, -0.02, 0.0])  # where the cameras look
 
@@ -50,12 +64,13 @@ class Preset:
     frames: int
     mesh_resolution: int
     sequences: tuple[str, ...]
+    effects: tuple[Effect, ...]
 
 
 PRESETS: dict[str, Preset] = {
-    "tiny": Preset(height=48, frames=4, mesh_resolution=64, sequences=("EXP-1-jaw", "FREE")),
-    "demo": Preset(height=256, frames=24, mesh_resolution=128, sequences=tuple(SEQUENCES)),
-    "full": Preset(height=802, frames=72, mesh_resolution=192, sequences=tuple(SEQUENCES)),
+    "tiny": Preset(height=48, frames=4, mesh_resolution=64, sequences=("EXP-1-jaw", "FREE"), effects=()),
+    "demo": Preset(height=256, frames=24, mesh_resolution=128, sequences=tuple(SEQUENCES), effects=ALL_EFFECTS),
+    "full": Preset(height=802, frames=72, mesh_resolution=192, sequences=tuple(SEQUENCES), effects=ALL_EFFECTS),
 }
 
 
@@ -73,6 +88,12 @@ class SynthConfig:
     """Image height in pixels (the width follows NeRSemble's portrait aspect). Default: the preset's."""
     fps: float = 25.0
     """Frame rate written into the videos."""
+    effects: tuple[Effect, ...] | None = None
+    """What the head model does not explain, rendered into the frames (default: the preset's; tiny has none,
+    demo and full all): shading (from the deformed surface), wrinkles (crease darkening), mouth (interior and
+    teeth), folds (skin folds and lip detail), gaze (eyeball rotation), tracking_noise."""
+    tracking_noise: TrackingNoise = TrackingNoise()
+    """Error of the written tracking when `tracking_noise` is among the effects."""
     overwrite: bool = False
     """Replace an existing non-empty output folder."""
 
@@ -126,9 +147,13 @@ def _rotation(yaw: float, pitch: float) -> np.ndarray:
     return Ry @ Rx
 
 
-def render_view(head: SyntheticHead, posed: torch.Tensor, normals: torch.Tensor, canonical: torch.Tensor,
-                faces: torch.Tensor, cam: Camera, supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-    """One camera: uint8 RGB (H, W, 3) on white and uint8 alpha (H, W)."""
+def render_view(colorize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], posed: torch.Tensor,
+                normals: torch.Tensor, canonical: torch.Tensor, faces: torch.Tensor, cam: Camera,
+                supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """One camera: uint8 RGB (H, W, 3) on white and uint8 alpha (H, W).
+
+    `colorize` maps the canonical points (M, 3) and world normals (M, 3) under the covered pixels to RGB.
+    """
     W, H = cam.width * supersample, cam.height * supersample
     big = cam.resized(W, H)
     uv, z = big.project(posed.numpy())
@@ -138,14 +163,29 @@ def render_view(head: SyntheticHead, posed: torch.Tensor, normals: torch.Tensor,
     rgb = torch.ones(H, W, 3, dtype=torch.float64)
     if mask.any():
         pts = img[mask]
-        albedo = head.color(pts[:, :3].float()).double()
-        n = torch.nn.functional.normalize(pts[:, 3:], dim=-1)
-        shade = 0.55 + 0.45 * (n @ torch.from_numpy(LIGHT)).clamp_min(0.0)
-        rgb[mask] = (albedo * shade[:, None]).clamp(0, 1)
+        rgb[mask] = colorize(pts[:, :3], pts[:, 3:]).double()
     s = supersample
     rgb = rgb.reshape(cam.height, s, cam.width, s, 3).mean((1, 3))
     alpha = mask.double().reshape(cam.height, s, cam.width, s).mean((1, 3))
     return to_uint8(rgb.numpy()), to_uint8(alpha.numpy())
+
+
+def frame_geometry(head: SyntheticHead, mesh: Mesh, z: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+                   effects: tuple[Effect, ...]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """Posed vertices (V, 3) and world normals (V, 3) of one frame: the head model's deformation, plus the
+    renderer's fine geometry and the deformed surface's normals when those effects are on."""
+    x, n_c, z = mesh.vertices.float(), mesh.normals.float(), z.float()  # (V, 3) canonical; float32 for speed
+
+    def displacement(p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        return head.forward_displacement(p, z) + fine_displacement(p, n, z, effects)
+
+    offset = displacement(x, n_c)  # (V, 3)
+    normals = n_c.clone()
+    if "shading" in effects:
+        moving = offset.norm(dim=-1) > 1e-7  # the rest keeps its canonical normal (most of the head's back)
+        n_m = n_c[moving]
+        normals[moving] = deformed_normals(lambda p: displacement(p, n_m), x[moving], n_m)
+    return (x + offset).double() @ rotation.T + translation, normals.double() @ rotation.T
 
 
 def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:
@@ -155,6 +195,13 @@ def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:
         "intrinsics": {c.serial: c.K.tolist() for c in cams},
     }
     paths.camera_params.write_text(json.dumps(data, indent=1))
+
+
+def _tracking(head: SyntheticHead, codes: np.ndarray, rot: np.ndarray, trans: np.ndarray) -> Tracking:
+    n = len(codes)
+    return Tracking(expression=codes.astype(np.float32), identity=head.identity_vector,
+                    rotation=rot.astype(np.float32), translation=trans.astype(np.float32),
+                    scale=np.ones(n, np.float32), timesteps=np.arange(n))  # fmt: skip
 
 
 def synthesize(cfg: SynthConfig) -> Path:
@@ -173,10 +220,12 @@ def synthesize(cfg: SynthConfig) -> Path:
     width = (
         int(round(height * nersemble.BENCHMARK_WIDTH / nersemble.BENCHMARK_HEIGHT / 2)) * 2
     )  # NeRSemble's portrait aspect, even for H.264
+    effects = preset.effects if cfg.effects is None else cfg.effects
     head = SyntheticHead.from_seed(cfg.seed)
     mesh = head.canonical_mesh(preset.mesh_resolution)
     cams = rig_cameras(width, height)
     rng = np.random.default_rng(cfg.seed + 1000)
+    effect_rng = np.random.default_rng(cfg.seed + 2000)  # apart, so that switching effects keeps the codes
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -189,16 +238,17 @@ def synthesize(cfg: SynthConfig) -> Path:
             for seq in preset.sequences:
                 codes = expression_track(seq, n_frames, rng)
                 rot, trans = head_motion(n_frames, rng)
+                gaze = gaze_track(n_frames, effect_rng)
                 frames = {c.serial: [] for c in cams}
                 alphas = {c.serial: [] for c in cams}
                 for t in range(n_frames):
-                    z = torch.from_numpy(codes[t]).float()
-                    deformed = head.forward(mesh.vertices, z).double()  # (V, 3) head frame
-                    R = torch.from_numpy(rot[t])
-                    posed = deformed @ R.T + torch.from_numpy(trans[t])
-                    normals = mesh.normals.double() @ R.T
+                    z = torch.from_numpy(codes[t])
+                    posed, normals = frame_geometry(head, mesh, z, torch.from_numpy(rot[t]),
+                                                    torch.from_numpy(trans[t]), effects)  # fmt: skip
+
+                    colorize = partial(shade, head, z=z, gaze=torch.from_numpy(gaze[t]), effects=effects)
                     for cam in cams:
-                        rgb, alpha = render_view(head, posed, normals, mesh.vertices.double(), mesh.faces, cam)
+                        rgb, alpha = render_view(colorize, posed, normals, mesh.vertices.double(), mesh.faces, cam)
                         frames[cam.serial].append(rgb)
                         alphas[cam.serial].append(alpha)
                     bar.update(1)
@@ -206,14 +256,14 @@ def synthesize(cfg: SynthConfig) -> Path:
                     write_video(paths.video(seq, cam.serial), frames[cam.serial], fps=cfg.fps, quality=9.5)
                     grey = [np.repeat(a[..., None], 3, -1) for a in alphas[cam.serial]]
                     write_video(paths.alpha_video(seq, cam.serial), grey, fps=cfg.fps, quality=9.5)
-                Tracking(
-                    expression=codes.astype(np.float32),
-                    identity=head.identity_vector,
-                    rotation=rot.astype(np.float32),
-                    translation=trans.astype(np.float32),
-                    scale=np.ones(n_frames, np.float32),
-                    timesteps=np.arange(n_frames),
-                ).save(paths.tracking(seq))
+                truth = _tracking(head, codes, rot, trans)
+                if "tracking_noise" in effects:
+                    truth.save(paths.true_tracking(seq))
+                    _tracking(head, *noisy_tracking(codes, rot, trans, cfg.tracking_noise, effect_rng)).save(
+                        paths.tracking(seq)
+                    )
+                else:
+                    truth.save(paths.tracking(seq))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

@@ -32,6 +32,9 @@ EXPRESSIONS: tuple[str, ...] = (
     "lip_stretch",
 )
 BACKWARD_ITERATIONS = 60  # the displacement's Lipschitz constant stays below ~0.6: 0.6^60 ~ 1e-13
+EYE_CENTER = (0.029, 0.016, 0.071)  # the +x eye; the other mirrors it
+EYE_RADII = (0.0135, 0.0115, 0.012)
+MOUTH_LINE_Y = -0.047  # height of the closed lips' seam
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,8 @@ class SyntheticHead:
             ((0.0, -0.047, 0.074), (0.022, 0.008, 0.011)),  # lips
             ((0.074 * sx, 0.0, -0.01), (0.011, 0.026 * es, 0.016 * es)),  # ears
             ((-0.074 * sx, 0.0, -0.01), (0.011, 0.026 * es, 0.016 * es)),
-            ((0.029, 0.016, 0.071), (0.0135, 0.0115, 0.012)),  # eyes
-            ((-0.029, 0.016, 0.071), (0.0135, 0.0115, 0.012)),
+            (EYE_CENTER, EYE_RADII),  # eyes
+            ((-EYE_CENTER[0], *EYE_CENTER[1:]), EYE_RADII),
             ((0.0, -0.095, -0.015), (0.042, 0.06, 0.045)),  # neck
         ]
 
