@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from npga.headmodel import EXPRESSIONS, HeadModel, SyntheticHead, load_head_model, save_description
+from npga.headmodel.surface import zero_level_mesh
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +67,21 @@ def test_identity_round_trips_through_json_and_seeds_differ(tmp_path, head):
     (tmp_path / "bad.json").write_text('{"type": "nphm"}')
     with pytest.raises(ValueError, match="bad.json"):
         load_head_model(tmp_path / "bad.json")
+
+
+def test_zero_level_mesh_of_a_sphere_lies_on_it_with_faces_wound_outward():
+    """Against the analytic sphere: vertices on the radius, every face's winding normal pointing away from the
+    centre (the orientation step, checked independently of the normals it is given), no zero crossing refused."""
+    centre, radius = torch.tensor([0.1, -0.05, 0.02]), 0.3
+    sdf = lambda x: (x - centre.to(x)).norm(dim=-1) - radius  # noqa: E731
+    normals = lambda x: torch.nn.functional.normalize(x - centre.to(x), dim=-1)  # noqa: E731
+    bounds = torch.stack([centre - 0.4, centre + 0.4])
+    mesh = zero_level_mesh(sdf, normals, bounds, 40, dtype=torch.float64)
+    r = (mesh.vertices.double() - centre.double()).norm(dim=-1)
+    assert (r - radius).abs().max() < 0.8 / 39 * 0.1  # well within a tenth of a grid cell
+    v0, v1, v2 = (mesh.vertices[mesh.faces[:, i]].double() for i in range(3))
+    winding = torch.cross(v1 - v0, v2 - v0, dim=-1)  # (F, 3)
+    outward = (v0 + v1 + v2) / 3 - centre.double()
+    assert ((winding * outward).sum(-1) > 0).all()
+    with pytest.raises(ValueError, match="no zero crossing"):
+        zero_level_mesh(lambda x: sdf(x) + 1.0, normals, bounds, 16)

@@ -33,6 +33,7 @@ import yaml
 from torch import nn
 
 from npga.headmodel.base import Mesh
+from npga.headmodel.surface import zero_level_mesh
 
 BLEND_WIDTH_NEIGHBORS = 8  # the blend width follows the distance to this many nearest anchors (fixed in MonoNPHM)
 GLOBAL_NODE_DISTANCE = 0.75  # blend distance given to the global node, whatever the query's position
@@ -544,27 +545,5 @@ class MonoNPHM:
         return torch.cat(out) if out else x.new_zeros(0, 3)
 
     def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:
-        """Zero level set by marching cubes on a `resolution`^3 grid over `bounds`, evaluated slab by slab (a 256^3
-        grid needs its 67 MB of values and one chunk of network activations, not the grid's 16.7M points at once)."""
-        from skimage.measure import marching_cubes
-
-        lo, hi = self._bounds[0].double(), self._bounds[1].double()
-        axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution, dtype=torch.float64) for i in range(3)]
-        values = np.empty((resolution,) * 3, dtype=np.float32)
-        yz = torch.stack(torch.meshgrid(axes[1], axes[2], indexing="ij"), -1).reshape(-1, 2)  # (R^2, 2)
-        with torch.no_grad():
-            for i, xv in enumerate(axes[0]):
-                pts = torch.cat([yz.new_full((len(yz), 1), float(xv)), yz], 1).float().to(device)  # (R^2, 3)
-                values[i] = self.sdf(pts).cpu().numpy().reshape(resolution, resolution)
-        if not (values.min() < 0 < values.max()):
-            raise ValueError(f"the MonoNPHM SDF has no zero crossing inside its bounds {self._bounds.tolist()} "
-                             f"(values {values.min():.3g}..{values.max():.3g})")  # fmt: skip
-        spacing = tuple(float((hi[i] - lo[i]) / (resolution - 1)) for i in range(3))
-        verts, faces, _, _ = marching_cubes(values, level=0.0, spacing=spacing)
-        vertices = (torch.from_numpy(verts.copy()) + lo).float()  # (V, 3)
-        normals = self.normals(vertices.to(device)).cpu()
-        faces_t = torch.from_numpy(faces.astype(np.int64))
-        v0, v1, v2 = (vertices[faces_t[:, i]] for i in range(3))
-        flip = (torch.cross(v1 - v0, v2 - v0, dim=-1) * normals[faces_t].mean(1)).sum(-1) < 0
-        faces_t[flip] = faces_t[flip][:, [0, 2, 1]]
-        return Mesh(vertices=vertices, faces=faces_t, normals=normals)
+        """Zero level set by marching cubes on a `resolution`^3 grid over `bounds`, evaluated slab by slab."""
+        return zero_level_mesh(self.sdf, self.normals, self._bounds, resolution, device=device)

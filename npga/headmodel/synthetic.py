@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from npga.headmodel.base import Mesh
+from npga.headmodel.surface import zero_level_mesh
 
 EXPRESSIONS: tuple[str, ...] = (
     "jaw_open",
@@ -169,23 +170,7 @@ class SyntheticHead:
         return torch.nn.functional.normalize(torch.stack(grads, -1), dim=-1)
 
     def canonical_mesh(self, resolution: int = 128) -> Mesh:
-        from skimage.measure import marching_cubes
-
-        lo, hi = self.bounds[0].double(), self.bounds[1].double()
-        axes = [torch.linspace(float(lo[i]), float(hi[i]), resolution, dtype=torch.float64) for i in range(3)]
-        grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1)  # (R, R, R, 3)
-        values = self.sdf(grid.reshape(-1, 3)).reshape(resolution, resolution, resolution).numpy()
-        spacing = tuple(float((hi[i] - lo[i]) / (resolution - 1)) for i in range(3))
-        verts, faces, _, _ = marching_cubes(values, level=0.0, spacing=spacing)
-        vertices = torch.from_numpy(verts.copy()) + lo  # (V, 3)
-        normals = self.normals(vertices)
-        faces_t = torch.from_numpy(faces.astype(np.int64))
-        # Orient faces so that their winding agrees with the outward normals.
-        v0, v1, v2 = (vertices[faces_t[:, i]] for i in range(3))
-        face_n = torch.cross(v1 - v0, v2 - v0, dim=-1)
-        flip = (face_n * normals[faces_t].mean(1)).sum(-1) < 0
-        faces_t[flip] = faces_t[flip][:, [0, 2, 1]]
-        return Mesh(vertices=vertices.float(), faces=faces_t, normals=normals.float())
+        return zero_level_mesh(self.sdf, self.normals, self.bounds, resolution, dtype=torch.float64)
 
     # ---- appearance -----------------------------------------------------------------------------
     def color(self, x: torch.Tensor) -> torch.Tensor:
