@@ -7,31 +7,44 @@ Server render: `ViewRenderer.render` at 512x512 and 550x802 from the frontal cap
 "playback" (a new expression every frame: deformation + rasterization) and "orbit" (the camera moves, the
 expression stays: rasterization only). Best of --repeats after a warm-up, as frames per second.
 
-Browser splats: a real viser server and headless Chromium (Debian's /usr/bin/chromium via Playwright). viser
-receives in a Web Worker and posts decoded batches to the page; a wrapper around `Worker`, installed before
-the page's scripts run, timestamps each batch and notes its largest binary array. For each expression change
-the script sets the first slider and measures the time until the new splat buffer is in the page's main thread
-(deformation, packing, sending, receiving, decoding), with its size. The clock is shared: server and browser
-run on this machine. Drawing the new splats is the browser's GPU work and is not included. Without Chromium
-this part is skipped.
+Browser splats: a real viser server; for each expression change the script sets the first slider and times
+until the new splat buffer (its size is recorded) has arrived, at three receivers:
+- "socket": a websocket client speaking viser's protocol that draws nothing: what a browser whose WebGL runs
+  on a graphics chip sees (deformation, packing, sending, receiving);
+- "browser socket": headless Chromium (Debian's /usr/bin/chromium via Playwright): viser receives in a Web
+  Worker, which a wrapper around `Worker`, installed before the page's scripts run, patches to timestamp
+  each websocket message;
+- "browser page": the same browser's main thread, once the worker has decoded the batch and posted it.
+Without a graphics chip, Chromium draws WebGL in software (SwiftShader) on the same two cores as the server:
+drawing ~40k splats keeps its GPU process busy (the share of the cores it used is reported), which slows the
+server and delays the page. The clock is shared: all of it runs on this machine. Without Chromium the
+browser receivers are skipped.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import platform
 import socket
 import statistics
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import viser
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from npga.avatar.file import load_avatar
 from npga.avatar.model import Avatar
 from npga.cameras import frontal_camera
+from npga.viewer.app import ViewerApp, ViewerOptions
 from npga.viewer.camera import camera_viewport, viewport_camera
 from npga.viewer.renderer import ViewRenderer
 from npga.viewer.state import ViewState
@@ -40,6 +53,32 @@ CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
                 "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]  # fmt: skip
+RECORD_SOCKET = """
+window.__npgaSocket = [];
+const PlainWorker = window.Worker;
+window.Worker = class extends PlainWorker {
+  constructor(url, opts) {
+    const target = new URL(url, location.href).href;
+    const load = opts && opts.type === "module" ? `import(${JSON.stringify(target)});`
+                                                  : `importScripts(${JSON.stringify(target)});`;
+    const patch = `const PlainSocket = self.WebSocket;
+self.WebSocket = class extends PlainSocket {
+  constructor(...a) {
+    super(...a);
+    this.addEventListener("message", (e) => self.postMessage(
+      {type: "npga_socket", t: performance.timeOrigin + performance.now(), n: e.data.byteLength || 0}));
+  }
+};
+${load}`;
+    super(URL.createObjectURL(new Blob([patch], {type: "text/javascript"})), opts);
+    this.addEventListener("message", (e) => {  // first listener: viser's own never sees these
+      if (!e.data || e.data.type !== "npga_socket") return;
+      window.__npgaSocket.push([e.data.t, e.data.n]);
+      e.stopImmediatePropagation();
+    });
+  }
+};
+"""
 RECORD_MESSAGES = """
 window.__npgaMessages = [];
 const NativeWorker = window.Worker;
@@ -63,8 +102,8 @@ window.Worker = class extends NativeWorker {
 """
 
 
-def server_render_fps(avatar: Avatar, sizes: list[tuple[int, int]], repeats: int) -> list[dict]:
-    renderer = ViewRenderer(avatar)
+def server_render_fps(avatar: Avatar, sizes: list[tuple[int, int]], repeats: int, precision: str) -> list[dict]:
+    renderer = ViewRenderer(avatar, precision=precision)
     seq = renderer.state.sequence
     n = len(avatar.motion(seq))
     pose = camera_viewport(frontal_camera(avatar.cameras), renderer.posed().means.mean(0).cpu().numpy())
@@ -96,20 +135,90 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def splat_updates(avatar: Avatar, file: Path, changes: int, screenshot: Path | None) -> dict:
-    """Time and bytes from an expression slider change on the server to the splat buffer in the browser."""
-    import viser
+Arrivals = Callable[[float], dict[str, tuple[float, int]]]
+"""Given a start time (ms since the epoch): receiver -> (time, bytes) of the first splat buffer it got since."""
+
+
+def time_changes(app: ViewerApp, changes: int, arrivals: Arrivals, receivers: tuple[str, ...],
+                 pause: Callable[[float], None]) -> dict:  # fmt: skip
+    """Set the first expression slider `changes` times; per receiver the milliseconds until the buffer came."""
+    latency: dict[str, list[float]] = {r: [] for r in receivers}
+    sizes, server_ms = [], []
+    for value in np.linspace(-2.0, 2.0, changes):
+        start_ms = time.time() * 1000
+        app.sliders[0].value = float(value)
+        deadline, got = time.monotonic() + 10, {}
+        while set(got) != set(receivers):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no splat buffer reached {sorted(set(receivers) - set(got))} within 10 s")
+            pause(0.01)
+            got = arrivals(start_ms)
+        for r in receivers:
+            latency[r].append(got[r][0] - start_ms)
+        sizes.append(got[receivers[0]][1])
+        server_ms.append(app.readout.splat_ms)
+        pause(0.3)
+    report = {r: {"median_ms": statistics.median(v), "max_ms": max(v), "ms": v} for r, v in latency.items()}
+    return {**report, "median_server_ms": statistics.median(server_ms), "bytes_received": statistics.median(sizes)}
+
+
+def _viewer(avatar: Avatar, file: Path, precision: str) -> tuple[viser.ViserServer, ViewerApp]:
+    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
+    app = ViewerApp(avatar, file, server, ViewerOptions(path="splats", precision=precision))
+    app.start()
+    return server, app
+
+
+def socket_updates(avatar: Avatar, file: Path, changes: int, precision: str) -> dict:
+    """Expression change -> splat buffer at a websocket client that draws nothing."""
+    server, app = _viewer(avatar, file, precision)
+    got: list[tuple[float, int]] = []
+    url, protocol = f"ws://127.0.0.1:{server.get_port()}", f"viser-v{viser.__version__}"
+    big = 32 * avatar.n_gaussians
+    try:
+        with connect(url, subprotocols=[protocol], max_size=None) as ws:  # type: ignore[list-item]
+
+            def receive() -> None:
+                with contextlib.suppress(ConnectionClosed):
+                    for message in ws:
+                        got.append((time.time() * 1000, len(message)))
+
+            threading.Thread(target=receive, daemon=True).start()
+            while not any(n >= big for _, n in got):  # the scene as the page opens
+                time.sleep(0.05)
+
+            def arrivals(start_ms: float) -> dict[str, tuple[float, int]]:
+                first = next((m for m in list(got) if m[0] >= start_ms and m[1] >= big), None)
+                return {"socket": first} if first else {}
+
+            return time_changes(app, changes, arrivals, ("socket",), time.sleep)
+    finally:
+        app.stop()
+        server.stop()
+
+
+def _gpu_process_cpu_seconds() -> float:
+    """CPU seconds so far of Chromium's GPU processes (where software WebGL runs)."""
+    ticks = 0
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if b"--type=gpu-process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def browser_updates(avatar: Avatar, file: Path, changes: int, precision: str, screenshot: Path | None) -> dict:
+    """Expression change -> splat buffer at headless Chromium's websocket (in viser's worker) and page."""
     from playwright.sync_api import sync_playwright
 
-    from npga.viewer.app import ViewerApp, ViewerOptions
-
-    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
-    app = ViewerApp(avatar, file, server, ViewerOptions(path="splats"))
-    app.start()
+    server, app = _viewer(avatar, file, precision)
+    big = 32 * avatar.n_gaussians
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=str(CHROMIUM), args=LAUNCH_FLAGS)
             page = browser.new_page(viewport={"width": 1100, "height": 800})
+            page.add_init_script(RECORD_SOCKET)
             page.add_init_script(RECORD_MESSAGES)
             page.goto(f"http://127.0.0.1:{server.get_port()}")
             deadline = time.monotonic() + 60
@@ -126,38 +235,43 @@ def splat_updates(avatar: Avatar, file: Path, changes: int, screenshot: Path | N
                 page.evaluate("document.querySelectorAll('[class*=Notification-root]').forEach(e => e.remove())")
                 page.screenshot(path=str(screenshot))
                 print(f"wrote {screenshot}")
-            big = 32 * avatar.n_gaussians  # the splat buffer: 32 bytes per Gaussian
-            latencies, sizes, server_ms = [], [], []
-            values = np.linspace(-2.0, 2.0, changes)
-            for v in values:
-                start_ms = time.time() * 1000
-                app.sliders[0].value = float(v)
-                arrival = None
-                for _ in range(100):
-                    page.wait_for_timeout(20)
-                    got = page.evaluate(f"window.__npgaMessages.filter(m => m[0] >= {start_ms} && m[1] >= {big})")
-                    if got:
-                        arrival, size = got[0]
-                        break
-                if arrival is None:
-                    raise RuntimeError("no splat buffer reached the browser within 2 s")
-                latencies.append(arrival - start_ms)
-                sizes.append(size)
-                server_ms.append(app.readout.splat_ms)
-                page.wait_for_timeout(300)
+
+            def arrivals(start_ms: float) -> dict[str, tuple[float, int]]:
+                first = f"l => l.find(m => m[0] >= {start_ms} && m[1] >= {big})"
+                found = page.evaluate(f"[({first})(window.__npgaSocket), ({first})(window.__npgaMessages)]")
+                return {k: tuple(v) for k, v in zip(("browser socket", "browser page"), found, strict=True) if v}
+
+            cpu, wall = _gpu_process_cpu_seconds(), time.monotonic()
+            report = time_changes(app, changes, arrivals, ("browser socket", "browser page"),
+                                  lambda seconds: page.wait_for_timeout(1000 * seconds))  # fmt: skip
+            report["gpu_process_cores"] = (_gpu_process_cpu_seconds() - cpu) / (time.monotonic() - wall)
             browser.close()
+            return report
     finally:
         app.stop()
         server.stop()
-    result = {"n_gaussians": avatar.n_gaussians, "changes": changes, "latency_ms": latencies,
-              "median_latency_ms": statistics.median(latencies), "max_latency_ms": max(latencies),
-              "median_server_ms": statistics.median(server_ms), "bytes_received": statistics.median(sizes),
-              "buffer_bytes": 32 * avatar.n_gaussians}  # fmt: skip
-    print(f"browser splats, {avatar.n_gaussians} Gaussians: expression change -> in the browser "
-          f"{result['median_latency_ms']:.0f} ms median ({result['max_latency_ms']:.0f} max) of which server "
-          f"{result['median_server_ms']:.0f} ms; {result['bytes_received'] / 1e6:.2f} MB received "
-          f"(buffer {result['buffer_bytes'] / 1e6:.2f} MB)")  # fmt: skip
-    return result
+
+
+def splat_updates(avatar: Avatar, file: Path, changes: int, precision: str, screenshot: Path | None) -> dict:
+    """Milliseconds and bytes from an expression change on the server to the splat buffer at each receiver."""
+    report = {"n_gaussians": avatar.n_gaussians, "changes": changes, "buffer_bytes": 32 * avatar.n_gaussians,
+              **socket_updates(avatar, file, changes, precision)}  # fmt: skip
+    line = f"browser splats, {avatar.n_gaussians} Gaussians, expression change -> "
+    if CHROMIUM.exists():
+        browser = browser_updates(avatar, file, changes, precision, screenshot)
+        report.update({k: v for k, v in browser.items() if k not in ("median_server_ms", "bytes_received")})
+        report["browser_median_server_ms"] = browser["median_server_ms"]
+    else:
+        print(f"browser: skipped (no Chromium at {CHROMIUM})")
+    for receiver in ("socket", "browser socket", "browser page"):
+        if receiver in report:
+            line += f"{receiver} {report[receiver]['median_ms']:.0f} ms ({report[receiver]['max_ms']:.0f} max), "
+    line += f"server {report['median_server_ms']:.0f} ms"
+    if "browser_median_server_ms" in report:
+        line += (f" ({report['browser_median_server_ms']:.0f} ms beside the browser, whose software WebGL used "
+                 f"{report['gpu_process_cores']:.1f} cores)")  # fmt: skip
+    print(f"{line}; {report['bytes_received'] / 1e6:.2f} MB per change")
+    return report
 
 
 def main() -> None:
@@ -168,16 +282,23 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=10, help="expression changes timed in splat mode")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/viewer.json"))
     parser.add_argument("--screenshot", type=Path, default=None, help="save the browser's view (splat mode) here")
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="the networks' number format (npga view --precision)",
+    )
     args = parser.parse_args()
     avatar = load_avatar(args.avatar, args.device)
     print(f"{args.avatar}: {avatar.n_gaussians} Gaussians on {args.device}, torch threads {torch.get_num_threads()}")
+    sizes = [(512, 512), (550, 802)]
     report = {"avatar": str(args.avatar), "device": args.device, "machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads(),
-              "server_render": server_render_fps(avatar, [(512, 512), (550, 802)], args.repeats)}  # fmt: skip
-    if args.device == "cpu" and CHROMIUM.exists():
-        report["browser_splats"] = splat_updates(avatar, args.avatar, args.changes, args.screenshot)
+              "torch_threads": torch.get_num_threads(), "precision": args.precision,
+              "server_render": server_render_fps(avatar, sizes, args.repeats, args.precision)}  # fmt: skip
+    if args.device == "cpu":
+        report["browser_splats"] = splat_updates(avatar, args.avatar, args.changes, args.precision, args.screenshot)
     else:
-        print(f"browser splats: skipped (device {args.device}, Chromium at {CHROMIUM}: {CHROMIUM.exists()})")
+        print(f"browser splats: skipped (device {args.device}: the server render is the GPU's path)")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2))
     print(f"wrote {args.out}")

@@ -166,6 +166,23 @@ def test_server_render_matches_the_avatars_own_render(avatar):
         assert np.abs(centre - 1.0).mean() > 0.05, f"{mode}: nothing drawn in the middle"
 
 
+def test_bfloat16_networks_show_the_float32_picture_to_the_eye(avatar):
+    cam = avatar.cameras["c0"]
+    state = ViewState("A", frame=3, offsets=(-2.0, 1.0))
+    exact = ViewRenderer(avatar).render(cam, state)
+    fast = ViewRenderer(avatar, precision="bfloat16").render(cam, state)
+    psnr = 10 * np.log10(1 / np.mean((fast - exact) ** 2))
+    assert np.abs(fast - exact).max() > 0, "bfloat16 was asked for, but the networks ran in float32"
+    assert psnr > 40, f"bfloat16 networks change the picture: {psnr:.1f} dB from float32"
+
+
+def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_units(avatar, monkeypatch):
+    for has_units, expected in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(renderer_module, "cpu_has_bfloat16_units", lambda h=has_units: h)
+        assert ViewRenderer(avatar, precision="auto").dtype == expected
+    assert ViewRenderer(avatar, precision="float32").dtype == torch.float32
+
+
 def test_depth_colours_run_from_red_near_to_blue_far():
     depth = np.tile(np.linspace(1.0, 2.0, 64, dtype=np.float32), (8, 1))  # near on the left
     alpha = np.ones_like(depth)

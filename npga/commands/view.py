@@ -36,6 +36,8 @@ class Config:
     tab (with the screen-space CNN); auto: server on a GPU, splats on a CPU."""
     max_side: int = 0
     """Server render: longest image side in pixels at rest (0: 1024 on a GPU, 512 on a CPU)."""
+    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    """The networks' number format while viewing: auto is bfloat16 on a CPU where that is faster."""
     device: DeviceName = "auto"
 
 
@@ -56,9 +58,10 @@ def main(cfg: Config) -> None:
         log.warning("binding %s exposes the avatar to the network: anyone who can reach this machine on port %d "
                     "can see it", cfg.host, cfg.port)  # fmt: skip
     server = viser.ViserServer(host=cfg.host, port=cfg.port, verbose=False)
-    app = ViewerApp(avatar, file, server, ViewerOptions(path=cfg.path, max_side=cfg.max_side))
+    app = ViewerApp(avatar, file, server, ViewerOptions(path=cfg.path, max_side=cfg.max_side, precision=cfg.precision))
     app.start()
-    print(f"npga view: {file} ({avatar.n_gaussians} Gaussians, {app.path} rendering) at "
+    print(f"npga view: {file} ({avatar.n_gaussians} Gaussians, {app.path} rendering, networks in "
+          f"{str(app.renderer.dtype).removeprefix('torch.')}) at "
           f"http://{cfg.host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)  # fmt: skip
     try:
         app.wait()

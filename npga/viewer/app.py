@@ -27,7 +27,7 @@ from npga.avatar.model import Avatar
 from npga.cameras import frontal_camera, rig_up
 from npga.io.video import to_uint8, write_video
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
-from npga.viewer.renderer import ViewRenderer
+from npga.viewer.renderer import Precision, ViewRenderer
 from npga.viewer.state import RENDER_MODES, SPLAT_MODES
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,9 @@ class ViewerOptions:
     """Frames per second of playback at start (a slider changes it)."""
     sliders: int = 8
     """Expression sliders: the first principal directions of the avatar's training codes."""
+    precision: Precision = "auto"
+    """The networks' number format for what the viewer shows: auto picks bfloat16 on a CPU where it is
+    faster (CPUs with bfloat16 units), float32 elsewhere."""
 
 
 @dataclass
@@ -88,7 +91,7 @@ class ViewerApp:
         self.file = Path(avatar_file)
         self.server = server
         self.options = options
-        self.renderer = ViewRenderer(avatar)
+        self.renderer = ViewRenderer(avatar, precision=options.precision)
         on_gpu = avatar.device.type == "cuda"
         self.path = options.path if options.path != "auto" else ("server" if on_gpu else "splats")
         self.max_side = options.max_side or (1024 if on_gpu else 512)

@@ -4,11 +4,19 @@
 buffer for viser's splat renderer plus the head's pose). Both start from the same Gaussians deformed in the
 head's frame, cached by expression code: the network runs once per expression change, however many
 viewports, render modes or head poses are shown of it.
+
+On a CPU the networks may run in bfloat16 (`precision`): where the CPU has bfloat16 matrix units this halves
+an expression change's cost, and the picture differs from float32 by ~50 dB PSNR, far below what the eye
+sees. Training and evaluation never do this; only what the viewer shows.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import threading
+from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -21,6 +29,8 @@ from npga.cameras import Camera, stack_cameras
 from npga.render import rasterize
 from npga.viewer.splats import HeadPose, SplatBuffer, splat_buffer, splat_unit, split_head_pose
 from npga.viewer.state import SPLAT_MODES, ViewState, expression_of
+
+Precision = Literal["auto", "float32", "bfloat16"]
 
 CENTRE_SIZE = 0.004
 """Gaussian-centres mode: each centre drawn as an opaque sphere of this standard deviation, as a fraction of
@@ -52,11 +62,36 @@ def colorize_depth(depth: np.ndarray, alpha: np.ndarray, background: np.ndarray)
     return (turbo * alpha[..., None] + background * (1 - alpha[..., None])).astype(np.float32)
 
 
+def cpu_has_bfloat16_units() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16; Linux's /proc/cpuinfo
+    says). Elsewhere bfloat16 is emulated and slower than float32."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def _network_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def choose_precision(avatar: Avatar, precision: Precision) -> torch.dtype:
+    """The networks' dtype for the viewer: `auto` is float32 on a GPU, and on a CPU bfloat16 where the CPU has
+    bfloat16 units (about twice as fast there)."""
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bfloat16" else torch.float32
+    return torch.bfloat16 if avatar.device.type == "cpu" and cpu_has_bfloat16_units() else torch.float32
+
+
 class ViewRenderer:
     """Renders `state` (a ViewState the GUI replaces) of one avatar; safe to call from several threads."""
 
-    def __init__(self, avatar: Avatar, state: ViewState | None = None) -> None:
+    def __init__(self, avatar: Avatar, state: ViewState | None = None, precision: Precision = "float32") -> None:
         self.avatar = avatar
+        self.dtype = choose_precision(avatar, precision)
         self.state = state or ViewState(avatar.split.train_sequences[0], background=tuple(avatar.config.background))
         self._lock = threading.Lock()
         self._cached_code: torch.Tensor | None = None
@@ -71,8 +106,10 @@ class ViewRenderer:
         with self._lock:
             if self._cached_code is None or not torch.equal(self._cached_code, z_ex):
                 eye = torch.eye(4, device=self.avatar.device)
-                with torch.no_grad():
-                    self._cached_head = deform(self.avatar.params, self.avatar.nets, z_ex.to(self.avatar.device), eye)
+                with torch.no_grad(), _network_precision(self.avatar.device, self.dtype):
+                    g = deform(self.avatar.params, self.avatar.nets, z_ex.to(self.avatar.device), eye)
+                fields = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
+                self._cached_head = Gaussians(**{k: None if t is None else t.float() for k, t in fields.items()})
                 self._cached_code = z_ex.clone()
             return self._cached_head
 
