@@ -1,15 +1,18 @@
 """Self-reenactment of the demo avatar from a monocular video, and the tracker's speed.
 
 The driver video is one held-out camera (the centre one) of the avatar's held-out sequence; it is tracked with
-the avatar itself (plain-background foreground estimate, the camera's calibrated intrinsics), and the tracked
-codes and poses (moved from the driver camera into the rig's world with its calibration) render the *other*
-held-out cameras. Reported: their PSNR against the capture, beside the PSNR of rendering them with the
-capture's ground-truth codes and poses (target: within 1.0 dB); the tracked codes' RMS error per component
-relative to the spread of the true codes; pose errors; seconds per tracked frame (first frame apart: it
-searches for the pose and takes more steps), with the machine's load.
+the avatar itself (the camera's calibrated intrinsics; foreground from the plain-background estimate, or with
+`--mask alpha` the capture's alpha matte as `npga track --mask` would take it), the head's distance smoothed
+over time as `npga track` does, and the tracked codes and poses (moved from the driver camera into the rig's
+world with its calibration) render the *other* held-out cameras. Reported: their PSNR against the capture,
+beside the PSNR of rendering them with the capture's ground-truth codes and poses (target: within 1.0 dB), and
+with each half of the truth; the tracked codes' RMS error per component relative to the spread of the true
+codes; pose errors (the head centre's error split into depth along the driver camera's axis and across it);
+seconds per tracked frame (first frame apart: it searches for the pose and takes more steps), with the
+machine's load.
 
 .venv/bin/python benchmarks/reenact.py [--avatar runs/demo/avatar.npga] [--capture data/demo]
-    [--frames N] [--device cpu|cuda] [--out benchmarks/out/reenact.json]
+    [--frames N] [--mask estimate|alpha] [--device cpu|cuda] [--out benchmarks/out/reenact.json]
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from npga.foreground import border_color, foreground_mask
 from npga.io.video import iter_video
 from npga.metrics import composite, psnr
 from npga.nersemble import FRONTAL_SERIAL
-from npga.track import TrackConfig, track_frames
+from npga.track import TrackConfig, TrackLog, head_frame, track_frames
 
 
 def _frames(path: Path, size: tuple[int, int], grey: bool = False) -> list[np.ndarray]:
@@ -52,6 +55,13 @@ def main() -> None:
         default=None,
         help="score this `npga track` output of the driver video instead of tracking (no timing)",
     )
+    parser.add_argument(
+        "--mask",
+        choices=["estimate", "alpha"],
+        default="estimate",
+        help="the driver's foreground: estimated from its plain background, or the capture's alpha matte video "
+        "(what `npga track --mask` takes)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/reenact.json"))
     args = parser.parse_args()
@@ -66,11 +76,16 @@ def main() -> None:
     driver_frames = list(islice(iter_video(video), args.frames))
     h, w = driver_frames[0].shape[:2]
     K = np.asarray(calib["intrinsics"][driver_serial])  # at the video's size (benchmark layout)
-    background = border_color(driver_frames[:3])
-    inputs = [(f, foreground_mask(f, background)) for f in driver_frames]
+    if args.mask == "alpha":
+        mattes = islice(iter_video(layout.alpha_video(seq, driver_serial), grey=True), len(driver_frames))
+        inputs = [(f, m / 255.0) for f, m in zip(driver_frames, mattes, strict=True)]
+    else:
+        background = border_color(driver_frames[:3])
+        inputs = [(f, foreground_mask(f, background)) for f in driver_frames]
 
     load = os.getloadavg()
-    times, to_camera, ious = [math.nan], [], []
+    times, to_camera, raw_to_camera, ious = [math.nan], [], [], []
+    cfg = TrackConfig()
     if args.tracking is not None:
         tracked_file = Tracking.load(args.tracking)
         to_camera = [tracked_file.head_to_world(t) for t in range(tracked_file.n_frames)][: len(inputs)]
@@ -78,16 +93,17 @@ def main() -> None:
         with np.load(args.tracking) as npz:
             ious = list(npz["iou"][: len(to_camera)])
     else:
-        times, codes = [], []
+        times, track_log = [], TrackLog.empty(avatar.config.expression_dim)
         start = time.perf_counter()
-        for tracked in track_frames(avatar, iter(inputs), K, TrackConfig()):
+        for tracked in track_frames(avatar, iter(inputs), K, cfg):
             now = time.perf_counter()
             times.append(now - start)
             start = now
-            to_camera.append(tracked.fit.head_to_camera)
-            codes.append(tracked.fit.state.code.cpu())
-            ious.append(tracked.fit.iou)
-        tracked_codes = torch.stack(codes)
+            track_log = track_log.appended(tracked.fit)
+        raw_to_camera = list(track_log.head_to_camera)
+        track_log = track_log.with_smoothed_distance(cfg.distance_smoothing, head_frame(avatar))  # as `npga track`
+        to_camera, ious = list(track_log.head_to_camera), list(track_log.iou)
+        tracked_codes = torch.from_numpy(track_log.code).float()
     T = len(to_camera)
 
     # The codes and poses that rendered the frames (a capture with simulated tracking noise keeps them apart).
@@ -104,6 +120,9 @@ def main() -> None:
     runs = {"tracked": (tracked_codes, tracked_poses), "ground_truth": (true_codes, true_poses),
             "tracked_codes_true_poses": (tracked_codes, true_poses),
             "true_codes_tracked_poses": (true_codes, tracked_poses)}  # fmt: skip
+    if raw_to_camera:  # what smoothing the distance buys
+        raw = torch.from_numpy(np.stack([cam_2_world @ p for p in raw_to_camera])).float()
+        runs["tracked_without_distance_smoothing"] = (tracked_codes, raw)
     scores: dict[str, list[float]] = {name: [] for name in runs}
     for serial, cam in cams.items():
         size = (cam.width, cam.height)
@@ -121,6 +140,13 @@ def main() -> None:
     rel = tracked_poses[:, :3, :3].transpose(1, 2) @ true_poses[:, :3, :3]
     angle = torch.rad2deg(torch.acos(((rel.diagonal(dim1=1, dim2=2).sum(-1) - 1) / 2).clamp(-1, 1)))
     shift = (tracked_poses[:, :3, 3] - true_poses[:, :3, 3]).norm(dim=-1)
+    # The head centre's error in the driver camera's frame: along its optical axis (depth) and across it.
+    centre = avatar.params["means"].detach().mean(0).cpu().double()  # (3,) canonical
+    w2c = torch.from_numpy(driver_w2c).double()
+    posed = [w2c @ p.double() for p in (tracked_poses, true_poses)]  # (T, 4, 4) head -> driver camera
+    in_camera = [p[:, :3, :3] @ centre + p[:, :3, 3] for p in posed]  # (T, 3) the head centre
+    error_cam = in_camera[0] - in_camera[1]  # (T, 3)
+    depth_error, lateral_error = error_cam[:, 2], error_cam[:, :2].norm(dim=-1)
     warm = times[1:] or times
     result = {
         "device": args.device if args.device == "cpu" else torch.cuda.get_device_name(),
@@ -136,11 +162,25 @@ def main() -> None:
         "psnr_gap_db": float(np.mean(scores["ground_truth"]) - np.mean(scores["tracked"])),
         "psnr_tracked_codes_true_poses": float(np.mean(scores["tracked_codes_true_poses"])),
         "psnr_true_codes_tracked_poses": float(np.mean(scores["true_codes_tracked_poses"])),
+        "psnr_tracked_without_distance_smoothing": float(
+            np.mean(scores.get("tracked_without_distance_smoothing", [math.nan]))
+        ),
+        "distance_smoothing_frames": cfg.distance_smoothing,
         "rendered_cameras": others,
         "code_rms_over_spread": {str(i): float(v) for i, v in enumerate(code_rms)},
         "code_rms_over_spread_mean": float(code_rms.mean()),
         "rotation_error_deg_mean": float(angle.mean()),
         "translation_error_mean": float(shift.mean()),
+        "depth_error_mean": float(depth_error.mean()),
+        "depth_error_abs_mean": float(depth_error.abs().mean()),
+        "lateral_error_mean": float(lateral_error.mean()),
+        "foreground": args.mask,
+        "per_frame": {
+            "rotation_error_deg": angle.tolist(),
+            "depth_error": depth_error.tolist(),
+            "lateral_error": lateral_error.tolist(),
+            "iou": [float(v) for v in ious],
+        },  # fmt: skip
         "silhouette_iou_mean": float(np.mean(ious)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -152,10 +192,14 @@ def main() -> None:
     print(f"self-reenactment PSNR on {others}: tracked {result['psnr_tracked']:.2f} dB, ground-truth codes "
           f"{result['psnr_ground_truth_codes']:.2f} dB (gap {result['psnr_gap_db']:.2f} dB); tracked codes with true "
           f"poses {result['psnr_tracked_codes_true_poses']:.2f} dB, true codes with tracked poses "
-          f"{result['psnr_true_codes_tracked_poses']:.2f} dB")  # fmt: skip
+          f"{result['psnr_true_codes_tracked_poses']:.2f} dB; without smoothing the distance "
+          f"{result['psnr_tracked_without_distance_smoothing']:.2f} dB")  # fmt: skip
     print(f"code RMS error / spread: mean {code_rms.mean():.2f}, per component {np.round(code_rms, 2).tolist()}")
     print(f"pose: rotation {result['rotation_error_deg_mean']:.2f} deg, translation "
-          f"{result['translation_error_mean'] * 1000:.1f} mm, IoU {result['silhouette_iou_mean']:.3f}")  # fmt: skip
+          f"{result['translation_error_mean'] * 1000:.1f} mm; head centre in the driver camera: depth "
+          f"{result['depth_error_mean'] * 1000:+.1f} mm mean ({result['depth_error_abs_mean'] * 1000:.1f} mm mean "
+          f"absolute), across {result['lateral_error_mean'] * 1000:.1f} mm; IoU {result['silhouette_iou_mean']:.3f} "
+          f"(foreground: {args.mask})")  # fmt: skip
     print(f"wrote {args.out}")
     if not math.isfinite(result["psnr_tracked"]):
         raise SystemExit("non-finite PSNR")

@@ -22,7 +22,9 @@ from npga.data.tracking import Tracking
 from npga.foreground import border_color, foreground_mask
 from npga.io.video import write_video
 from npga.track import (
+    HeadFrame,
     TrackConfig,
+    TrackLog,
     axis_angle_to_matrix,
     code_from_whitened,
     code_penalties,
@@ -31,6 +33,7 @@ from npga.track import (
     intrinsics_matrix,
     moved_centroid,
     reference_view,
+    smooth_distance,
     track_frames,
     whitened_from_code,
 )
@@ -102,6 +105,52 @@ def test_foreground_estimate_finds_a_face_on_a_plain_wall():
     iou = (mask & (truth == 1)).sum() / (mask | (truth == 1)).sum()
     assert iou > 0.97
     assert mask[45, 32] and not mask[:10, :10].any()  # the eye is filled, the speck is gone
+
+
+def test_foreground_estimate_gives_rim_pixels_their_sub_pixel_coverage():
+    # A disc filmed with 8x8 supersampling: rim pixels mix its colour (which varies across it) with the wall's.
+    H, W, ss, radius = 64, 80, 8, 21.3
+    ys, xs = (np.mgrid[0 : H * ss, 0 : W * ss] + 0.5) / ss  # sub-pixel sample positions
+    inside = (xs - 41.2) ** 2 + (ys - 30.7) ** 2 < radius**2
+    wall = np.array([200.0, 205.0, 190.0])
+    subject = np.stack([60 + 1.5 * xs, 50 + 0.8 * ys, 40 + 0 * xs], -1)  # (H ss, W ss, 3) a colour gradient
+    fine = np.where(inside[..., None], subject, wall)
+    frame = fine.reshape(H, ss, W, ss, 3).mean((1, 3)).round().astype(np.uint8)
+    coverage = inside.reshape(H, ss, W, ss).mean((1, 3))  # (H, W) the truth
+    mask = foreground_mask(frame, border_color([frame]))
+    assert mask.sum() == pytest.approx(np.pi * radius**2, rel=0.005)  # a thresholded mask is ~3% too big here
+    rim = (coverage > 0) & (coverage < 1)
+    assert np.abs(mask - coverage)[rim].mean() < 0.05
+    assert np.abs(mask - coverage)[~rim].max() < 0.02
+
+
+def test_distance_smoothing_removes_depth_jitter_and_keeps_each_head_on_its_ray():
+    rng = np.random.default_rng(0)
+    t = np.arange(100)
+    depth = 1.0 + 0.02 * np.sin(t / 20)  # a slow lean towards the camera and back
+    rays = np.stack([0.05 * np.sin(t / 5), -0.02 + 0.01 * np.cos(t / 7), np.ones_like(t)], 1)  # (T, 3) x/z, y/z, 1
+    truth = rays * depth[:, None]
+    noisy = rays * (depth + rng.normal(0, 0.002, len(t)))[:, None]  # 2 mm of jitter in depth
+    smoothed = smooth_distance(noisy, 3.0)
+    np.testing.assert_allclose(smoothed[:, :2] / smoothed[:, 2:], rays[:, :2], atol=1e-12)  # image positions
+    rms = lambda c: np.sqrt(((c - truth) ** 2).sum(1).mean())  # noqa: E731
+    assert rms(smoothed) < 0.5 * rms(noisy)
+    approach = rays * (1.2 - 0.004 * t)[:, None]  # a steady approach stays as it is, away from the ends
+    np.testing.assert_allclose(smooth_distance(approach, 3.0)[12:-12], approach[12:-12], atol=1e-9)
+    np.testing.assert_array_equal(smooth_distance(noisy, 0.0), noisy)
+
+    head = HeadFrame(centroid=torch.tensor([0.01, 0.02, -0.03], dtype=torch.float64), radius=0.1, scale=1.2)
+    rotations = np.stack([axis_angle_to_matrix(torch.tensor([0.1, 0.02 * k, 0.0])).double().numpy() for k in t])
+    poses = np.stack([head_to_camera(torch.from_numpy(r), torch.from_numpy(c), head).numpy()
+                      for r, c in zip(rotations, noisy, strict=True)])  # fmt: skip
+    n = len(t)
+    log_ = TrackLog(np.zeros((n, 2)), rotations, noisy, np.zeros((n, 3, 3)), poses, np.zeros(n), np.ones(n),
+                    np.full(n, ""))  # fmt: skip
+    moved = log_.with_smoothed_distance(3.0, head)
+    np.testing.assert_allclose(moved.centroid, smoothed, atol=1e-12)
+    centre = moved.head_to_camera[:, :3, :3] @ head.centroid.numpy() + moved.head_to_camera[:, :3, 3]
+    np.testing.assert_allclose(centre, smoothed, atol=1e-9)  # the poses put the head's centroid there
+    np.testing.assert_allclose(moved.head_to_camera[:, :3, :3], poses[:, :3, :3])  # and keep its rotation
 
 
 def _driver(avatar, n: int, principal_shift: tuple[float, float] = (0.0, 0.0)):

@@ -159,7 +159,8 @@ def track_video(cfg: Config, avatar: Avatar, avatar_file: Path) -> Path:
         _save_partial(partial, track_log, fingerprint)
     if len(track_log) != info.n_frames:
         raise ValueError(f"{cfg.video}: decoded {len(track_log)} frames, the container says {info.n_frames}")
-    write_tracking(cfg.out, track_log, track_log.intrinsics[-1], info, avatar)
+    smoothed = track_log.with_smoothed_distance(cfg.track.distance_smoothing, head_frame(avatar))
+    write_tracking(cfg.out, smoothed, track_log.intrinsics[-1], info, avatar)
     partial.unlink()
     return cfg.out
 
