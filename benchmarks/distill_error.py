@@ -25,6 +25,28 @@ from npga.runs import RunLayout
 from npga.train import TrainConfig
 
 
+def field_error(predicted: torch.Tensor, true: torch.Tensor) -> dict[str, float]:
+    """Median and 95th percentile of the error |predicted - true| of displacements (N, 3), absolute and
+    relative to the largest true displacement."""
+    err = (predicted - true).norm(dim=-1)
+    largest = float(true.norm(dim=-1).max())
+    median, p95 = float(err.median()), float(err.quantile(0.95))
+    return {"largest_displacement": largest, "median_error": median, "p95_error": p95,
+            "median_relative": median / largest, "p95_relative": p95 / largest}  # fmt: skip
+
+
+def print_row(row: dict, extra: dict[str, str] | None = None) -> None:
+    """One table row: the `field_error` columns after `row["codes"]`, then `extra` {column title: key} (rounded)."""
+    extra = extra or {}
+    titles = ["codes", "largest", "median", "p95", "median %", "p95 %", *extra]
+    cells = [f"{row['codes']:>6}", f"{row['largest_displacement']:>9.2e}", f"{row['median_error']:>9.2e}",
+             f"{row['p95_error']:>9.2e}", f"{100 * row['median_relative']:>9.2f}", f"{100 * row['p95_relative']:>9.2f}",
+             *(f"{row[key]:>{max(len(t), 9)}.0f}" for t, key in extra.items())]  # fmt: skip
+    widths = [6, 9, 9, 9, 9, 9, *(max(len(t), 9) for t in extra)]
+    print(" ".join(f"{t:>{w}}" for t, w in zip(titles, widths, strict=True)))
+    print(" ".join(cells))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", type=Path, default=Path("runs/demo"))
@@ -41,21 +63,8 @@ def main() -> None:
     z = codes[torch.randint(len(codes), (args.points,), generator=gen)]
     true = head.forward_displacement(x, z)  # (N, 3) exact
     with torch.no_grad():
-        err = (g(x, z) - true).norm(dim=-1)
-    largest = float(true.norm(dim=-1).max())
-    row = {
-        "run": str(args.run),
-        "points": args.points,
-        "codes": len(codes),
-        "largest_displacement": largest,
-        "median_error": float(err.median()),
-        "p95_error": float(err.quantile(0.95)),
-        "median_relative": float(err.median()) / largest,
-        "p95_relative": float(err.quantile(0.95)) / largest,
-    }
-    print(f"{'points':>7} {'codes':>6} {'largest':>9} {'median':>9} {'p95':>9} {'median %':>9} {'p95 %':>7}")
-    print(f"{args.points:>7} {len(codes):>6} {largest:>9.2e} {row['median_error']:>9.2e} {row['p95_error']:>9.2e} "
-          f"{100 * row['median_relative']:>9.2f} {100 * row['p95_relative']:>7.2f}")  # fmt: skip
+        row = {"run": str(args.run), "points": args.points, "codes": len(codes), **field_error(g(x, z), true)}
+    print_row(row)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+from distill_error import field_error, print_row  # the sibling script: one way to score a field
 
 from npga.commands.distill import tracked_codes
 from npga.deform.distill import DistillConfig, distill
@@ -43,27 +44,12 @@ def main() -> None:
     backward_s = time.perf_counter() - start
     g, report = distill(head, codes, DistillConfig())
     with torch.no_grad():
-        err = (g(x, z) - true).norm(dim=-1)
-    largest = float(true.norm(dim=-1).max())
-    row = {
-        "capture": str(args.capture),
-        "vertices": len(head.canonical_mesh().vertices),
-        "points": args.points,
-        "codes": len(codes),
-        "largest_displacement": largest,
-        "median_error": float(err.median()),
-        "p95_error": float(err.quantile(0.95)),
-        "median_relative": float(err.median()) / largest,
-        "p95_relative": float(err.quantile(0.95)) / largest,
-        "cycle_residual_median": report["cycle_residual"]["median"],
-        "distill_seconds": report["seconds"],
-        "backward_points_per_second": args.points / backward_s,
-    }
-    print(f"{'verts':>6} {'codes':>6} {'largest':>9} {'median':>9} {'p95':>9} {'median %':>9} {'p95 %':>7} "
-          f"{'distill s':>9} {'backward pts/s':>14}")  # fmt: skip
-    print(f"{row['vertices']:>6} {len(codes):>6} {largest:>9.2e} {row['median_error']:>9.2e} {row['p95_error']:>9.2e} "
-          f"{100 * row['median_relative']:>9.2f} {100 * row['p95_relative']:>7.2f} {row['distill_seconds']:>9.0f} "
-          f"{row['backward_points_per_second']:>14.0f}")  # fmt: skip
+        error = field_error(g(x, z), true)
+    row = {"capture": str(args.capture), "vertices": len(head.canonical_mesh().vertices), "points": args.points,
+           "codes": len(codes), **error, "cycle_residual_median": report["cycle_residual"]["median"],
+           "distill_seconds": report["seconds"], "backward_points_per_second": args.points / backward_s}  # fmt: skip
+    print_row(row, {"vertices": "vertices", "distill s": "distill_seconds",
+                    "backward pts/s": "backward_points_per_second"})  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")

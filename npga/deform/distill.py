@@ -116,7 +116,7 @@ def distill(
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)  # network initialisation
     codes = codes.float().cpu()
-    mesh = mesh if mesh is not None else head.canonical_mesh(cfg.mesh_resolution)
+    mesh = mesh if mesh is not None else head.canonical_mesh(cfg.mesh_resolution, device)
     g = ForwardField(cfg.field, head.expression_dim, head.bounds).to(device)
     pool_x, pool_dx, pool_z = [], [], []
     rms = float("nan")

@@ -52,6 +52,7 @@ class HeadModel(Protocol):
         """JSON-able mapping with a `type` that `npga.headmodel.head_model_from_description` rebuilds this from."""
         ...
 
-    def canonical_mesh(self, resolution: int = 128) -> Mesh:
-        """Zero level set of `sdf` by marching cubes on a `resolution`^3 grid over `bounds`."""
+    def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:
+        """Zero level set of `sdf` by marching cubes on a `resolution`^3 grid over `bounds`, the SDF evaluated on
+        `device` (a network SDF's grid is the slow part); the mesh comes back on the CPU."""
         ...

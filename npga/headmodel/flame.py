@@ -228,8 +228,9 @@ class FlameHead:
         pad = 0.1 * float((hi - lo).max())
         return torch.stack([lo - pad, hi + pad]).float()
 
-    def canonical_mesh(self, resolution: int = 128) -> Mesh:
-        """The neutral FLAME mesh itself (`resolution` is for implicit heads; FLAME's surface is its mesh)."""
+    def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:
+        """The neutral FLAME mesh itself (`resolution` and `device` are for implicit heads; FLAME's surface is
+        its mesh)."""
         return Mesh(self._v_identity.float(), self.model.faces.clone(), self._normals.float())
 
     def color(self, x: torch.Tensor) -> torch.Tensor:

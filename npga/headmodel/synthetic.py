@@ -169,7 +169,8 @@ class SyntheticHead:
             grads.append(self.sdf(x + dx) - self.sdf(x - dx))
         return torch.nn.functional.normalize(torch.stack(grads, -1), dim=-1)
 
-    def canonical_mesh(self, resolution: int = 128) -> Mesh:
+    def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:
+        """Analytic and cheap: evaluated on the CPU in float64 whatever `device` says."""
         return zero_level_mesh(self.sdf, self.normals, self.bounds, resolution, dtype=torch.float64)
 
     # ---- appearance -----------------------------------------------------------------------------

@@ -122,7 +122,7 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
     arch = avatar_config(cfg, head)
     coarse = coarse_field(cfg, head, cache, split, device) if cfg.use_coarse else None
     torch.manual_seed(cfg.seed)  # after distillation, which seeds itself: runs start alike with or without it
-    params = init_params(head, cfg.init).to(device)
+    params = init_params(head, cfg.init, device=device).to(device)
     nets = build_nets(arch, coarse).to(device)
     if nets.coarse is not None:
         nets.coarse.requires_grad_(cfg.lr.coarse > 0)
