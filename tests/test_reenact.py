@@ -87,6 +87,24 @@ def test_reenact_from_a_tracking_file_without_a_camera_films_with_the_avatars_fr
     assert not (out / "tracking.npz").exists()
 
 
+def test_head_motion_none_holds_the_head_where_the_driver_moves_it(tmp_path):
+    avatar = random_avatar(torch.Generator().manual_seed(0))
+    file = str(save_avatar(avatar, tmp_path / "b.npga"))
+    tracking = _tracking(4, avatar.config.expression_dim)
+    tracking.expression[:] = 0.0  # one expression: only the head pose changes from frame to frame
+    tracking.translation[:, 0] = np.linspace(0.0, 0.3, 4)  # the driver's head slides sideways
+    tracking.save(tmp_path / "codes.npz")
+    change = {}
+    for motion in ("driver", "none"):
+        out = tmp_path / motion
+        main(["reenact", "--avatar", file, "--tracking", str(tmp_path / "codes.npz"), "--out", str(out),
+              "--head-motion", motion])  # fmt: skip
+        frames = read_video(out / "reenact.mp4").astype(np.float32)
+        change[motion] = np.abs(frames[-1] - frames[0]).mean()
+    assert change["driver"] > 5.0, "the driver's head motion does not show"
+    assert change["none"] < 1.0, "--head-motion none still moves the head"
+
+
 def test_reenact_refuses_codes_of_another_head_model_dimension_or_length(tmp_path):
     avatar = random_avatar(torch.Generator().manual_seed(0))  # a 4-d "synthetic" avatar
     file = str(save_avatar(avatar, tmp_path / "b.npga"))
