@@ -31,6 +31,9 @@ class LossWeights:
     """Laplacian of the detail network's residuals: neighbours move and change alike."""
     residual: float = 0.01
     """Mean squared detail residual: the coarse field and the canonical Gaussians explain what they can."""
+    residual_l1: float = 0.0
+    """Mean absolute detail residual: a sparse prior. Like the squared one it keeps the many small residuals
+    that would fit noise at zero, but a few Gaussians may change a lot (a mouth that opens) at linear cost."""
     scale: float = 1.0
     """Largest standard deviation beyond `max_scale` (head units), squared: no needle or blob artefacts."""
     max_scale: float = 0.005
@@ -87,6 +90,7 @@ def compute_losses(
         "laplacian_features": lambda: zero if feats is None else laplacian(feats, neighbors),
         "laplacian_dynamics": lambda: zero if res is None else laplacian(res, neighbors),
         "residual": lambda: zero if res is None else res.square().sum(-1).mean(),
+        "residual_l1": lambda: zero if res is None else res.abs().sum(-1).mean(),
         "scale": lambda: scale_excess(gaussians.scales, weights.max_scale),
         "opacity_reg": lambda: gaussians.opacities.mean(),
         "scale_reg": lambda: gaussians.scales.mean(),

@@ -43,13 +43,15 @@ def test_terms_and_weighted_total():
     g = _gaussians()
     neighbors = torch.tensor([[1], [0], [3], [2], [0]])
     fake_lpips = lambda a, b: (a - b).abs().mean((1, 2, 3)) * 2  # noqa: E731  differentiable stand-in
-    w = LossWeights(lpips=0.5)
+    w = LossWeights(lpips=0.5, residual_l1=0.01)
     terms = compute_losses(rgb, alpha, gt, gt_alpha, g, neighbors, w, fake_lpips)
     assert set(terms) == set(LOSS_TERMS)
     assert terms["l1"].item() == pytest.approx(0.25)
     assert terms["alpha"].item() == pytest.approx(0.5)
     assert terms["lpips"].item() == pytest.approx(0.5)
     assert terms["residual"].item() == pytest.approx(g.residuals.square().sum(-1).mean().item())
+    r = g.residuals.detach().numpy()
+    assert terms["residual_l1"].item() == pytest.approx(sum(abs(v) for row in r for v in row) / len(r), rel=1e-5)
     assert terms["scale"].item() == 0.0
     expected = sum(getattr(w, k) * v for k, v in terms.items())
     assert total_loss(terms, w).item() == pytest.approx(expected.item())
