@@ -101,10 +101,9 @@ def main(cfg: Config) -> list[Path]:
     driver_frames = iter_video(cfg.video) if cfg.video is not None else None
     reenacted, novel, both = [], [], []
     for t in tqdm(range(len(codes)), desc="reenact", unit="frame"):
-        rgb = avatar.render_code(codes[t], poses[t], [camera])[0][0]
-        view = avatar.render_code(codes[t], poses[t], [orbit[t]])[0][0]
-        reenacted.append(to_uint8(rgb.cpu().numpy()))
-        novel.append(to_uint8(view.cpu().numpy()))
+        rgb = avatar.render_code(codes[t], poses[t], [camera, orbit[t]])[0]  # one deformation, both views
+        reenacted.append(to_uint8(rgb[0].cpu().numpy()))
+        novel.append(to_uint8(rgb[1].cpu().numpy()))
         panels = [reenacted[-1], novel[-1]]
         if driver_frames is not None:
             frame = next(driver_frames)
