@@ -19,6 +19,7 @@ import viser
 from npga.commands.common import open_avatar
 from npga.config import DeviceName
 from npga.viewer.app import ViewerApp, ViewerOptions
+from npga.viewer.renderer import Precision
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class Config:
     tab (with the screen-space CNN); auto: server on a GPU, splats on a CPU."""
     max_side: int = 0
     """Server render: longest image side in pixels at rest (0: 1024 on a GPU, 512 on a CPU)."""
-    precision: Literal["auto", "float32", "bfloat16"] = "auto"
+    precision: Precision = "auto"
     """The networks' number format while viewing: auto is bfloat16 on a CPU with bfloat16 units (AMX or AVX-512
     BF16), where it is about twice as fast, and float32 elsewhere."""
     device: DeviceName = "auto"
