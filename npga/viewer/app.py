@@ -24,7 +24,7 @@ import viser
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
-from npga.cameras import frontal_camera, rig_up
+from npga.cameras import Camera, frontal_camera, rig_up
 from npga.io.video import to_uint8, write_video
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
 from npga.viewer.renderer import Precision, ViewRenderer
@@ -364,16 +364,18 @@ class ViewerApp:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         return self.file.with_name(f"{self.file.stem}_{kind}_{stamp}{suffix}")
 
-    def _client_camera_size(self, client: viser.ClientHandle) -> tuple[int, int]:
-        w, h = fit_resolution(client.camera.image_width, client.camera.image_height, self.max_side)
-        return max(2, w // 2 * 2), max(2, h // 2 * 2)  # even: H.264 needs it
+    def _saved_view(self, client: viser.ClientHandle) -> Camera:
+        """The tab's viewport at the rest size, with even sides (H.264 needs them): what screenshots and
+        recordings are rendered through."""
+        cam = client.camera
+        w, h = fit_resolution(cam.image_width, cam.image_height, self.max_side)
+        return viewport_camera(cam.wxyz, cam.position, cam.fov, max(2, w // 2 * 2), max(2, h // 2 * 2))
 
     def screenshot(self, client: viser.ClientHandle | None) -> Path | None:
         """The tab's current view (server render, any path) as a PNG next to the avatar file."""
         if client is None:
             return None
-        cam = client.camera
-        camera = viewport_camera(cam.wxyz, cam.position, cam.fov, *self._client_camera_size(client))
+        camera = self._saved_view(client)
         path = self._output_path("screenshot", ".png")
         cv2.imwrite(str(path), cv2.cvtColor(to_uint8(self.renderer.render(camera)), cv2.COLOR_RGB2BGR))
         log.info("viewer: wrote %s", path)
@@ -384,8 +386,7 @@ class ViewerApp:
         """The current sequence from the tab's current view, with the sliders and mode as set, as an mp4."""
         if client is None:
             return None
-        cam = client.camera
-        camera = viewport_camera(cam.wxyz, cam.position, cam.fov, *self._client_camera_size(client))
+        camera = self._saved_view(client)
         state = self.renderer.state
         n = len(self.avatar.motion(state.sequence))
         note = client.add_notification("recording", f"{n} frames of {state.sequence}", loading=True,
