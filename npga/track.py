@@ -284,10 +284,9 @@ class FrameObjective:
              log_focal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         """(code (D,), head -> camera pose (4, 4), K (3, 3) at the target's size) of the variables: whitened code
         a (K,), rotation update omega (3,), position update delta (3,) (`moved_centroid`), log focal update ()."""
-        code = code_from_whitened(self.avatar, a)
-        rotation = axis_angle_to_matrix(omega) @ self.start.rotation
-        pose = head_to_camera(rotation, moved_centroid(self.start.centroid, delta, self.head.radius), self.head)
-        return code, pose, level_intrinsics(self.start.K, target.scale, log_focal.exp())
+        s = self.state(a, omega, delta, log_focal)
+        pose = head_to_camera(s.rotation, s.centroid, self.head)
+        return s.code, pose, level_intrinsics(self.start.K, target.scale, log_focal.exp())
 
     def __call__(self, target: Target, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor,
                  log_focal: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
