@@ -5,23 +5,30 @@ architecture) on a capture, grows it to `--gaussians` by copying its Gaussians w
 avatar's size, not a trained one's looks: speed depends on the numbers, not the values), and measures, as
 medians over `--reps` repetitions after `--warmup`, with the device synchronised around each timed part:
 
-- render: deform + rasterize at the capture's size and at twice it, with and without the CNN; deform and
-  rasterize alone;
+- render: deform + rasterize at the capture's size and at twice it, with and without the CNN, with the
+  networks in each precision (`npga.avatar.precision`: float32, tf32 on CUDA, bfloat16) and the picture's
+  PSNR against float32; deform and rasterize alone; a still expression (the networks' output kept, only the
+  head pose and the rasterizer per frame: the viewer's path while the camera or head moves);
+- the deformation networks under torch.compile (CUDA; `--no-compile` skips): compile time, deform and
+  frame time, PSNR against the eager float32 picture;
 - training step for 1, 2 and 4 cameras per step: batch loading, deform, rasterize, loss, backward, optimiser,
-  densify (gsplat strategy bookkeeping and graph), the whole step, and peak memory;
-- one densification at paper scale and one kNN graph rebuild.
+  densify (gsplat strategy bookkeeping and graph), the whole step, and peak memory; for 2 cameras also with
+  TF32 matrix products, fused Adam, the detail MLP compiled, and all three (CUDA, unless `--no-compile`);
+- one densification at paper scale and one kNN graph rebuild; the 2-camera step at `--gaussians-small`;
+- a profile of a few 2-camera steps and renders (torch.profiler's table, next to the JSON as .profile.txt).
 
 Prints a table and writes JSON. Without `--capture` it makes a synthetic one in the output folder (`full`
 preset, 802 px tall, 2 frames per sequence; `tiny` with `--small`). `--small` is the CPU check CI runs: the
 tiny capture, a few thousand Gaussians, two repetitions.
 
 .venv/bin/python benchmarks/gpu.py [--device auto] [--capture DIR] [--gaussians 250000] [--small]
-    [--out benchmarks/out/gpu.json]
+    [--no-compile] [--out benchmarks/out/gpu.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -29,15 +36,20 @@ import resource
 import shutil
 import statistics
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-from npga.avatar import deform, knn_graph, render_gaussians
+from npga.avatar import AvatarNets, express, knn_graph, pose, render_gaussians
+from npga.avatar.precision import Resolved, network_precision
 from npga.config import load_config, resolve_device
+from npga.metrics import psnr
 from npga.train import TrainConfig, Trainer, build_trainer
+from npga.train.trainer import make_optimizers
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PARTS = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
@@ -77,34 +89,112 @@ def grown(params: dict[str, torch.Tensor], n: int, generator: torch.Generator) -
     return out
 
 
-def render_case(trainer: Trainer, scale: int, cnn: bool, device: torch.device, reps: int, warmup: int) -> dict:
-    """Render one camera of a training frame at `scale` times the capture's size: FPS and the parts."""
+def precisions(device: torch.device) -> tuple[Resolved, ...]:
+    return ("float32", "tf32", "bfloat16") if device.type == "cuda" else ("float32", "bfloat16")
+
+
+def render_case(trainer: Trainer, nets: AvatarNets, scale: int, cnn: bool, precision: Resolved,
+                device: torch.device, reps: int, warmup: int) -> tuple[dict, torch.Tensor]:  # fmt: skip
+    """Render one camera of a training frame at `scale` times the capture's size: FPS, the parts, and the
+    picture (for the PSNR against float32)."""
     seq = trainer.split.train_sequences[0]
     b = trainer.make_batch(seq, 0, trainer.train_serials[:1])
     Ks = b.Ks.clone()
     Ks[:, :2] *= scale
     width, height = scale * trainer.cache.width, scale * trainer.cache.height
-    nets = trainer.nets
     net = nets.cnn if cnn else None
+
+    def head() -> Any:
+        with network_precision(precision, device):
+            return express(trainer.params, nets, b.z)
+
     with torch.no_grad():
-        posed = lambda: deform(trainer.params, nets, b.z, b.head_pose)  # noqa: E731
-        drawn = lambda g: render_gaussians(g, b.viewmats, Ks, width, height, trainer.background, net)  # noqa: E731
-        g = posed()
+        posed = lambda: pose(head(), b.head_pose)  # noqa: E731
+        drawn = lambda g: render_gaussians(g, b.viewmats, Ks, width, height, trainer.background, net)[0]  # noqa: E731
+        g_head = head()
+        g = pose(g_head, b.head_pose)
         frame = median_ms(lambda: drawn(posed()), device, reps, warmup)
+        still = median_ms(lambda: drawn(pose(g_head, b.head_pose)), device, reps, warmup)
         raster = median_ms(lambda: drawn(g), device, reps, warmup)
         deform_ms = median_ms(posed, device, reps, warmup)
-    return {"size": f"{width}x{height}", "cnn": cnn, "fps": 1000 / frame, "frame_ms": frame,
-            "deform_ms": deform_ms, "rasterize_ms": raster}  # fmt: skip
+        image = drawn(g)[0].clamp(0, 1)
+    row = {"size": f"{width}x{height}", "cnn": cnn, "precision": precision, "fps": 1000 / frame, "frame_ms": frame,
+           "deform_ms": deform_ms, "rasterize_ms": raster, "still_fps": 1000 / still, "still_ms": still}  # fmt: skip
+    return row, image
 
 
-def step_case(trainer: Trainer, cameras: int, device: torch.device, reps: int, warmup: int) -> dict:
-    """Training steps with `cameras` cameras each, at steps that do not densify: the parts and the whole."""
-    n = min(cameras, len(trainer.train_serials))
-    serials = trainer.train_serials[:n]
+def render_cases(trainer: Trainer, device: torch.device, reps: int, warmup: int) -> list[dict]:
+    """Every size, CNN and precision; each picture's PSNR against the float32 one of the same size and CNN."""
+    rows, reference = [], {}
+    for precision in precisions(device):
+        for scale in (1, 2):
+            for cnn in (False, True):
+                row, image = render_case(trainer, trainer.nets, scale, cnn, precision, device, reps, warmup)
+                key = (scale, cnn)
+                reference.setdefault(key, image)
+                row["psnr_vs_float32"] = None if precision == "float32" else float(psnr(image, reference[key]))
+                rows.append(row)
+    return rows
+
+
+COMPILE_MODES = (("default", "float32"), ("default", "bfloat16"), ("reduce-overhead", "bfloat16"))
+"""torch.compile's fusion alone, and with CUDA graphs (reduce-overhead), for the render path's networks."""
+
+
+def compiled_cases(trainer: Trainer, device: torch.device, reps: int, warmup: int) -> list[dict]:
+    """The coarse field and the detail MLP under torch.compile at the capture's size without CNN: compile time
+    (the first call), deform and frame time beside the eager ones in the same precision, PSNR against eager
+    float32. A mode that fails is recorded and the next one runs."""
+    nets = trainer.nets
+    eager = {p: render_case(trainer, nets, 1, False, p, device, reps, warmup) for p in ("float32", "bfloat16")}
+    rows = []
+    for mode, precision in COMPILE_MODES:
+        try:
+            torch._dynamo.reset()
+            compiled = AvatarNets(*(torch.compile(n, mode=mode) if n is not None else None
+                                    for n in (nets.coarse, nets.detail)), None)  # fmt: skip
+            start = time.perf_counter()
+            render_case(trainer, compiled, 1, False, precision, device, 2, 0)  # compiles (and records the graph)
+            compile_s = time.perf_counter() - start
+            row, image = render_case(trainer, compiled, 1, False, precision, device, reps, warmup)
+            row |= {"mode": mode, "compile_s": compile_s, "psnr_vs_float32": float(psnr(image, eager["float32"][1])),
+                    "eager_deform_ms": eager[precision][0]["deform_ms"],
+                    "eager_frame_ms": eager[precision][0]["frame_ms"]}  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - the benchmark reports what failed and goes on
+            row = {"mode": mode, "precision": precision, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
+            traceback.print_exc()
+        rows.append(row)
+    return rows
+
+
+STEP_VARIANTS = ("tf32", "fused", "compiled", "tf32+fused+compiled")
+"""Training-step variants measured with 2 cameras beside the step as it is (`eager`)."""
+
+
+@contextlib.contextmanager
+def step_variant(trainer: Trainer, variant: str) -> Iterator[None]:
+    """The step as is (`eager`) or with any of (joined by '+'): TF32 matrix products, fused Adam updates (fresh
+    moments), the detail MLP compiled."""
+    parts = set(variant.split("+")) - {"eager"}
+    detail, tf32 = trainer.nets.detail, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = "tf32" in parts or tf32
+    if "compiled" in parts and detail is not None:
+        trainer.nets.detail = torch.compile(detail)
+    if "fused" in parts:
+        trainer.optimizers, trainer.net_optimizer = make_optimizers(trainer.params, trainer.nets, trainer.cfg.lr, True)
+    try:
+        yield
+    finally:
+        trainer.nets.detail, torch.backends.cuda.matmul.allow_tf32 = detail, tf32
+        if "fused" in parts:
+            trainer.optimizers, trainer.net_optimizer = make_optimizers(trainer.params, trainer.nets, trainer.cfg.lr)
+
+
+def timed_steps(trainer: Trainer, serials: tuple[str, ...], device: torch.device, reps: int,
+                warmup: int) -> list[dict[str, float]]:  # fmt: skip
+    """Per step after `warmup`: batch loading, each part of `train_step`, their sum and the whole step (ms)."""
     seqs = trainer.split.train_sequences
-    rows: list[dict[str, float]] = []
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    rows = []
     for i in range(warmup + reps):
         synchronize(device)
         start = time.perf_counter()
@@ -119,8 +209,22 @@ def step_case(trainer: Trainer, cameras: int, device: torch.device, reps: int, w
             parts = {p: 1000 * float(out[f"time_{p}"]) for p in PARTS}
             rows.append({"load": 1000 * (loaded - start), **parts, "step": 1000 * (end - start),
                          "parts_sum": 1000 * (loaded - start) + sum(parts.values())})  # fmt: skip
+    return rows
+
+
+def step_case(trainer: Trainer, cameras: int, device: torch.device, reps: int, warmup: int,
+              variant: str = "eager") -> dict:  # fmt: skip
+    """Training steps with `cameras` cameras each, at steps that do not densify: the parts and the whole."""
+    n = min(cameras, len(trainer.train_serials))
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    started = time.perf_counter()
+    with step_variant(trainer, variant):
+        rows = timed_steps(trainer, trainer.train_serials[:n], device, reps, warmup)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     return {
+        "variant": variant,
+        "wall_s": time.perf_counter() - started,
         "cameras": n,
         "gaussians": len(trainer.params["means"]),
         "step_ms": med["step"],
@@ -129,6 +233,30 @@ def step_case(trainer: Trainer, cameras: int, device: torch.device, reps: int, w
         "unaccounted_ms": med["step"] - med["parts_sum"],
         "peak_memory_mb": peak_memory_mb(device),
     }
+
+
+def profile_table(trainer: Trainer, device: torch.device, steps: int) -> str:
+    """torch.profiler's table (by device time on CUDA, else CPU time) over `steps` 2-camera steps and renders."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    serials = trainer.train_serials[:2]
+    b = trainer.make_batch(trainer.split.train_sequences[0], 0, serials[:1])
+    tables = []
+    for name, fn in (
+        ("training step, 2 cameras", lambda: timed_steps(trainer, serials, device, 1, 0)),
+        ("render (deform + rasterize), float32",
+         lambda: render_gaussians(pose(express(trainer.params, trainer.nets, b.z), b.head_pose), b.viewmats, b.Ks,
+                                  trainer.cache.width, trainer.cache.height, trainer.background)),
+    ):  # fmt: skip
+        with torch.no_grad() if name.startswith("render") else contextlib.nullcontext():
+            fn()
+            synchronize(device)
+            with profile(activities=activities) as prof:
+                for _ in range(steps):
+                    fn()
+                synchronize(device)
+        key = "cuda_time_total" if device.type == "cuda" else "cpu_time_total"
+        tables.append(f"## {name}, {steps} times\n\n{prof.key_averages().table(sort_by=key, row_limit=40)}")
+    return "\n\n".join(tables)
 
 
 def densify_case(trainer: Trainer, device: torch.device) -> dict:
@@ -168,21 +296,30 @@ def build(args: argparse.Namespace, run: Path) -> Trainer:
 
 
 def table(result: dict) -> str:
-    lines = [f"device {result['device']}, {result['gaussians']} Gaussians", "",
-             f"{'render':<26} {'FPS':>7} {'frame ms':>10} {'deform ms':>10} {'raster ms':>10}"]  # fmt: skip
-    for r in result["render"]:
-        name = f"{r['size']} {'with' if r['cnn'] else 'no'} CNN"
-        times = " ".join(f"{r[k]:>10.2f}" for k in ("frame_ms", "deform_ms", "rasterize_ms"))
-        lines.append(f"{name:<26} {r['fps']:>7.1f} {times}")
-    lines += ["", f"{'train step (ms)':<16} {'cams':>4} {'step':>7} " + " ".join(f"{p:>9}" for p in ("load", *PARTS))
-              + f" {'other':>7} {'peak MB':>8}"]  # fmt: skip
-    for r in result["train_step"]:
+    lines = [f"device {result['device']}, {result['gaussians']} Gaussians, torch {result['torch']}", "",
+             f"{'render':<22} {'precision':>9} {'FPS':>7} {'frame ms':>9} {'deform ms':>9} {'raster ms':>9} "
+             f"{'still FPS':>9} {'dB vs f32':>9} {'compile s':>9}"]  # fmt: skip
+    for r in result.get("render", []) + result.get("compiled_render", []):
+        if "error" in r:
+            lines.append(f"{'compiled ' + r['mode']:<22} {r['precision']:>9} {r['error']}")
+            continue
+        name = f"{r['size']} {'with' if r['cnn'] else 'no'} CNN" if "mode" not in r else f"compiled {r['mode']}"
+        times = " ".join(f"{r[k]:>9.2f}" for k in ("frame_ms", "deform_ms", "rasterize_ms"))
+        db = "" if r["psnr_vs_float32"] is None else f"{r['psnr_vs_float32']:.1f}"
+        lines.append(f"{name:<22} {r['precision']:>9} {r['fps']:>7.1f} {times} {r['still_fps']:>9.1f} {db:>9} "
+                     f"{r.get('compile_s', 0):>9.1f}")  # fmt: skip
+    lines += ["", f"{'train step (ms)':<10} {'N':>7} {'cams':>4} {'step':>7} "
+              + " ".join(f"{p:>9}" for p in ("load", *PARTS)) + f" {'other':>7} {'peak MB':>8}"]  # fmt: skip
+    for r in result.get("train_step", []) + result.get("train_step_small", []):
         parts = " ".join(f"{r['parts_ms'][p]:>9.2f}" for p in ("load", *PARTS))
-        lines.append(f"{'':<16} {r['cameras']:>4} {r['step_ms']:>7.2f} {parts} {r['unaccounted_ms']:>7.2f} "
-                     f"{r['peak_memory_mb']:>8.0f}")  # fmt: skip
-    d = result["densify"]
-    lines += ["", f"densify at step {d['step']}: {d['densify_ms']:.1f} ms ({d['gaussians_before']} -> "
-              f"{d['gaussians_after']} Gaussians); kNN graph rebuild: {result['graph_ms']:.1f} ms"]  # fmt: skip
+        lines.append(f"{r['variant']:<10} {r['gaussians']:>7} {r['cameras']:>4} {r['step_ms']:>7.2f} {parts} "
+                     f"{r['unaccounted_ms']:>7.2f} {r['peak_memory_mb']:>8.0f}")  # fmt: skip
+    if "graph_ms" in result:
+        lines += ["", f"kNN graph rebuild: {result['graph_ms']:.1f} ms"]
+    if "densify" in result:
+        d = result["densify"]
+        lines.append(f"densify at step {d['step']}: {d['densify_ms']:.1f} ms ({d['gaussians_before']} -> "
+                     f"{d['gaussians_after']} Gaussians)")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -191,25 +328,26 @@ def main() -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--capture", type=Path, default=None)
     parser.add_argument("--gaussians", type=int, default=250_000)
+    parser.add_argument("--gaussians-small", type=int, default=42_000, help="the smaller avatar's training step")
     parser.add_argument("--reps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile cases (CUDA only anyway)")
     parser.add_argument("--small", action="store_true", help="CPU check: tiny capture, 3,000 Gaussians, 2 reps")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/gpu.json"))
     args = parser.parse_args()
     if args.small:
         args.gaussians, args.reps, args.warmup = min(args.gaussians, 3000), min(args.reps, 2), min(args.warmup, 1)
+        args.gaussians_small = min(args.gaussians_small, 1000)
     work = args.out.parent / "gpu_work"
     args.capture = args.capture or synthesize_capture(work, args.small)
     device = torch.device(resolve_device(args.device))
+    compile_nets = device.type == "cuda" and not args.no_compile
     trainer = build(args, work / "run")
     gen = torch.Generator().manual_seed(0)
     trainer.replace_gaussians(grown(trainer.params, args.gaussians, gen))
     trainer.sync_timers = lambda: synchronize(device)
     reps, warmup = args.reps, args.warmup
-    render = [render_case(trainer, s, cnn, device, reps, warmup) for s in (1, 2) for cnn in (False, True)]
-    steps = [step_case(trainer, c, device, reps, warmup) for c in (1, 2, 4)]
-    graph = median_ms(lambda: knn_graph(trainer.params["means"], trainer.cfg.knn), device, max(reps // 5, 1), 1)
-    result = {
+    result: dict[str, Any] = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
         "torch": torch.__version__,
         "capture": str(args.capture),
@@ -217,14 +355,34 @@ def main() -> None:
         "gaussians": args.gaussians,
         "reps": reps,
         "warmup": warmup,
-        "render": render,
-        "train_step": steps,
-        "graph_ms": graph,
-        "densify": densify_case(trainer, device),
     }
-    print(table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+
+    def measured(key: str, value: Any) -> None:
+        """Keep each figure as soon as it is measured: a run cut short by a time limit still leaves them."""
+        result[key] = value
+        args.out.write_text(json.dumps(result, indent=2))
+        print(f"[{time.strftime('%H:%M:%S')}] {key} measured", flush=True)
+
+    measured("render", render_cases(trainer, device, reps, warmup))
+    steps = [step_case(trainer, c, device, reps, warmup) for c in (1, 2, 4)]
+    measured("train_step", steps)
+    for variant in STEP_VARIANTS if compile_nets else ():
+        measured("train_step", [*steps, step_case(trainer, 2, device, reps, warmup, variant)])
+        steps = result["train_step"]
+    measured("graph_ms", median_ms(lambda: knn_graph(trainer.params["means"], trainer.cfg.knn), device,
+                                   max(reps // 5, 1), 1))  # fmt: skip
+    paper_scale = {k: v.detach().clone() for k, v in trainer.params.items()}
+    measured("densify", densify_case(trainer, device))
+    trainer.replace_gaussians(grown(paper_scale, args.gaussians_small, gen))
+    measured("train_step_small", [step_case(trainer, 2, device, reps, warmup)])
+    trainer.replace_gaussians(paper_scale)
+    profile_path = args.out.with_suffix(".profile.txt")
+    profile_path.write_text(profile_table(trainer, device, steps=5 if device.type == "cuda" else 1))
+    measured("profile", str(profile_path))
+    if compile_nets:
+        measured("compiled_render", compiled_cases(trainer, device, reps, warmup))
+    print(table(result))
     print(f"wrote {args.out}")
 
 

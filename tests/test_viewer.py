@@ -20,6 +20,7 @@ import viser
 from scipy.spatial.transform import Rotation
 from viewer_avatar import vivid_avatar
 
+import npga.avatar.precision as precision_module
 import npga.viewer.app as app_module
 import npga.viewer.renderer as renderer_module
 from npga.avatar.file import load_avatar, save_avatar
@@ -133,8 +134,8 @@ def test_millimetre_gaussians_keep_their_size_in_the_float16_buffer(avatar):
 
 def test_head_motion_alone_reuses_the_deformed_gaussians(avatar, monkeypatch):
     calls = []
-    real = renderer_module.deform
-    monkeypatch.setattr(renderer_module, "deform", lambda *a: calls.append(1) or real(*a))
+    real = renderer_module.express
+    monkeypatch.setattr(renderer_module, "express", lambda *a: calls.append(1) or real(*a))
     m = avatar.motions["A"]
     m.expression[1] = m.expression[0]  # frame 1: same code, another head pose
     r = ViewRenderer(avatar)
@@ -177,10 +178,12 @@ def test_bfloat16_networks_show_the_float32_picture_to_the_eye(avatar):
 
 
 def test_auto_precision_is_bfloat16_only_on_a_cpu_with_bfloat16_units(avatar, monkeypatch):
-    for has_units, expected in ((True, torch.bfloat16), (False, torch.float32)):
-        monkeypatch.setattr(renderer_module, "cpu_has_bfloat16_units", lambda h=has_units: h)
-        assert ViewRenderer(avatar, precision="auto").dtype == expected
-    assert ViewRenderer(avatar, precision="float32").dtype == torch.float32
+    for has_units, expected in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(precision_module, "cpu_has_bfloat16_units", lambda h=has_units: h)
+        assert ViewRenderer(avatar, precision="auto").precision == expected
+    assert ViewRenderer(avatar, precision="float32").precision == "float32"
+    with pytest.raises(ValueError, match="tf32.*CUDA"):
+        ViewRenderer(avatar, precision="tf32")
 
 
 def test_depth_colours_run_from_red_near_to_blue_far():

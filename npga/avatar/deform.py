@@ -2,7 +2,9 @@
 
 A pure function of its inputs (no "current frame", no cached state): the trainer, the evaluator and the
 viewer all call it the same way. Order: coarse motion x_c + G(x_c, z), detail residuals from the detail
-MLP, then the frame's rigid head pose (a similarity: rotation, uniform scale, translation).
+MLP (`express`: everything the expression does, in the head's frame), then the frame's rigid head pose (a
+similarity: rotation, uniform scale, translation; `pose`). Renderers that show one expression from many
+head poses keep `express`'s result and only `pose` it again.
 """
 
 from __future__ import annotations
@@ -58,6 +60,19 @@ def apply_head_pose(
 
 def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
     """Posed Gaussians for expression code z_ex (D,) and head pose (4, 4) (`Tracking.head_to_world`)."""
+    return pose(express(params, nets, z_ex), head_pose)
+
+
+def pose(g: Gaussians, head_pose: torch.Tensor) -> Gaussians:
+    """Gaussians in the head's frame moved by a head pose (4, 4); half-precision network outputs (bfloat16
+    autocast) come back as float32, so the pose is applied at full precision."""
+    f = lambda t: t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t  # noqa: E731
+    means, quats, scales = apply_head_pose(f(g.means), f(g.quats), f(g.scales), head_pose)
+    return Gaussians(means, quats, scales, f(g.opacities), f(g.colors), f(g.features), g.residuals)
+
+
+def express(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor) -> Gaussians:
+    """The Gaussians of expression code z_ex (D,) in the head's frame (no head pose)."""
     x_c = params["means"]  # (N, 3) canonical
     means = x_c
     if nets.coarse is not None:
@@ -82,11 +97,10 @@ def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_
         log_scales = log_scales + r["scale"]
         color_logits = color_logits + r["color"]
         opacity_logits = opacity_logits + r["opacity"][:, 0]
-    means, quats, scales = apply_head_pose(means, quats, log_scales.exp(), head_pose)
     return Gaussians(
         means=means,
         quats=quats,
-        scales=scales,
+        scales=log_scales.exp(),
         opacities=torch.sigmoid(opacity_logits),
         colors=torch.sigmoid(color_logits),
         features=features,

@@ -15,7 +15,8 @@ from typing import Any
 import torch
 
 from npga.avatar.config import AvatarConfig
-from npga.avatar.deform import AvatarNets, Gaussians, deform
+from npga.avatar.deform import AvatarNets, Gaussians, deform, express, pose
+from npga.avatar.precision import Resolved, network_precision
 from npga.avatar.render import render_gaussians
 from npga.cameras import Camera, stack_cameras
 from npga.split import Split
@@ -70,6 +71,7 @@ class Avatar:
     split: Split
     head_model: dict[str, Any]  # the head model's description (npga.headmodel.head_model_from_description)
     provenance: dict[str, Any] = field(default_factory=dict)  # version, commit, config, step, PSNR at save
+    precision: Resolved = "float32"  # what the networks run in when drawing (npga.avatar.precision); not saved
 
     @property
     def device(self) -> torch.device:
@@ -102,8 +104,10 @@ class Avatar:
 
     @torch.no_grad()
     def gaussians(self, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
-        """The posed Gaussians for a code (D,) and head pose (4, 4)."""
-        return deform(self.params, self.nets, z_ex.float().to(self.device), head_pose.float().to(self.device))
+        """The posed Gaussians for a code (D,) and head pose (4, 4), the networks run in `precision`."""
+        with network_precision(self.precision, self.device):
+            g = express(self.params, self.nets, z_ex.float().to(self.device))
+        return pose(g, head_pose.float().to(self.device))
 
     @torch.no_grad()
     def canonical_gaussians(self) -> Gaussians:

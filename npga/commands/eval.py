@@ -17,6 +17,7 @@ from typing import Literal
 import tyro
 
 from npga.avatar.model import Avatar
+from npga.avatar.precision import Precision, resolve_precision
 from npga.commands.common import open_avatar, open_training_cache, tracked_renderer
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
@@ -46,6 +47,9 @@ class Config:
     out: Path | None = None
     """Report folder (default: eval/ next to the avatar file, i.e. RUN/eval)."""
     device: DeviceName = "auto"
+    precision: Precision = "float32"
+    """What the avatar's networks run in while rendering (tf32 and bfloat16 are faster on a GPU and show
+    whether they cost PSNR; auto: bfloat16 on a CPU with bfloat16 units, else float32)."""
 
 
 def main(cfg: Config) -> dict:
@@ -53,6 +57,7 @@ def main(cfg: Config) -> dict:
     if cfg.every < 1:
         raise ValueError(f"every must be at least 1, got {cfg.every}")
     file, avatar = open_avatar(cfg.avatar, cfg.device)
+    avatar.precision = resolve_precision(cfg.precision, avatar.device)
     cache = open_training_cache(file, avatar, cfg.capture)
     if cfg.split:  # asked for: each must have frames, checked before anything is rendered
         splits = list(cfg.split)
@@ -76,7 +81,8 @@ def main(cfg: Config) -> dict:
     results = [evaluate(render, cache, avatar.split, name, cfg.every, lpips, background) for name in splits]
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).eval
     metrics = write_report(out, results)
-    meta = {"avatar": str(file), "step": avatar.step, "cache": str(cache.root), "every": cfg.every}
+    meta = {"avatar": str(file), "step": avatar.step, "cache": str(cache.root), "every": cfg.every,
+            "precision": avatar.precision}  # fmt: skip
     (out / "eval_info.json").write_text(json.dumps(meta, indent=2))
     run = run_of(file)
     if run is not None and run.log.is_file():

@@ -16,10 +16,10 @@ from typing import Literal
 import tyro
 import viser
 
+from npga.avatar.precision import Precision
 from npga.commands.common import open_avatar
 from npga.config import DeviceName
 from npga.viewer.app import ViewerApp, ViewerOptions
-from npga.viewer.renderer import Precision
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ def main(cfg: Config) -> None:
     app = ViewerApp(avatar, file, server, ViewerOptions(path=cfg.path, max_side=cfg.max_side, precision=cfg.precision))
     app.start()
     print(f"npga view: {file} ({avatar.n_gaussians} Gaussians, {app.path} rendering, networks in "
-          f"{str(app.renderer.dtype).removeprefix('torch.')}) at "
+          f"{app.renderer.precision}) at "
           f"http://{cfg.host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)  # fmt: skip
     try:
         app.wait()

@@ -56,16 +56,17 @@ class Hook(Protocol):
 
 
 def make_optimizers(
-    params: nn.ParameterDict, nets: AvatarNets, lr: LearningRates
+    params: nn.ParameterDict, nets: AvatarNets, lr: LearningRates, fused: bool = False
 ) -> tuple[dict[str, torch.optim.Optimizer], torch.optim.Optimizer | None]:
-    """One Adam per Gaussian entry (gsplat's strategies expect that) and one for the networks."""
-    per_gaussian = {k: torch.optim.Adam([p], lr=getattr(lr, k), eps=1e-15) for k, p in params.items()}
+    """One Adam per Gaussian entry (gsplat's strategies expect that) and one for the networks; `fused`: each
+    Adam's update in one kernel (CUDA)."""
+    per_gaussian = {k: torch.optim.Adam([p], lr=getattr(lr, k), eps=1e-15, fused=fused) for k, p in params.items()}
     groups = [
         {"params": list(net.parameters()), "lr": rate}
         for net, rate in ((nets.detail, lr.detail), (nets.cnn, lr.cnn), (nets.coarse, lr.coarse))
         if net is not None and rate > 0
     ]
-    return per_gaussian, torch.optim.Adam(groups) if groups else None
+    return per_gaussian, torch.optim.Adam(groups, fused=fused) if groups else None
 
 
 def motion_of(tracking: Tracking) -> Motion:

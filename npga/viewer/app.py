@@ -24,10 +24,11 @@ import viser
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
+from npga.avatar.precision import Precision
 from npga.cameras import Camera, frontal_camera, rig_up
 from npga.io.video import to_uint8, write_video
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
-from npga.viewer.renderer import Precision, ViewRenderer
+from npga.viewer.renderer import ViewRenderer
 from npga.viewer.state import RENDER_MODES, SPLAT_MODES
 
 log = logging.getLogger(__name__)

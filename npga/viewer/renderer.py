@@ -12,25 +12,20 @@ sees. Training and evaluation never do this; only what the viewer shows.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import threading
-from pathlib import Path
-from typing import Literal
 
 import cv2
 import numpy as np
 import torch
 
-from npga.avatar.deform import Gaussians, apply_head_pose, deform
+from npga.avatar.deform import Gaussians, express, pose
 from npga.avatar.model import Avatar
+from npga.avatar.precision import Precision, network_precision, resolve_precision
 from npga.avatar.render import render_gaussians
 from npga.cameras import Camera, stack_cameras
 from npga.render import rasterize
 from npga.viewer.splats import HeadPose, SplatBuffer, splat_buffer, splat_unit, split_head_pose
 from npga.viewer.state import SPLAT_MODES, ViewState, expression_of
-
-Precision = Literal["auto", "float32", "bfloat16"]
 
 CENTRE_SIZE = 0.004
 """Gaussian-centres mode: each centre drawn as an opaque sphere of this standard deviation, as a fraction of
@@ -62,36 +57,12 @@ def colorize_depth(depth: np.ndarray, alpha: np.ndarray, background: np.ndarray)
     return (turbo * alpha[..., None] + background * (1 - alpha[..., None])).astype(np.float32)
 
 
-def cpu_has_bfloat16_units() -> bool:
-    """Whether this CPU multiplies bfloat16 matrices in hardware (AMX or AVX-512 BF16; Linux's /proc/cpuinfo
-    says). Elsewhere bfloat16 is emulated and slower than float32."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
-
-
-def _network_precision(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
-
-
-def choose_precision(avatar: Avatar, precision: Precision) -> torch.dtype:
-    """The networks' dtype for the viewer: `auto` is float32 on a GPU, and on a CPU bfloat16 where the CPU has
-    bfloat16 units (about twice as fast there)."""
-    if precision != "auto":
-        return torch.bfloat16 if precision == "bfloat16" else torch.float32
-    return torch.bfloat16 if avatar.device.type == "cpu" and cpu_has_bfloat16_units() else torch.float32
-
-
 class ViewRenderer:
     """Renders `state` (a ViewState the GUI replaces) of one avatar; safe to call from several threads."""
 
     def __init__(self, avatar: Avatar, state: ViewState | None = None, precision: Precision = "float32") -> None:
         self.avatar = avatar
-        self.dtype = choose_precision(avatar, precision)
+        self.precision = resolve_precision(precision, avatar.device)
         self.state = state or ViewState(avatar.split.train_sequences[0], background=tuple(avatar.config.background))
         self._lock = threading.Lock()
         self._cached_code: torch.Tensor | None = None
@@ -105,11 +76,8 @@ class ViewRenderer:
         """The Gaussians for code z_ex (D,) in the head's frame (no head pose), from the cache when unchanged."""
         with self._lock:
             if self._cached_code is None or not torch.equal(self._cached_code, z_ex):
-                eye = torch.eye(4, device=self.avatar.device)
-                with torch.no_grad(), _network_precision(self.avatar.device, self.dtype):
-                    g = deform(self.avatar.params, self.avatar.nets, z_ex.to(self.avatar.device), eye)
-                fields = {f.name: getattr(g, f.name) for f in dataclasses.fields(g)}
-                self._cached_head = Gaussians(**{k: None if t is None else t.float() for k, t in fields.items()})
+                with torch.no_grad(), network_precision(self.precision, self.avatar.device):
+                    self._cached_head = express(self.avatar.params, self.avatar.nets, z_ex.to(self.avatar.device))
                 self._cached_code = z_ex.clone()
             return self._cached_head
 
@@ -124,10 +92,9 @@ class ViewRenderer:
 
     def posed(self, state: ViewState | None = None) -> Gaussians:
         """The world-space Gaussians of `state` (default: the current state)."""
-        z, pose = expression_of(self.avatar, state or self.state)
+        z, head_pose = expression_of(self.avatar, state or self.state)
         g = self.head_gaussians(z.float())
-        means, quats, scales = apply_head_pose(g.means, g.quats, g.scales, pose.float().to(g.means.device))
-        return Gaussians(means, quats, scales, g.opacities, g.colors, g.features, None)
+        return pose(g, head_pose.float().to(g.means.device))
 
     @torch.no_grad()
     def render(self, camera: Camera, state: ViewState | None = None) -> np.ndarray:
@@ -162,8 +129,8 @@ class ViewRenderer:
         Modes the splat renderer cannot show (alpha, depth) fall back to RGB.
         """
         state = state or self.state
-        z, pose = expression_of(self.avatar, state)
-        head_pose = split_head_pose(pose)
+        z, head_to_world = expression_of(self.avatar, state)
+        head_pose = split_head_pose(head_to_world)
         g = self.head_gaussians(z.float())
         mode = state.mode if state.mode in SPLAT_MODES else "RGB"
         colors = self.feature_colors() if mode == "latent PCA" else None
