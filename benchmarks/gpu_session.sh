@@ -91,7 +91,7 @@ fi
 if has bench; then
     [[ -n ${synth_pid:-} ]] && { wait $synth_pid; log "synth: $(tail -1 "$OUT/synth.log")"; }
     log "benchmark"
-    timeout 330 python3 benchmarks/gpu.py --device cuda --capture "$capture" --out "$OUT/gpu.json" 2>&1 \
+    timeout 330 python3 benchmarks/gpu.py --device cuda --reps 30 --warmup 5 --capture "$capture" --out "$OUT/gpu.json" 2>&1 \
         | grep -v "it/s\|step/s" | tee "$OUT/gpu.log" | tail -32
 fi
 
