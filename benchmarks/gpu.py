@@ -9,11 +9,11 @@ medians over `--reps` repetitions after `--warmup`, with the device synchronised
   networks in each precision (`npga.avatar.precision`: float32, tf32 on CUDA, bfloat16) and the picture's
   PSNR against float32; deform and rasterize alone; a still expression (the networks' output kept, only the
   head pose and the rasterizer per frame: the viewer's path while the camera or head moves);
-- the deformation networks under torch.compile (CUDA; `--no-compile` skips): compile time, deform and
-  frame time, PSNR against the eager float32 picture;
+- `express` (the networks and the glue between them) under torch.compile (CUDA; `--no-compile` skips):
+  compile time, deform and frame time, PSNR against the eager float32 picture;
 - training step for 1, 2 and 4 cameras per step: batch loading, deform, rasterize, loss, backward, optimiser,
   densify (gsplat strategy bookkeeping and graph), the whole step, and peak memory; for 2 cameras also with
-  TF32 matrix products, fused Adam, the detail MLP compiled, and all three (CUDA, unless `--no-compile`);
+  TF32 matrix products, the detail MLP compiled, and both (CUDA, unless `--no-compile`);
 - one densification at paper scale and one kNN graph rebuild; the 2-camera step at `--gaussians-small`;
 - a profile of a few 2-camera steps and renders (torch.profiler's table, next to the JSON as .profile.txt).
 
@@ -44,12 +44,11 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from npga.avatar import AvatarNets, express, knn_graph, pose, render_gaussians
+from npga.avatar import Gaussians, express, knn_graph, pose, render_gaussians
 from npga.avatar.precision import Resolved, network_precision
 from npga.config import load_config, resolve_device
 from npga.metrics import psnr
 from npga.train import TrainConfig, Trainer, build_trainer
-from npga.train.trainer import make_optimizers
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 PARTS = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
@@ -93,20 +92,20 @@ def precisions(device: torch.device) -> tuple[Resolved, ...]:
     return ("float32", "tf32", "bfloat16") if device.type == "cuda" else ("float32", "bfloat16")
 
 
-def render_case(trainer: Trainer, nets: AvatarNets, scale: int, cnn: bool, precision: Resolved,
-                device: torch.device, reps: int, warmup: int) -> tuple[dict, torch.Tensor]:  # fmt: skip
+def render_case(trainer: Trainer, scale: int, cnn: bool, precision: Resolved, device: torch.device, reps: int,
+                warmup: int, express_fn: Callable[..., Gaussians] = express) -> tuple[dict, torch.Tensor]:  # fmt: skip
     """Render one camera of a training frame at `scale` times the capture's size: FPS, the parts, and the
-    picture (for the PSNR against float32)."""
+    picture (for the PSNR against float32). `express_fn`: `express` or a compiled version of it."""
     seq = trainer.split.train_sequences[0]
     b = trainer.make_batch(seq, 0, trainer.train_serials[:1])
     Ks = b.Ks.clone()
     Ks[:, :2] *= scale
     width, height = scale * trainer.cache.width, scale * trainer.cache.height
-    net = nets.cnn if cnn else None
+    net = trainer.nets.cnn if cnn else None
 
     def head() -> Any:
         with network_precision(precision, device):
-            return express(trainer.params, nets, b.z)
+            return express_fn(trainer.params, trainer.nets, b.z)
 
     with torch.no_grad():
         posed = lambda: pose(head(), b.head_pose)  # noqa: E731
@@ -129,7 +128,7 @@ def render_cases(trainer: Trainer, device: torch.device, reps: int, warmup: int)
     for precision in precisions(device):
         for scale in (1, 2):
             for cnn in (False, True):
-                row, image = render_case(trainer, trainer.nets, scale, cnn, precision, device, reps, warmup)
+                row, image = render_case(trainer, scale, cnn, precision, device, reps, warmup)
                 key = (scale, cnn)
                 reference.setdefault(key, image)
                 row["psnr_vs_float32"] = None if precision == "float32" else float(psnr(image, reference[key]))
@@ -138,25 +137,23 @@ def render_cases(trainer: Trainer, device: torch.device, reps: int, warmup: int)
 
 
 COMPILE_MODES = (("default", "float32"), ("default", "bfloat16"), ("reduce-overhead", "bfloat16"))
-"""torch.compile's fusion alone, and with CUDA graphs (reduce-overhead), for the render path's networks."""
+"""torch.compile's fusion alone, and with CUDA graphs (reduce-overhead), for the render path's `express`."""
 
 
 def compiled_cases(trainer: Trainer, device: torch.device, reps: int, warmup: int) -> list[dict]:
-    """The coarse field and the detail MLP under torch.compile at the capture's size without CNN: compile time
-    (the first call), deform and frame time beside the eager ones in the same precision, PSNR against eager
-    float32. A mode that fails is recorded and the next one runs."""
-    nets = trainer.nets
-    eager = {p: render_case(trainer, nets, 1, False, p, device, reps, warmup) for p in ("float32", "bfloat16")}
+    """`express` (networks and the glue between them) under torch.compile at the capture's size without CNN:
+    compile time (the first calls), deform and frame time beside the eager ones in the same precision, PSNR
+    against eager float32. A mode that fails is recorded and the next one runs."""
+    eager = {p: render_case(trainer, 1, False, p, device, reps, warmup) for p in ("float32", "bfloat16")}
     rows = []
     for mode, precision in COMPILE_MODES:
         try:
             torch._dynamo.reset()
-            compiled = AvatarNets(*(torch.compile(n, mode=mode) if n is not None else None
-                                    for n in (nets.coarse, nets.detail)), None)  # fmt: skip
+            compiled = torch.compile(express, mode=mode)
             start = time.perf_counter()
-            render_case(trainer, compiled, 1, False, precision, device, 2, 0)  # compiles (and records the graph)
+            render_case(trainer, 1, False, precision, device, 2, 1, compiled)  # compiles (and records the graph)
             compile_s = time.perf_counter() - start
-            row, image = render_case(trainer, compiled, 1, False, precision, device, reps, warmup)
+            row, image = render_case(trainer, 1, False, precision, device, reps, warmup, compiled)
             row |= {"mode": mode, "compile_s": compile_s, "psnr_vs_float32": float(psnr(image, eager["float32"][1])),
                     "eager_deform_ms": eager[precision][0]["deform_ms"],
                     "eager_frame_ms": eager[precision][0]["frame_ms"]}  # fmt: skip
@@ -167,27 +164,22 @@ def compiled_cases(trainer: Trainer, device: torch.device, reps: int, warmup: in
     return rows
 
 
-STEP_VARIANTS = ("tf32", "fused", "compiled", "tf32+fused+compiled")
+STEP_VARIANTS = ("tf32", "compiled", "tf32+compiled")
 """Training-step variants measured with 2 cameras beside the step as it is (`eager`)."""
 
 
 @contextlib.contextmanager
 def step_variant(trainer: Trainer, variant: str) -> Iterator[None]:
-    """The step as is (`eager`) or with any of (joined by '+'): TF32 matrix products, fused Adam updates (fresh
-    moments), the detail MLP compiled."""
+    """The step as is (`eager`) or with any of (joined by '+'): TF32 matrix products, the detail MLP compiled."""
     parts = set(variant.split("+")) - {"eager"}
     detail, tf32 = trainer.nets.detail, torch.backends.cuda.matmul.allow_tf32
     torch.backends.cuda.matmul.allow_tf32 = "tf32" in parts or tf32
     if "compiled" in parts and detail is not None:
         trainer.nets.detail = torch.compile(detail)
-    if "fused" in parts:
-        trainer.optimizers, trainer.net_optimizer = make_optimizers(trainer.params, trainer.nets, trainer.cfg.lr, True)
     try:
         yield
     finally:
         trainer.nets.detail, torch.backends.cuda.matmul.allow_tf32 = detail, tf32
-        if "fused" in parts:
-            trainer.optimizers, trainer.net_optimizer = make_optimizers(trainer.params, trainer.nets, trainer.cfg.lr)
 
 
 def timed_steps(trainer: Trainer, serials: tuple[str, ...], device: torch.device, reps: int,

@@ -60,18 +60,18 @@ def ssim_map(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
     if min(H, W) < SSIM_WINDOW:
         raise ValueError(f"SSIM needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got {W}x{H}")
     w = _gaussian_window(pred.device, pred.dtype)
-    wx = w.view(1, 1, 1, -1).expand(C, 1, 1, -1)
-    wy = w.view(1, 1, -1, 1).expand(C, 1, -1, 1)
+    wx = w.view(1, 1, 1, -1).expand(5 * C, 1, 1, -1)
+    wy = w.view(1, 1, -1, 1).expand(5 * C, 1, -1, 1)
 
-    def blur(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, C, H-10, W-10), separable
-        return F.conv2d(F.conv2d(x, wx, groups=C), wy, groups=C)
+    def blur(x: torch.Tensor) -> torch.Tensor:  # (B, 5C, H, W) -> (B, 5C, H-10, W-10), separable
+        return F.conv2d(F.conv2d(x, wx, groups=5 * C), wy, groups=5 * C)
 
     x = pred.permute(0, 3, 1, 2)
     y = gt.permute(0, 3, 1, 2)
-    mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    mu_x, mu_y, xx, yy, xy = blur(torch.cat([x, y, x * x, y * y, x * y], 1)).split(C, 1)  # one blur for all five
+    var_x = xx - mu_x**2
+    var_y = yy - mu_y**2
+    cov = xy - mu_x * mu_y
     c1, c2 = SSIM_K1**2, SSIM_K2**2
     s = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
     return s.permute(0, 2, 3, 1)

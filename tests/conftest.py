@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _cpu_for_modules_without_gpu_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The same for a module's shared fixtures (a trained avatar built once per module), which pytest sets up
+    before any test's own fixtures: they would otherwise train on the GPU, and build gsplat's kernels there."""
+    if any("gpu" in item.keywords for item in request.session.items if item.module is request.module):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("CUDA_VISIBLE_DEVICES", "")
+        mp.setattr(torch.cuda, "is_available", lambda: False)
+        yield
 
 
 @pytest.fixture(autouse=True)

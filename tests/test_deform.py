@@ -14,6 +14,7 @@ from npga.commands.distill import main as run_distill
 from npga.commands.distill import tracked_codes
 from npga.deform import DistillConfig, FieldConfig, ForwardField, PositionalEncoding, load_distilled
 from npga.deform.distill import distill
+from npga.deform.field import conditioned, mlp
 from npga.deform.sampling import sample_codes, sample_surface
 from npga.headmodel import SyntheticHead, load_head_model
 
@@ -113,3 +114,19 @@ def test_distill_command_writes_a_field_that_matches_the_true_displacement(tiny_
     z = codes[torch.randint(len(codes), (4096,), generator=gen)]
     moving, p95 = motion_error(g, head, x, z)
     assert moving < MOVING_LIMIT and p95 < P95_LIMIT, (moving, p95)
+
+
+def test_a_shared_code_conditions_the_first_layer_as_the_concatenated_input_does():
+    gen = torch.Generator().manual_seed(3)
+    net = mlp(7 + 5, 16, 2, 3).double()
+    for layer in net:
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.bias, generator=gen)
+    x = torch.randn(40, 7, generator=gen, dtype=torch.float64)
+    z = torch.randn(5, generator=gen, dtype=torch.float64, requires_grad=True)
+    reference = net(torch.cat([x, z.expand(40, -1)], -1))
+    fast = conditioned(net, x, z)
+    torch.testing.assert_close(fast, reference, rtol=0, atol=1e-12)
+    (grad_fast,) = torch.autograd.grad(fast.square().sum(), z)
+    (grad_ref,) = torch.autograd.grad(reference.square().sum(), z)
+    torch.testing.assert_close(grad_fast, grad_ref, rtol=0, atol=1e-10)

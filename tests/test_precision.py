@@ -10,11 +10,11 @@ import npga.avatar.precision as precision_module
 from npga.avatar.precision import network_precision, resolve_precision
 
 
-def test_auto_is_bfloat16_only_on_a_cpu_with_bfloat16_units_and_tf32_needs_cuda(monkeypatch):
+def test_auto_is_bfloat16_on_a_gpu_or_a_cpu_with_bfloat16_units_and_tf32_needs_cuda(monkeypatch):
     for has_units, expected in ((True, "bfloat16"), (False, "float32")):
         monkeypatch.setattr(precision_module, "cpu_has_bfloat16_units", lambda h=has_units: h)
         assert resolve_precision("auto", torch.device("cpu")) == expected
-    assert resolve_precision("auto", torch.device("cuda")) == "float32"
+    assert resolve_precision("auto", torch.device("cuda")) == "bfloat16"
     assert resolve_precision("tf32", torch.device("cuda")) == "tf32"
     with pytest.raises(ValueError, match="tf32.*cpu"):
         resolve_precision("tf32", torch.device("cpu"))

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from npga.deform.encoding import PositionalEncoding
-from npga.deform.field import mlp
+from npga.deform.field import conditioned, mlp
 
 # Layout of the residual vector (N, 14): slices by name.
 RESIDUAL_SLICES: dict[str, slice] = {
@@ -56,5 +56,4 @@ class DetailMLP(nn.Module):
                 got = None if features is None else features.shape[-1]
                 raise ValueError(f"the detail MLP expects {self.feature_dim}-d latent features, got {got}")
             parts.append(features)
-        parts.append(z_ex.to(x_c.dtype).expand(len(x_c), -1))
-        return self.net(torch.cat(parts, -1))
+        return conditioned(self.net, torch.cat(parts, -1), z_ex)

@@ -77,7 +77,7 @@ def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
     )  # (B, 4 candidates, 4); candidate k is 4 q_k q
     k = torch.stack([1 + t.sum(-1), 1 + t[:, 0] - t[:, 1] - t[:, 2], 1 - t[:, 0] + t[:, 1] - t[:, 2],
                      1 - t[:, 0] - t[:, 1] + t[:, 2]], -1).argmax(-1)  # fmt: skip
-    q = F.normalize(candidates[torch.arange(len(m)), k], dim=-1)
+    q = F.normalize(candidates.gather(1, k[:, None, None].expand(-1, 1, 4))[:, 0], dim=-1)
     q = torch.where(q[:, :1] < 0, -q, q)
     return q.reshape(*R.shape[:-2], 4)
 

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from npga.avatar.precision import Precision, resolve_precision
 from npga.cameras import orbit_cameras
 from npga.commands.common import expression_track, open_avatar
 from npga.commands.track import Config as TrackCommandConfig
@@ -58,6 +59,9 @@ class Config:
     """With --track-with: foreground mask video of the driver (default: background estimate)."""
     track: TrackConfig = TrackConfig()
     device: DeviceName = "auto"
+    precision: Precision = "auto"
+    """What the avatar's networks draw in: auto is bfloat16 on a GPU (about 1.25x faster at 250k Gaussians on an
+    H100, -0.005 dB on the demo) and on a CPU with bfloat16 units, float32 elsewhere."""
 
 
 def _check_arguments(cfg: Config) -> None:
@@ -73,6 +77,7 @@ def main(cfg: Config) -> list[Path]:
     """Writes the three videos (and the tracking file when tracking); returns the videos' paths."""
     _check_arguments(cfg)
     file_b, avatar = open_avatar(cfg.avatar, cfg.device)
+    avatar.precision = resolve_precision(cfg.precision, avatar.device)
     info = probe_video(cfg.video) if cfg.video is not None else None
     tracking = cfg.tracking
     if cfg.track_with is not None:

@@ -59,7 +59,8 @@ def make_optimizers(
     params: nn.ParameterDict, nets: AvatarNets, lr: LearningRates, fused: bool = False
 ) -> tuple[dict[str, torch.optim.Optimizer], torch.optim.Optimizer | None]:
     """One Adam per Gaussian entry (gsplat's strategies expect that) and one for the networks; `fused`: each
-    Adam's update in one kernel (CUDA)."""
+    Adam's update in one kernel, its step counter on the device (the trainer's choice on CUDA: 0.7 ms less per
+    250k-Gaussian step on an H100, benchmarks/RESULTS.md)."""
     per_gaussian = {k: torch.optim.Adam([p], lr=getattr(lr, k), eps=1e-15, fused=fused) for k, p in params.items()}
     groups = [
         {"params": list(net.parameters()), "lr": rate}
@@ -94,7 +95,7 @@ class Trainer:
         self.nets = nets
         self.hooks = list(hooks)
         self.device = params["means"].device
-        self.optimizers, self.net_optimizer = make_optimizers(params, nets, cfg.lr)
+        self.reset_optimizers()
         self.strategy = make_strategy(cfg.densify)
         self.strategy.check_sanity(params, self.optimizers)
         self.scene_scale = scene_scale
@@ -195,6 +196,11 @@ class Trainer:
                 hook.close(self)
         return self.save_checkpoint()
 
+    def reset_optimizers(self) -> None:
+        """Fresh Adam states for the current parameters (fused on CUDA)."""
+        self.optimizers, self.net_optimizer = make_optimizers(self.params, self.nets, self.cfg.lr,
+                                                              fused=self.device.type == "cuda")  # fmt: skip
+
     def replace_gaussians(self, params: dict[str, torch.Tensor]) -> None:
         """Go on from other Gaussians (the same entries, any number) with fresh Adam moments, densification
         statistics and graph: how benchmarks grow an avatar to paper scale without training it there."""
@@ -202,7 +208,7 @@ class Trainer:
             raise ValueError(f"Gaussian entries {sorted(params)} do not match the avatar's {sorted(self.params)}")
         for k, v in params.items():
             self.params[k] = nn.Parameter(v.detach().to(self.device), requires_grad=True)
-        self.optimizers, self.net_optimizer = make_optimizers(self.params, self.nets, self.cfg.lr)
+        self.reset_optimizers()
         self.strategy_state = self.strategy.initialize_state(scene_scale=self.scene_scale)
         self.neighbors = knn_graph(self.params["means"], self.cfg.knn)
         self._graph_of = self.params["means"]
@@ -238,7 +244,7 @@ class Trainer:
         except RuntimeError as e:
             problem = " ".join(str(e).split())
             raise ValueError(f"{source}: network weights do not match the config ({problem[:400]})") from None
-        self.optimizers, self.net_optimizer = make_optimizers(self.params, self.nets, self.cfg.lr)
+        self.reset_optimizers()
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         if self.net_optimizer is not None:
