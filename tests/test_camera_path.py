@@ -76,7 +76,7 @@ def test_render_along_orbit_capture_and_json_paths(avatar_file, tmp_path):
     assert not np.array_equal(video[0], video[1])  # the camera moves
 
     main(["render", str(file), "--camera-path", "capture:c1", "--sequence", "B", "--png-alpha", "--background",
-          "black", "--out", str(tmp_path / "pngs"), "--device", "cpu"])  # fmt: skip
+          "black", "--out", str(tmp_path / "pngs"), "--device", "cpu", "--precision", "float32"])  # fmt: skip
     pngs = sorted((tmp_path / "pngs").glob("*.png"))
     assert [p.name for p in pngs] == [f"frame_{t:05d}.png" for t in range(3)]  # sequence B has 3 frames
     frame = imageio.imread(pngs[1])

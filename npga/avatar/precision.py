@@ -30,8 +30,9 @@ def cpu_has_bfloat16_units() -> bool:
 
 def resolve_precision(precision: Precision, device: torch.device) -> Resolved:
     """`auto`: bfloat16 on a GPU and on a CPU with bfloat16 units, float32 elsewhere (emulated bfloat16 is
-    slower). Measured (benchmarks/RESULTS.md): on an H100 a 250k-Gaussian frame 1.25x faster, the demo avatar's
-    held-out PSNR -0.003 / -0.005 dB; on the 2-core CPU an expression change 2.1x faster."""
+    slower). Measured (benchmarks/RESULTS.md): on an H100 a 250k-Gaussian frame up to 1.25x faster (equal where
+    the host's kernel launches bound the frame), the demo avatar's held-out PSNR -0.003 / -0.005 dB; on the
+    2-core CPU an expression change 2.1x faster."""
     if precision == "tf32" and device.type != "cuda":
         raise ValueError(f"precision 'tf32' is a CUDA tensor-core format; the avatar is on {device}")
     if precision != "auto":

@@ -60,7 +60,7 @@ class Config:
     track: TrackConfig = TrackConfig()
     device: DeviceName = "auto"
     precision: Precision = "auto"
-    """What the avatar's networks draw in: auto is bfloat16 on a GPU (about 1.25x faster at 250k Gaussians on an
+    """What the avatar's networks draw in: auto is bfloat16 on a GPU (up to 1.25x faster at 250k Gaussians on an
     H100, -0.005 dB on the demo) and on a CPU with bfloat16 units, float32 elsewhere."""
 
 
