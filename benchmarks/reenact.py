@@ -62,6 +62,7 @@ def main() -> None:
         help="the driver's foreground: estimated from its plain background, or the capture's alpha matte video "
         "(what `npga track --mask` takes)",
     )
+    parser.add_argument("--robust", type=float, default=TrackConfig.robust, help="TrackConfig.robust (0: L1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/reenact.json"))
     args = parser.parse_args()
@@ -85,7 +86,7 @@ def main() -> None:
 
     load = os.getloadavg()
     times, to_camera, raw_to_camera, ious = [math.nan], [], [], []
-    cfg = TrackConfig()
+    cfg = TrackConfig(robust=args.robust)
     if args.tracking is not None:
         tracked_file = Tracking.load(args.tracking)
         to_camera = [tracked_file.head_to_world(t) for t in range(tracked_file.n_frames)][: len(inputs)]
@@ -154,6 +155,8 @@ def main() -> None:
         "load_average_before": load,
         "gaussians": avatar.n_gaussians,
         "video": f"{seq}/cam_{driver_serial} ({w}x{h}, {T} frames)",
+        "mask": args.mask,
+        "robust": args.robust,
         "seconds_first_frame": times[0],
         "seconds_per_frame": sum(times) / T,
         "seconds_per_later_frame": sum(warm) / len(warm),

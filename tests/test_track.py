@@ -33,6 +33,7 @@ from npga.track import (
     intrinsics_matrix,
     moved_centroid,
     reference_view,
+    robust_l1,
     smooth_distance,
     track_frames,
     whitened_from_code,
@@ -300,3 +301,14 @@ def test_the_code_gradient_passes_a_frozen_coarse_field_like_finite_differences(
     eps = 1e-6
     numeric = torch.stack([(f(z.detach() + eps * e) - f(z.detach() - eps * e)) / (2 * eps) for e in torch.eye(len(z))])
     torch.testing.assert_close(z.grad, numeric, rtol=1e-5, atol=1e-8)
+
+
+def test_the_robust_colour_error_is_the_l1_for_small_errors_and_logarithmic_for_large_ones():
+    gt = torch.zeros(4)
+    small = torch.full((4,), 1e-4, requires_grad=True)
+    assert robust_l1(small, gt, 0.05).item() == pytest.approx(1e-4, rel=1e-2)
+    large = torch.tensor([0.45, -0.45, 0.45, -0.45], requires_grad=True)  # 9 c
+    value = robust_l1(large, gt, 0.05)
+    assert value.item() == pytest.approx(0.05 * math.log(10.0), rel=1e-6)
+    (grad,) = torch.autograd.grad(value, large)
+    torch.testing.assert_close(grad, torch.tensor([1.0, -1.0, 1.0, -1.0]) / 10 / 4)  # 1 / (1 + 9) per element
