@@ -52,7 +52,8 @@ def apply_head_pose(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Move Gaussians by x_world = s R x + t: rotate means and orientations, scale means and sizes."""
     A = head_pose[:3, :3].to(means.dtype)  # (3, 3) = s R
-    # det(A) as a triple product: torch.linalg.det factorises (and on CUDA waits for the device), every frame.
+    # det(A) as a triple product: torch.linalg.det factorises through a library call every frame (0.3 ms of host
+    # time per call in an H100 profile, benchmarks/RESULTS.md).
     s = torch.dot(A[0], torch.linalg.cross(A[1], A[2])).abs().pow(1.0 / 3.0)
     q = matrix_to_quat(A / s).to(quats.dtype)  # (4,)
     means_w = means @ A.T + head_pose[:3, 3].to(means.dtype)

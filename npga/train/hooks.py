@@ -46,8 +46,8 @@ class JsonlLog:
     The window's device values are read at once when the record is written. The curves PNG is redrawn in a
     separate process after each validation (a redraw still running is not queued again) and at the end, so
     it can be watched during training without training waiting for it: in a thread, matplotlib held the
-    interpreter lock the step needs to launch its kernels (on an H100 the demo's steps were 70% of its wall
-    time with the thread, 86% with the process: benchmarks/train_overhead.py).
+    interpreter lock the step needs to launch its kernels (on H100s the demo's steps were 70% of its wall time
+    with the thread, 86% with the process, in two runs: benchmarks/train_overhead.py).
     """
 
     def __init__(self, path: Path, every: int, plot: Callable[..., object] = plot_training_curves) -> None:
