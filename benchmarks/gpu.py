@@ -360,8 +360,8 @@ def main() -> None:
     steps = [step_case(trainer, c, device, reps, warmup) for c in (1, 2, 4)]
     measured("train_step", steps)
     for variant in STEP_VARIANTS if compile_nets else ():
-        measured("train_step", [*steps, step_case(trainer, 2, device, reps, warmup, variant)])
-        steps = result["train_step"]
+        steps.append(step_case(trainer, 2, device, reps, warmup, variant))
+        measured("train_step", steps)
     measured("graph_ms", median_ms(lambda: knn_graph(trainer.params["means"], trainer.cfg.knn), device,
                                    max(reps // 5, 1), 1))  # fmt: skip
     paper_scale = {k: v.detach().clone() for k, v in trainer.params.items()}

@@ -22,8 +22,8 @@ from viewer_avatar import vivid_avatar
 
 import npga.avatar.precision as precision_module
 import npga.viewer.app as app_module
-import npga.viewer.renderer as renderer_module
 from npga.avatar.file import load_avatar, save_avatar
+from npga.avatar.model import Avatar
 from npga.cameras import Camera, look_at
 from npga.commands import view as view_command
 from npga.io.video import probe_video
@@ -134,8 +134,8 @@ def test_millimetre_gaussians_keep_their_size_in_the_float16_buffer(avatar):
 
 def test_head_motion_alone_reuses_the_deformed_gaussians(avatar, monkeypatch):
     calls = []
-    real = renderer_module.express
-    monkeypatch.setattr(renderer_module, "express", lambda *a: calls.append(1) or real(*a))
+    real = Avatar.expressed
+    monkeypatch.setattr(Avatar, "expressed", lambda *a: calls.append(1) or real(*a))
     m = avatar.motions["A"]
     m.expression[1] = m.expression[0]  # frame 1: same code, another head pose
     r = ViewRenderer(avatar)

@@ -103,11 +103,16 @@ class Avatar:
         return m.expression[t], m.head_pose[t]
 
     @torch.no_grad()
+    def expressed(self, z_ex: torch.Tensor, precision: Resolved | None = None) -> Gaussians:
+        """The Gaussians for a code (D,) in the head's frame (no head pose), the networks run in `precision`
+        (default: the avatar's)."""
+        with network_precision(precision or self.precision, self.device):
+            return express(self.params, self.nets, z_ex.float().to(self.device))
+
+    @torch.no_grad()
     def gaussians(self, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
         """The posed Gaussians for a code (D,) and head pose (4, 4), the networks run in `precision`."""
-        with network_precision(self.precision, self.device):
-            g = express(self.params, self.nets, z_ex.float().to(self.device))
-        return pose(g, head_pose.float().to(self.device))
+        return pose(self.expressed(z_ex), head_pose.float().to(self.device))
 
     @torch.no_grad()
     def canonical_gaussians(self) -> Gaussians:

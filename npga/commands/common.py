@@ -9,6 +9,7 @@ import torch
 
 from npga.avatar.file import load_avatar
 from npga.avatar.model import Avatar
+from npga.avatar.precision import Precision, resolve_precision
 from npga.cameras import Camera
 from npga.config import resolve_device
 from npga.data.cache import FrameCache, read_manifest
@@ -17,10 +18,12 @@ from npga.evaluate import Renderer
 from npga.runs import avatar_path
 
 
-def open_avatar(path: Path, device: str) -> tuple[Path, Avatar]:
-    """(the avatar file, the avatar) for an avatar file or a run folder."""
+def open_avatar(path: Path, device: str, precision: Precision = "float32") -> tuple[Path, Avatar]:
+    """(the avatar file, the avatar) for an avatar file or a run folder, its networks drawing in `precision`."""
     file = avatar_path(path)
-    return file, load_avatar(file, resolve_device(device))
+    avatar = load_avatar(file, resolve_device(device))
+    avatar.precision = resolve_precision(precision, avatar.device)
+    return file, avatar
 
 
 def trained_capture(avatar: Avatar, capture: Path | None) -> Path:

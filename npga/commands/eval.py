@@ -17,7 +17,7 @@ from typing import Literal
 import tyro
 
 from npga.avatar.model import Avatar
-from npga.avatar.precision import Precision, resolve_precision
+from npga.avatar.precision import Precision
 from npga.commands.common import open_avatar, open_training_cache, tracked_renderer
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
@@ -56,8 +56,7 @@ def main(cfg: Config) -> dict:
     """Returns the metrics written to metrics.json."""
     if cfg.every < 1:
         raise ValueError(f"every must be at least 1, got {cfg.every}")
-    file, avatar = open_avatar(cfg.avatar, cfg.device)
-    avatar.precision = resolve_precision(cfg.precision, avatar.device)
+    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
     cache = open_training_cache(file, avatar, cfg.capture)
     if cfg.split:  # asked for: each must have frames, checked before anything is rendered
         splits = list(cfg.split)

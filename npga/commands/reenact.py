@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from npga.avatar.precision import Precision, resolve_precision
+from npga.avatar.precision import Precision
 from npga.cameras import orbit_cameras
 from npga.commands.common import expression_track, open_avatar
 from npga.commands.track import Config as TrackCommandConfig
@@ -76,8 +76,7 @@ def _check_arguments(cfg: Config) -> None:
 def main(cfg: Config) -> list[Path]:
     """Writes the three videos (and the tracking file when tracking); returns the videos' paths."""
     _check_arguments(cfg)
-    file_b, avatar = open_avatar(cfg.avatar, cfg.device)
-    avatar.precision = resolve_precision(cfg.precision, avatar.device)
+    file_b, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
     info = probe_video(cfg.video) if cfg.video is not None else None
     tracking = cfg.tracking
     if cfg.track_with is not None:

@@ -24,7 +24,7 @@ import tyro
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
-from npga.avatar.precision import Precision, resolve_precision
+from npga.avatar.precision import Precision
 from npga.camera_path import load_camera_path, path_cameras
 from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
 from npga.commands.common import expression_track, open_avatar, open_training_cache
@@ -84,8 +84,7 @@ def main(cfg: Config) -> list[Path]:
     """Writes the overview videos, or the frames along --camera-path; returns the paths written."""
     if cfg.camera_path is not None:
         return render_path(cfg)
-    file, avatar = open_avatar(cfg.avatar, cfg.device)
-    avatar.precision = resolve_precision(cfg.precision, avatar.device)
+    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).videos
     front = frontal_camera(avatar.cameras)
     if cfg.height is not None:
@@ -196,8 +195,7 @@ def render_path(cfg: Config) -> list[Path]:
         raise ValueError("--png-alpha writes PNG frames: give a folder as --out, not an .mp4")
     if cfg.frames is not None and cfg.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {cfg.frames}")
-    file, avatar = open_avatar(cfg.avatar, cfg.device)
-    avatar.precision = resolve_precision(cfg.precision, avatar.device)
+    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
     size = _size(cfg.size) if cfg.size is not None else None
     background = _background(cfg.background, avatar)
     codes, poses, _ = expression_track(avatar, cfg.sequence, cfg.tracking)

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import torch
 
-from npga.avatar.deform import Gaussians, express, pose
+from npga.avatar.deform import Gaussians, pose
 from npga.avatar.model import Avatar
-from npga.avatar.precision import Precision, network_precision, resolve_precision
+from npga.avatar.precision import Precision, resolve_precision
 from npga.avatar.render import render_gaussians
 from npga.cameras import Camera, stack_cameras
 from npga.render import rasterize
@@ -76,8 +76,7 @@ class ViewRenderer:
         """The Gaussians for code z_ex (D,) in the head's frame (no head pose), from the cache when unchanged."""
         with self._lock:
             if self._cached_code is None or not torch.equal(self._cached_code, z_ex):
-                with torch.no_grad(), network_precision(self.precision, self.avatar.device):
-                    self._cached_head = express(self.avatar.params, self.avatar.nets, z_ex.to(self.avatar.device))
+                self._cached_head = self.avatar.expressed(z_ex, self.precision)
                 self._cached_code = z_ex.clone()
             return self._cached_head
 
