@@ -136,6 +136,20 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one
         build_trainer(dataclasses.replace(cfg, out=tmp_path / "empty", resume=True), hooks=[])
 
 
+def test_a_resumed_run_takes_the_changed_config_s_learning_rates(tiny_capture, tmp_path):
+    """--override-config with new rates: the loaded Adam states keep their moments but not the checkpoint's rates."""
+    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=3, checkpoint_every=1000)
+    first = build_trainer(cfg, hooks=[])
+    first.fit()
+    rates = dataclasses.replace(cfg.lr, colors=0.123, detail=0.0456)
+    resumed = build_trainer(dataclasses.replace(cfg, resume=True, steps=5, override_config=True, lr=rates), hooks=[])
+    assert resumed.optimizers["colors"].param_groups[0]["lr"] == 0.123
+    assert resumed.optimizers["scales"].param_groups[0]["lr"] == cfg.lr.scales
+    assert resumed.net_optimizer.param_groups[0]["lr"] == 0.0456
+    moments = resumed.optimizers["colors"].state_dict()["state"][0]["exp_avg_sq"]
+    assert torch.equal(moments, first.optimizers["colors"].state_dict()["state"][0]["exp_avg_sq"])
+
+
 def test_densification_keeps_every_row_paired(tiny_capture, tmp_path):
     """Tag every Gaussian with its id in its feature, its colour and its Adam moments just before the step
     that densifies, then check row by row: each row's entries and moments carry the same id, and its
