@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from npga.avatar.deform import Gaussians
+from npga.avatar.dynamics import APPEARANCE, MOTION
 from npga.avatar.graph import laplacian
 from npga.metrics import ssim
 
@@ -28,9 +29,15 @@ class LossWeights:
     laplacian_features: float = 1.0
     """Laplacian of the latent features on the kNN graph: neighbours carry similar features."""
     laplacian_dynamics: float = 0.1
-    """Laplacian of the detail network's residuals: neighbours move and change alike."""
+    """Laplacian of the detail network's motion residuals (position, rotation, scale): neighbours move alike."""
+    laplacian_appearance: float = 0.1
+    """Laplacian of the detail network's appearance residuals (colour, opacity): neighbours change alike."""
     residual: float = 0.01
-    """Mean squared detail residual: the coarse field and the canonical Gaussians explain what they can."""
+    """Mean squared motion residual (position, rotation, scale): the coarse field explains what it can."""
+    residual_appearance: float = 0.01
+    """Mean squared appearance residual (colour, opacity): the canonical Gaussians explain what they can. Apart
+    from `residual` because the two fail differently: free motion fits the tracking noise (a pose error is a
+    motion), while an opening mouth or a crease is an appearance change a strong prior forbids."""
     residual_l1: float = 0.0
     """Mean absolute detail residual: a sparse prior. Like the squared one it keeps the many small residuals
     that would fit noise at zero, but a few Gaussians may change a lot (a mouth that opens) at linear cost."""
@@ -88,8 +95,10 @@ def compute_losses(
         "ssim": lambda: dssim(rgb, gt_rgb),
         "alpha": lambda: l1(alpha, gt_alpha),
         "laplacian_features": lambda: zero if feats is None else laplacian(feats, neighbors),
-        "laplacian_dynamics": lambda: zero if res is None else laplacian(res, neighbors),
-        "residual": lambda: zero if res is None else res.square().sum(-1).mean(),
+        "laplacian_dynamics": lambda: zero if res is None else laplacian(res[:, MOTION], neighbors),
+        "laplacian_appearance": lambda: zero if res is None else laplacian(res[:, APPEARANCE], neighbors),
+        "residual": lambda: zero if res is None else res[:, MOTION].square().sum(-1).mean(),
+        "residual_appearance": lambda: zero if res is None else res[:, APPEARANCE].square().sum(-1).mean(),
         "residual_l1": lambda: zero if res is None else res.abs().sum(-1).mean(),
         "scale": lambda: scale_excess(gaussians.scales, weights.max_scale),
         "opacity_reg": lambda: gaussians.opacities.mean(),

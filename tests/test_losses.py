@@ -49,8 +49,17 @@ def test_terms_and_weighted_total():
     assert terms["l1"].item() == pytest.approx(0.25)
     assert terms["alpha"].item() == pytest.approx(0.5)
     assert terms["lpips"].item() == pytest.approx(0.5)
-    assert terms["residual"].item() == pytest.approx(g.residuals.square().sum(-1).mean().item())
     r = g.residuals.detach().numpy()
+    # motion: position, rotation, scale (the first 10 of 14); appearance: colour, opacity (the last 4)
+    motion_sq = [sum(v * v for v in row[:10]) for row in r]
+    appearance_sq = [sum(v * v for v in row[10:]) for row in r]
+    assert terms["residual"].item() == pytest.approx(sum(motion_sq) / len(r), rel=1e-5)
+    assert terms["residual_appearance"].item() == pytest.approx(sum(appearance_sq) / len(r), rel=1e-5)
+    # each Gaussian's one neighbour: mean over edges of the squared difference, split the same way
+    pairs = [(i, int(j)) for i, j in enumerate(neighbors[:, 0])]
+    lap = lambda cols: sum(sum((r[i][c] - r[j][c]) ** 2 for c in cols) for i, j in pairs) / len(pairs)  # noqa: E731
+    assert terms["laplacian_dynamics"].item() == pytest.approx(lap(range(10)), rel=1e-5)
+    assert terms["laplacian_appearance"].item() == pytest.approx(lap(range(10, 14)), rel=1e-5)
     assert terms["residual_l1"].item() == pytest.approx(sum(abs(v) for row in r for v in row) / len(r), rel=1e-5)
     assert terms["scale"].item() == 0.0
     expected = sum(getattr(w, k) * v for k, v in terms.items())
