@@ -347,3 +347,62 @@ def test_knn_graph_on_device_matches_a_kd_tree_oracle():
     canon = lambda i: torch.where(i >= 3040, i - 3040, i).sort(-1).values  # noqa: E731
     plain = ~clones
     assert torch.equal(canon(nbrs[plain]), canon(torch.from_numpy(idx[:, 1:])[plain]))
+
+
+def test_blendshapes_add_a_per_gaussian_term_linear_in_the_code(head):
+    """With the MLP's last layer at zero the residual is the blendshape term alone: for Gaussian i,
+    sum_k B[:, k] (P f_i)_k (E z)_k, zero for the neutral code, additive in the code."""
+    torch.manual_seed(3)
+    detail = DetailMLP(DetailConfig(width=16, depth=1, blendshapes=3), 4, head.expression_dim, head.bounds)
+    x = torch.rand(6, 3) * 0.1
+    f = torch.randn(6, 4)
+    z1, z2 = torch.randn(head.expression_dim), torch.randn(head.expression_dim)
+    with torch.no_grad():
+        out = detail(x, f, z1)
+        E, P, B = detail.code_embed.weight, detail.feature_proj.weight, detail.blend_out.weight  # (3, D) (3, 4) (14, 3)
+        by_hand = torch.stack([sum(B[:, k] * (P[k] @ f[i]) * (E[k] @ z1) for k in range(3)) for i in range(6)])
+        assert torch.allclose(out, by_hand, atol=1e-6)
+        assert torch.equal(detail(x, f, torch.zeros(head.expression_dim)), torch.zeros(6, 14))
+        assert torch.allclose(detail(x, f, z1 + z2), out + detail(x, f, z2), atol=1e-6)
+
+
+def test_blendshapes_let_each_gaussian_s_feature_learn_from_the_first_step(head):
+    """Zero features and a zero last layer: without blendshapes no gradient reaches the features; with them each
+    feature gets one, scaled by the code (none for the neutral code)."""
+    x = torch.rand(5, 3) * 0.1
+    z = torch.randn(head.expression_dim)
+    grads = {}
+    for on in (False, True):
+        torch.manual_seed(0)
+        detail = DetailMLP(DetailConfig(width=16, depth=1, blendshapes=2 if on else 0), 4, head.expression_dim,
+                           head.bounds)  # fmt: skip
+        for code in (z, 2 * z, torch.zeros_like(z)):
+            f = torch.zeros(5, 4, requires_grad=True)
+            detail(x, f, code)[:, 10:13].sum().backward()
+            grads[on, float(code.abs().sum())] = f.grad
+    s = float(z.abs().sum())
+    assert torch.equal(grads[False, s], torch.zeros(5, 4))
+    assert grads[True, s].abs().min() > 0
+    assert torch.allclose(grads[True, 2 * s], 2 * grads[True, s])
+    assert torch.equal(grads[True, 0.0], torch.zeros(5, 4))
+
+
+def test_blendshapes_hold_their_response_beyond_the_training_codes(head):
+    """Outside the training codes' range the blendshape term is that of the nearest code inside it; the MLP's
+    part still sees the code itself."""
+    torch.manual_seed(4)
+    nets = {on: DetailMLP(DetailConfig(width=16, depth=1, blendshapes=3 if on else 0), 4, head.expression_dim,
+                          head.bounds) for on in (False, True)}  # fmt: skip
+    torch.nn.init.normal_(nets[False].net[-1].weight, std=0.1)
+    nets[True].net.load_state_dict(nets[False].net.state_dict())  # the same MLP with and without blendshapes
+    codes = torch.rand(7, head.expression_dim) - 0.5  # training codes within (-0.5, 0.5)
+    nets[True].set_code_range(codes)
+    x, f = torch.rand(6, 3) * 0.1, torch.randn(6, 4)
+    far = torch.linspace(-2.0, 2.0, head.expression_dim)
+    nearest = torch.minimum(torch.maximum(far, codes.min(0).values), codes.max(0).values)
+    blend = lambda z: nets[True].blend_out(nets[True].feature_proj(f) * nets[True].code_embed(z))  # noqa: E731
+    with torch.no_grad():
+        assert torch.allclose(nets[True](x, f, far), nets[False](x, f, far) + blend(nearest), atol=1e-6)
+        assert not torch.allclose(blend(far), blend(nearest), atol=1e-3)
+        inside = codes[3]
+        assert torch.allclose(nets[True](x, f, inside), nets[False](x, f, inside) + blend(inside), atol=1e-6)

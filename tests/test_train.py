@@ -21,7 +21,9 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import npga.render
 from npga.avatar import deform
+from npga.avatar.file import load_avatar
 from npga.config import load_config
+from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.metrics import psnr
 from npga.runs import RunLayout
@@ -148,6 +150,20 @@ def test_a_resumed_run_takes_the_changed_config_s_learning_rates(tiny_capture, t
     assert resumed.net_optimizer.param_groups[0]["lr"] == 0.0456
     moments = resumed.optimizers["colors"].state_dict()["state"][0]["exp_avg_sq"]
     assert torch.equal(moments, first.optimizers["colors"].state_dict()["state"][0]["exp_avg_sq"])
+
+
+def test_blendshapes_clamp_to_the_training_codes_and_keep_that_range_in_the_avatar_file(tiny_capture, tmp_path):
+    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=2, checkpoint_every=1000,
+                      detail=dataclasses.replace(load_config(TrainConfig, TINY).detail, blendshapes=2))  # fmt: skip
+    trainer = build_trainer(cfg, hooks=[])
+    layout = ParticipantLayout(tiny_capture)
+    codes = np.concatenate([Tracking.load(layout.tracking(s)).expression for s in trainer.split.train_sequences])
+    assert np.array_equal(trainer.nets.detail.code_low.numpy(), codes.min(0))
+    assert np.array_equal(trainer.nets.detail.code_high.numpy(), codes.max(0))
+    trainer.fit()
+    saved = load_avatar(RunLayout(cfg.out).avatar).nets.detail
+    assert torch.equal(saved.code_low, trainer.nets.detail.code_low)
+    assert torch.equal(saved.code_high, trainer.nets.detail.code_high)
 
 
 def test_densification_keeps_every_row_paired(tiny_capture, tmp_path):

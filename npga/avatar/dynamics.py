@@ -24,6 +24,9 @@ RESIDUAL_SLICES: dict[str, slice] = {
     "opacity": slice(13, 14),
 }
 RESIDUAL_DIM = 14
+# What moves and shapes a Gaussian, and what changes how it looks: the losses give them separate priors.
+MOTION = slice(RESIDUAL_SLICES["position"].start, RESIDUAL_SLICES["scale"].stop)
+APPEARANCE = slice(RESIDUAL_SLICES["color"].start, RESIDUAL_SLICES["opacity"].stop)
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ class DetailConfig:
     """Hidden layers."""
     position_scale: float = 0.005
     """Head units of residual motion per unit of network output (millimetres on a metre-like head)."""
+    blendshapes: int = 0
+    """Rank of a per-Gaussian term linear in the code added to the MLP's residuals, B ((P f_i) * (E z)) (0: none;
+    needs latent features): each Gaussian's feature says how strongly it follows each of `blendshapes` shared
+    code directions, and is learned by that Gaussian's own Adam step. Through the shared MLP alone, a change
+    confined to a few hundred Gaussians (an opening mouth) gets about 1/100 of the gradient the rest of the image
+    gives (benchmarks/RESULTS.md, Ablation). A low rank keeps the directions the whole avatar needs, not one
+    per code component that could fit the tracking noise; the code is clamped to the training codes' range
+    first (`set_code_range`), so no response is extrapolated."""
 
 
 class DetailMLP(nn.Module):
@@ -48,6 +59,20 @@ class DetailMLP(nn.Module):
         self.encoding = PositionalEncoding(bounds, cfg.n_freqs)
         self.net = mlp(self.encoding.out_dim + feature_dim + expression_dim, cfg.width, cfg.depth, RESIDUAL_DIM,
                        zero_last=True)  # fmt: skip
+        self.blendshapes = cfg.blendshapes > 0 and feature_dim > 0
+        if self.blendshapes:
+            self.code_embed = nn.Linear(expression_dim, cfg.blendshapes, bias=False)  # E (K, D)
+            self.feature_proj = nn.Linear(feature_dim, cfg.blendshapes, bias=False)  # P (K, F)
+            self.blend_out = nn.Linear(cfg.blendshapes, RESIDUAL_DIM, bias=False)  # B (14, K)
+            # random E, P and B, zero features: the term starts at zero and each feature gets a gradient at once
+            self.register_buffer("code_low", torch.full((expression_dim,), -torch.inf))
+            self.register_buffer("code_high", torch.full((expression_dim,), torch.inf))
+
+    def set_code_range(self, codes: torch.Tensor) -> None:
+        """The per-component range of the training codes (T, D) the blendshapes clamp to."""
+        if self.blendshapes:
+            self.code_low.copy_(codes.min(0).values)
+            self.code_high.copy_(codes.max(0).values)
 
     def forward(self, x_c: torch.Tensor, features: torch.Tensor | None, z_ex: torch.Tensor) -> torch.Tensor:
         parts = [self.encoding(x_c)]
@@ -56,4 +81,8 @@ class DetailMLP(nn.Module):
                 got = None if features is None else features.shape[-1]
                 raise ValueError(f"the detail MLP expects {self.feature_dim}-d latent features, got {got}")
             parts.append(features)
-        return conditioned(self.net, torch.cat(parts, -1), z_ex)
+        out = conditioned(self.net, torch.cat(parts, -1), z_ex)
+        if self.blendshapes:
+            z = torch.minimum(torch.maximum(z_ex, self.code_low), self.code_high).to(features.dtype)
+            out = out + self.blend_out(self.feature_proj(features) * self.code_embed(z))
+        return out

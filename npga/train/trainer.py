@@ -106,6 +106,8 @@ class Trainer:
         self._graph_of = params["means"]  # the Parameter the graph was built from
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
         self.motions = {s: motion_of(cache.tracking(s)) for s in cache.sequences if cache.has_tracking(s)}
+        if nets.detail is not None:
+            nets.detail.set_code_range(self.training_codes().to(self.device))
         self.train_serials = tuple(s for s in split.train_serials if s in cache.serials)
         self.batches = BatchSource(cache, self.motions, self.background, split.train_sequences, self.train_serials,
                                    cfg.frames_on_device_gb * 1e9)  # fmt: skip
@@ -278,9 +280,12 @@ class Trainer:
             old.unlink(missing_ok=True)
         return path
 
+    def training_codes(self) -> torch.Tensor:
+        """(T, D) the expression codes of every training frame."""
+        return torch.cat([self.motions[s].expression for s in self.split.train_sequences])
+
     def to_avatar(self) -> Avatar:
         """The avatar as trained so far: what the avatar file holds."""
-        train_codes = torch.cat([self.motions[s].expression for s in self.split.train_sequences])
         provenance = {
             "npga_version": npga.__version__,
             "git_commit": git_commit(),
@@ -292,8 +297,8 @@ class Trainer:
             **to_host([self.latest])[0],
         }
         return Avatar(config=self.avatar_cfg, params={k: v.detach() for k, v in self.params.items()}, nets=self.nets,
-                      motions=self.motions, codes=code_stats(train_codes), cameras=self.cache.cameras, split=self.split,
-                      head_model=self.head_model, provenance=provenance)  # fmt: skip
+                      motions=self.motions, codes=code_stats(self.training_codes()), cameras=self.cache.cameras,
+                      split=self.split, head_model=self.head_model, provenance=provenance)  # fmt: skip
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
