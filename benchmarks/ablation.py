@@ -47,8 +47,9 @@ REGIONS = ("mouth", "eyes", "forehead and brows", "cheeks", "rest of face", "hai
 
 def rows(base: TrainConfig) -> dict[str, TrainConfig]:
     """The ablation's configs, each the previous one plus one part."""
-    no_laplacian = dataclasses.replace(base.loss, laplacian_features=0.0, laplacian_dynamics=0.0,
-                                       laplacian_appearance=0.0)
+    no_laplacian = dataclasses.replace(
+        base.loss, laplacian_features=0.0, laplacian_dynamics=0.0, laplacian_appearance=0.0
+    )
     no_latent = dataclasses.replace(base.init, latent_dim=0)
     static = dataclasses.replace(base, use_coarse=False, use_detail=False, init=no_latent, loss=no_laplacian,
                                  cnn=dataclasses.replace(base.cnn, enabled=False))  # fmt: skip
