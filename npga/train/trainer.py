@@ -247,16 +247,16 @@ class Trainer:
             problem = " ".join(str(e).split())
             raise ValueError(f"{source}: network weights do not match the config ({problem[:400]})") from None
         self.reset_optimizers()
-        optimizers = [*self.optimizers.values(), self.net_optimizer]
+        optimizers = [o for o in (*self.optimizers.values(), self.net_optimizer) if o is not None]
         # The learning rates are the config's (a resume with --override-config may change them); a loaded Adam
         # state would bring back the checkpoint's.
-        rates = [[g["lr"] for g in o.param_groups] if o is not None else [] for o in optimizers]
+        rates = [[g["lr"] for g in o.param_groups] for o in optimizers]
         for k, o in self.optimizers.items():
             o.load_state_dict(state["optimizers"][k])
         if self.net_optimizer is not None:
             self.net_optimizer.load_state_dict(state["net_optimizer"])
         for o, lrs in zip(optimizers, rates, strict=True):
-            for group, lr in zip(o.param_groups if o is not None else [], lrs, strict=True):
+            for group, lr in zip(o.param_groups, lrs, strict=True):
                 group["lr"] = lr
         self.strategy_state = state["strategy_state"]
         self.neighbors = state["neighbors"].to(self.device)
