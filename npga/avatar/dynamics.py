@@ -83,6 +83,6 @@ class DetailMLP(nn.Module):
             parts.append(features)
         out = conditioned(self.net, torch.cat(parts, -1), z_ex)
         if self.blendshapes:
-            z = torch.minimum(torch.maximum(z_ex, self.code_low), self.code_high).to(features.dtype)
+            z = z_ex.clamp(self.code_low, self.code_high).to(features.dtype)
             out = out + self.blend_out(self.feature_proj(features) * self.code_embed(z))
         return out
