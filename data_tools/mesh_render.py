@@ -18,10 +18,18 @@ def rasterize_mesh(
     width: int,
     height: int,
     near: float = 1e-3,
+    cull_back: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest-surface attributes (H, W, A) and coverage mask (H, W) bool; pixel centres at +0.5."""
+    """Nearest-surface attributes (H, W, A) and coverage mask (H, W) bool; pixel centres at +0.5.
+
+    `cull_back`: skip the triangles seen from behind, for a closed mesh whose faces wind counter-clockwise seen
+    from outside (`zero_level_mesh`'s): they are always hidden behind the front, and skipping them halves the
+    work without changing the image."""
     tri = verts[faces]  # (F, 3, 3)
     keep = (tri[..., 2] > near).all(1)
+    if cull_back:  # counter-clockwise from outside is clockwise on screen (pixel y points down): negative area
+        e1, e2 = tri[:, 1, :2] - tri[:, 0, :2], tri[:, 2, :2] - tri[:, 0, :2]
+        keep &= e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0] < 0
     tri, faces = tri[keep], faces[keep]
     x0 = torch.ceil(tri[..., 0].min(1).values - 0.5).clamp(0, width).long()
     x1 = torch.floor(tri[..., 0].max(1).values - 0.5).clamp(-1, width - 1).long()

@@ -14,9 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
+import multiprocessing
+import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -96,6 +100,9 @@ class SynthConfig:
     """Error of the written tracking when `tracking_noise` is among the effects."""
     overwrite: bool = False
     """Replace an existing non-empty output folder."""
+    jobs: int = 0
+    """Processes rendering frames (0: one per CPU core this process may use). The capture is the same for any
+    number."""
 
 
 def rig_cameras(width: int, height: int) -> list[Camera]:
@@ -160,7 +167,7 @@ def render_view(colorize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     # float32: 1.5x faster than float64 here, the interpolated canonical points within ~2e-5 head units
     verts = torch.from_numpy(np.concatenate([uv, z[:, None]], 1)).float()
     attrs = torch.cat([canonical, normals], 1).float()
-    img, mask = rasterize_mesh(verts, faces, attrs, W, H)
+    img, mask = rasterize_mesh(verts, faces, attrs, W, H, cull_back=True)
     img = img.double()
     rgb = torch.ones(H, W, 3, dtype=torch.float64)
     if mask.any():
@@ -188,6 +195,28 @@ def frame_geometry(head: SyntheticHead, mesh: Mesh, z: torch.Tensor, rotation: t
         n_m = n_c[moving]
         normals[moving] = deformed_normals(lambda p: displacement(p, n_m), x[moving], n_m)
     return (x + offset).double() @ rotation.T + translation, normals.double() @ rotation.T
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What rendering any frame needs (sent to each worker process)."""
+
+    head: SyntheticHead
+    mesh: Mesh
+    cams: list[Camera]
+    effects: tuple[Effect, ...]
+
+
+def render_frame(scene: _Scene, code: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
+                 gaze: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """Every camera's (uint8 RGB (H, W, 3), uint8 alpha (H, W)) of one frame: code (D,), head rotation (3, 3),
+    translation (3,), gaze (2,)."""
+    z = torch.from_numpy(code)
+    posed, normals = frame_geometry(scene.head, scene.mesh, z, torch.from_numpy(rotation),
+                                    torch.from_numpy(translation), scene.effects)  # fmt: skip
+    colorize = partial(shade, scene.head, z=z, gaze=torch.from_numpy(gaze), effects=scene.effects)
+    canonical = scene.mesh.vertices.double()
+    return [render_view(colorize, posed, normals, canonical, scene.mesh.faces, cam) for cam in scene.cams]
 
 
 def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:
@@ -228,6 +257,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     cams = rig_cameras(width, height)
     rng = np.random.default_rng(cfg.seed + 1000)
     effect_rng = np.random.default_rng(cfg.seed + 2000)  # apart, so that switching effects keeps the codes
+    noise = "tracking_noise" in effects
 
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -235,35 +265,42 @@ def synthesize(cfg: SynthConfig) -> Path:
         paths = ParticipantLayout(tmp)
         _write_calibration(paths, cams)
         save_description(head, paths.headmodel)
-        total = len(preset.sequences) * n_frames
-        with tqdm(total=total, desc=f"synth {cfg.preset}", unit="frame") as bar:
-            for seq in preset.sequences:
-                codes = expression_track(seq, n_frames, rng)
-                rot, trans = head_motion(n_frames, rng)
-                gaze = gaze_track(n_frames, effect_rng)
-                frames = {c.serial: [] for c in cams}
-                alphas = {c.serial: [] for c in cams}
-                for t in range(n_frames):
-                    z = torch.from_numpy(codes[t])
-                    posed, normals = frame_geometry(head, mesh, z, torch.from_numpy(rot[t]),
-                                                    torch.from_numpy(trans[t]), effects)  # fmt: skip
-
-                    colorize = partial(shade, head, z=z, gaze=torch.from_numpy(gaze[t]), effects=effects)
-                    for cam in cams:
-                        rgb, alpha = render_view(colorize, posed, normals, mesh.vertices.double(), mesh.faces, cam)
-                        frames[cam.serial].append(rgb)
-                        alphas[cam.serial].append(alpha)
+        # Every random draw first, in the order the sequences use them, so the capture does not depend on `jobs`.
+        plans = []
+        for seq in preset.sequences:
+            codes = expression_track(seq, n_frames, rng)
+            rot, trans = head_motion(n_frames, rng)
+            gaze = gaze_track(n_frames, effect_rng)
+            noisy = noisy_tracking(codes, rot, trans, cfg.tracking_noise, effect_rng) if noise else None
+            plans.append((seq, codes, rot, trans, gaze, noisy))
+        tasks = [
+            (codes[t], rot[t], trans[t], gaze[t]) for _, codes, rot, trans, gaze, _ in plans for t in range(n_frames)
+        ]
+        render = partial(render_frame, _Scene(head, mesh, cams, effects))
+        jobs = cfg.jobs or len(os.sched_getaffinity(0))
+        with ExitStack() as stack:
+            if jobs > 1:  # one thread each: the frames are independent, and torch's threads help little here
+                spawn = multiprocessing.get_context("spawn")
+                pool = stack.enter_context(
+                    ProcessPoolExecutor(jobs, spawn, initializer=torch.set_num_threads, initargs=(1,))
+                )
+                views = pool.map(render, *zip(*tasks, strict=True))
+            else:
+                views = map(render, *zip(*tasks, strict=True))
+            bar = stack.enter_context(tqdm(total=len(tasks), desc=f"synth {cfg.preset}", unit="frame"))
+            for seq, codes, rot, trans, _, noisy in plans:
+                frames = []  # (T) of per-camera (rgb, alpha)
+                for _ in range(n_frames):
+                    frames.append(next(views))
                     bar.update(1)
-                for cam in cams:
-                    write_video(paths.video(seq, cam.serial), frames[cam.serial], fps=cfg.fps, quality=9.5)
-                    grey = [np.repeat(a[..., None], 3, -1) for a in alphas[cam.serial]]
+                for c, cam in enumerate(cams):
+                    write_video(paths.video(seq, cam.serial), [f[c][0] for f in frames], fps=cfg.fps, quality=9.5)
+                    grey = [np.repeat(f[c][1][..., None], 3, -1) for f in frames]
                     write_video(paths.alpha_video(seq, cam.serial), grey, fps=cfg.fps, quality=9.5)
                 truth = _tracking(head, codes, rot, trans)
-                if "tracking_noise" in effects:
+                if noisy is not None:
                     truth.save(paths.true_tracking(seq))
-                    _tracking(head, *noisy_tracking(codes, rot, trans, cfg.tracking_noise, effect_rng)).save(
-                        paths.tracking(seq)
-                    )
+                    _tracking(head, *noisy).save(paths.tracking(seq))
                 else:
                     truth.save(paths.tracking(seq))
         if out.exists():

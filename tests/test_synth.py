@@ -7,11 +7,12 @@ import pytest
 import torch
 from scipy.ndimage import maximum_filter
 
-from data_tools.synth import SynthConfig, synthesize
+from data_tools.mesh_render import rasterize_mesh
+from data_tools.synth import SynthConfig, rig_cameras, synthesize
 from npga import nersemble
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
-from npga.headmodel import load_head_model
+from npga.headmodel import SyntheticHead, load_head_model
 from npga.io.video import read_video
 
 
@@ -71,3 +72,39 @@ def test_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
     with pytest.raises(ValueError, match="frames"):
         synthesize(SynthConfig(out=tmp_path / "x", preset="tiny", frames=0))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cap"]
+
+
+def test_culling_back_faces_leaves_a_closed_mesh_s_image_unchanged():
+    """The front of a closed mesh hides its back: culling changes no pixel. Turned inside out, its former back
+    faces are what remains: the far side of the head is drawn."""
+    head = SyntheticHead.from_seed(0)
+    mesh = head.canonical_mesh(48)
+    cam = rig_cameras(88, 128)[5]
+    uv, depth = cam.project(mesh.vertices.double().numpy())
+    verts = torch.from_numpy(np.concatenate([uv, depth[:, None]], 1))
+    attrs = torch.cat([mesh.vertices.double(), verts[:, 2:]], 1)  # canonical point, camera depth
+    full, full_mask = rasterize_mesh(verts, mesh.faces, attrs, cam.width, cam.height)
+    culled, culled_mask = rasterize_mesh(verts, mesh.faces, attrs, cam.width, cam.height, cull_back=True)
+    assert full_mask.sum() > 1000
+    assert torch.equal(full_mask, culled_mask) and torch.equal(full, culled)
+    far, far_mask = rasterize_mesh(verts, mesh.faces[:, [0, 2, 1]], attrs, cam.width, cam.height, cull_back=True)
+    both = full_mask & far_mask
+    assert both.sum() > 0.9 * full_mask.sum()
+    assert (far[both][:, 3] - full[both][:, 3]).median() > 0.05  # metres behind the front
+
+
+def test_the_capture_does_not_depend_on_the_number_of_processes(tmp_path):
+    """Frames rendered by two worker processes: the same videos and tracking, frame for frame, as in one."""
+    cfg = dict(preset="tiny", height=32, frames=3, effects=("gaze", "tracking_noise", "wrinkles"))
+    one = ParticipantLayout(synthesize(SynthConfig(out=tmp_path / "one", jobs=1, **cfg)))
+    two = ParticipantLayout(synthesize(SynthConfig(out=tmp_path / "two", jobs=2, **cfg)))
+    for seq in ("EXP-1-jaw", "FREE"):
+        for serial in nersemble.SERIALS[::5]:
+            np.testing.assert_array_equal(read_video(one.video(seq, serial)), read_video(two.video(seq, serial)))
+            np.testing.assert_array_equal(
+                read_video(one.alpha_video(seq, serial)), read_video(two.alpha_video(seq, serial))
+            )
+        for name in (one.tracking(seq), one.true_tracking(seq)):
+            a, b = Tracking.load(name), Tracking.load(two.root / name.relative_to(one.root))
+            for field in ("expression", "rotation", "translation"):
+                np.testing.assert_array_equal(getattr(a, field), getattr(b, field))
