@@ -166,6 +166,30 @@ def test_blendshapes_clamp_to_the_training_codes_and_keep_that_range_in_the_avat
     assert torch.equal(saved.code_high, trainer.nets.detail.code_high)
 
 
+def test_the_detail_network_sees_noisy_codes_and_the_coarse_field_the_tracked_ones(tiny_capture, tmp_path):
+    """`detail_code_noise`: each step the detail network gets the batch's code plus fresh noise of that standard
+    deviation; the coarse field, which is the head model's, keeps the tracked code."""
+    sigma = 0.2
+    trainer = build_trainer(tiny_config(tiny_capture, tmp_path / "run", detail_code_noise=sigma), hooks=[])
+    seen = {"detail": [], "coarse": []}
+    for name in seen:
+        net = getattr(trainer.nets, name)
+        net.register_forward_hook(lambda m, args, out, name=name: seen[name].append(args[-1].detach().clone()))
+    tracked = []
+    for _ in range(40):
+        batch = trainer.sample_batch()
+        tracked.append(batch.z)
+        trainer.train_step(batch)
+    tracked, detail, coarse = torch.stack(tracked), torch.stack(seen["detail"]), torch.stack(seen["coarse"])
+    assert torch.equal(coarse, tracked)
+    noise = detail - tracked  # (40, D)
+    n = noise.numel()  # bounds at four standard errors of the sample's std and mean
+    assert (
+        abs(noise.std().item() - sigma) < 4 * sigma / (2 * n) ** 0.5 and abs(noise.mean().item()) < 4 * sigma / n**0.5
+    )
+    assert noise[1:].sub(noise[:-1]).abs().min() > 0  # fresh each step
+
+
 def test_densification_keeps_every_row_paired(tiny_capture, tmp_path):
     """Tag every Gaussian with its id in its feature, its colour and its Adam moments just before the step
     that densifies, then check row by row: each row's entries and moments carry the same id, and its

@@ -60,9 +60,11 @@ def apply_head_pose(
     return means_w, quat_multiply(q.expand_as(quats), quats), scales * s
 
 
-def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_pose: torch.Tensor) -> Gaussians:
-    """Posed Gaussians for expression code z_ex (D,) and head pose (4, 4) (`Tracking.head_to_world`)."""
-    return pose(express(params, nets, z_ex), head_pose)
+def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_pose: torch.Tensor,
+           detail_code: torch.Tensor | None = None) -> Gaussians:  # fmt: skip
+    """Posed Gaussians for expression code z_ex (D,) and head pose (4, 4) (`Tracking.head_to_world`);
+    `detail_code` as in `express`."""
+    return pose(express(params, nets, z_ex, detail_code), head_pose)
 
 
 def pose(g: Gaussians, head_pose: torch.Tensor) -> Gaussians:
@@ -73,8 +75,10 @@ def pose(g: Gaussians, head_pose: torch.Tensor) -> Gaussians:
     return Gaussians(means, quats, scales, f(g.opacities), f(g.colors), f(g.features), g.residuals)
 
 
-def express(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor) -> Gaussians:
-    """The Gaussians of expression code z_ex (D,) in the head's frame (no head pose)."""
+def express(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor,
+            detail_code: torch.Tensor | None = None) -> Gaussians:  # fmt: skip
+    """The Gaussians of expression code z_ex (D,) in the head's frame (no head pose). `detail_code` (D,): the
+    code the detail network sees instead of z_ex (training perturbs it: `TrainConfig.detail_code_noise`)."""
     x_c = params["means"]  # (N, 3) canonical
     means = x_c
     if nets.coarse is not None:
@@ -91,7 +95,7 @@ def express(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor) -> G
     residuals = None
     if nets.detail is not None:
         # Position enters through its encoding only as a lookup key: its gradient is left to the image loss.
-        residuals = nets.detail(x_c.detach(), features, z_ex)  # (N, 14)
+        residuals = nets.detail(x_c.detach(), features, z_ex if detail_code is None else detail_code)  # (N, 14)
         r = {k: residuals[:, s] for k, s in RESIDUAL_SLICES.items()}
         means = means + r["position"] * nets.detail.cfg.position_scale
         dq = F.normalize(r["rotation"] + r["rotation"].new_tensor([1.0, 0.0, 0.0, 0.0]), dim=-1)

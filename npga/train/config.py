@@ -70,6 +70,11 @@ class TrainConfig:
     """Move Gaussians with the distilled forward field."""
     use_detail: bool = True
     """Add the detail MLP's residuals."""
+    detail_code_noise: float = 0.0
+    """Standard deviation of Gaussian noise added, per step, to the code the detail network sees (the coarse field
+    gets the tracked code): with a few dozen frames per sequence each frame's code is unique, and a network fed
+    exact codes can learn each training frame's tracking error and gaze as a function of its code, which does
+    not carry over to new expressions. 0: exact codes."""
     knn: int = 8
     """Neighbours per Gaussian in the Laplacian graph."""
     graph_every: int = 100

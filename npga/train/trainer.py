@@ -143,7 +143,10 @@ class Trainer:
         PSNR as 0-d device tensors: reading them here would make the host wait for the device every step)."""
         clock = [time.perf_counter()]
         tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))  # noqa: E731
-        g = deform(self.params, self.nets, batch.z, batch.head_pose)
+        detail_code = None
+        if self.cfg.detail_code_noise > 0:  # torch's generator: saved in checkpoints, so a resumed run draws alike
+            detail_code = batch.z + self.cfg.detail_code_noise * torch.randn(batch.z.shape).to(batch.z)
+        g = deform(self.params, self.nets, batch.z, batch.head_pose, detail_code)
         tick()
         rgb, alpha, meta = self.rasterize(g, batch)
         tick()
