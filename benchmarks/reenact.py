@@ -1,18 +1,19 @@
 """Self-reenactment of the demo avatar from a monocular video, and the tracker's speed.
 
-The driver video is one held-out camera (the centre one) of the avatar's held-out sequence; it is tracked with
-the avatar itself (the camera's calibrated intrinsics; foreground from the plain-background estimate, or with
-`--mask alpha` the capture's alpha matte as `npga track --mask` would take it), the head's distance smoothed
-over time as `npga track` does, and the tracked codes and poses (moved from the driver camera into the rig's
-world with its calibration) render the *other* held-out cameras. Reported: their PSNR against the capture,
-beside the PSNR of rendering them with the capture's ground-truth codes and poses (target: within 1.0 dB), and
-with each half of the truth; the tracked codes' RMS error per component relative to the spread of the true
+The driver video is one held-out camera (the centre one, or `--driver`) of the avatar's held-out sequence; it
+is tracked with the avatar itself (the camera's calibrated intrinsics; foreground from the plain-background
+estimate, or with `--mask alpha` the capture's alpha matte as `npga track --mask` would take it), the head's
+distance smoothed over time as `npga track` does, and the tracked codes and poses (moved from the driver
+camera into the rig's world with its calibration) render the *other* held-out cameras. Reported: their PSNR
+against the capture, beside the PSNR of rendering them with the capture's ground-truth codes and poses
+(target: within 1.0 dB), with each half of the truth, and (for scale) with the capture's own noisy multi-view
+tracking where it has one; the tracked codes' RMS error per component relative to the spread of the true
 codes; pose errors (the head centre's error split into depth along the driver camera's axis and across it);
 seconds per tracked frame (first frame apart: it searches for the pose and takes more steps), with the
 machine's load.
 
 .venv/bin/python benchmarks/reenact.py [--avatar runs/demo/avatar.npga] [--capture data/demo]
-    [--frames N] [--mask estimate|alpha] [--device cpu|cuda] [--out benchmarks/out/reenact.json]
+    [--driver SERIAL] [--frames N] [--mask estimate|alpha] [--device cpu|cuda] [--out benchmarks/out/reenact.json]
 """
 
 from __future__ import annotations
@@ -44,6 +45,11 @@ def _frames(path: Path, size: tuple[int, int], grey: bool = False) -> list[np.nd
     return [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in iter_video(path, grey=grey)]
 
 
+def _poses(tracking: Tracking, n: int) -> torch.Tensor:
+    """(n, 4, 4) head -> world of the first n frames."""
+    return torch.stack([torch.from_numpy(tracking.head_to_world(t)) for t in range(n)]).float()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--avatar", type=Path, default=Path("runs/demo/avatar.npga"))
@@ -62,6 +68,12 @@ def main() -> None:
         help="the driver's foreground: estimated from its plain background, or the capture's alpha matte video "
         "(what `npga track --mask` takes)",
     )
+    parser.add_argument(
+        "--driver",
+        default=FRONTAL_SERIAL,
+        help="serial of the held-out camera whose video drives (default: the frontal one); the other held-out "
+        "cameras are scored",
+    )
     parser.add_argument("--robust", type=float, default=TrackConfig.robust, help="TrackConfig.robust (0: L1)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/reenact.json"))
@@ -69,7 +81,10 @@ def main() -> None:
     avatar = load_avatar(args.avatar, args.device)
     layout = ParticipantLayout(args.capture)
     seq = avatar.split.heldout_sequences[0]
-    driver_serial = FRONTAL_SERIAL
+    driver_serial = args.driver
+    if driver_serial not in avatar.split.heldout_serials:
+        raise SystemExit(f"--driver {driver_serial} is not a held-out camera of the avatar "
+                         f"({', '.join(avatar.split.heldout_serials)})")  # fmt: skip
     others = [s for s in avatar.split.heldout_serials if s != driver_serial]
     calib = json.loads(layout.camera_params.read_text())
     driver_w2c = np.asarray(calib["world_2_cam"][driver_serial])
@@ -112,7 +127,7 @@ def main() -> None:
     truth = Tracking.load(true_file if true_file.is_file() else layout.tracking(seq))
     cam_2_world = np.linalg.inv(driver_w2c)
     tracked_poses = torch.from_numpy(np.stack([cam_2_world @ p for p in to_camera])).float()
-    true_poses = torch.stack([torch.from_numpy(truth.head_to_world(t)) for t in range(T)]).float()
+    true_poses = _poses(truth, T)
     true_codes = torch.from_numpy(truth.expression[:T]).float()
 
     cams = {s: avatar.cameras[s] for s in others}
@@ -121,6 +136,9 @@ def main() -> None:
     runs = {"tracked": (tracked_codes, tracked_poses), "ground_truth": (true_codes, true_poses),
             "tracked_codes_true_poses": (tracked_codes, true_poses),
             "true_codes_tracked_poses": (true_codes, tracked_poses)}  # fmt: skip
+    if true_file.is_file():  # what the capture's own (multi-view, noisy) tracking gives, for scale
+        written = Tracking.load(layout.tracking(seq))
+        runs["capture_tracking"] = (torch.from_numpy(written.expression[:T]).float(), _poses(written, T))
     if raw_to_camera:  # what smoothing the distance buys
         raw = torch.from_numpy(np.stack([cam_2_world @ p for p in raw_to_camera])).float()
         runs["tracked_without_distance_smoothing"] = (tracked_codes, raw)
@@ -168,6 +186,7 @@ def main() -> None:
         "psnr_tracked_without_distance_smoothing": float(
             np.mean(scores.get("tracked_without_distance_smoothing", [math.nan]))
         ),
+        "psnr_capture_tracking": float(np.mean(scores.get("capture_tracking", [math.nan]))),
         "distance_smoothing_frames": cfg.distance_smoothing,
         "rendered_cameras": others,
         "code_rms_over_spread": {str(i): float(v) for i, v in enumerate(code_rms)},
@@ -196,7 +215,8 @@ def main() -> None:
           f"{result['psnr_ground_truth_codes']:.2f} dB (gap {result['psnr_gap_db']:.2f} dB); tracked codes with true "
           f"poses {result['psnr_tracked_codes_true_poses']:.2f} dB, true codes with tracked poses "
           f"{result['psnr_true_codes_tracked_poses']:.2f} dB; without smoothing the distance "
-          f"{result['psnr_tracked_without_distance_smoothing']:.2f} dB")  # fmt: skip
+          f"{result['psnr_tracked_without_distance_smoothing']:.2f} dB; the capture's own (noisy) tracking "
+          f"{result['psnr_capture_tracking']:.2f} dB")  # fmt: skip
     print(f"code RMS error / spread: mean {code_rms.mean():.2f}, per component {np.round(code_rms, 2).tolist()}")
     print(f"pose: rotation {result['rotation_error_deg_mean']:.2f} deg, translation "
           f"{result['translation_error_mean'] * 1000:.1f} mm; head centre in the driver camera: depth "
