@@ -245,6 +245,8 @@ def synthesize(cfg: SynthConfig) -> Path:
     n_frames = preset.frames if cfg.frames is None else cfg.frames
     if n_frames < 1:
         raise ValueError(f"frames must be positive, got {n_frames}")
+    if cfg.jobs < 0:
+        raise ValueError(f"jobs must be 0 (one per core) or more, got {cfg.jobs}")
     height = preset.height if cfg.height is None else cfg.height
     if height < 16:
         raise ValueError(f"height must be at least 16 pixels, got {height}")

@@ -71,6 +71,8 @@ def test_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
     assert (out / "keep.txt").read_text() == "mine"
     with pytest.raises(ValueError, match="frames"):
         synthesize(SynthConfig(out=tmp_path / "x", preset="tiny", frames=0))
+    with pytest.raises(ValueError, match="jobs"):
+        synthesize(SynthConfig(out=tmp_path / "x", preset="tiny", jobs=-1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cap"]
 
 
