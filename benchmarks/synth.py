@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from data_tools.synth import PRESETS, SynthConfig, synthesize
+from data_tools.synth import PRESETS, SynthConfig, render_processes, synthesize
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
         "ms_per_view": 1000 * seconds / n_views,
         "height": preset.height,
         "size_mb": size_mb,
-        "jobs": args.jobs or len(os.sched_getaffinity(0)),
+        "jobs": render_processes(args.jobs),
         "threads": torch.get_num_threads(),
         "cpus": os.cpu_count(),
     }

@@ -219,6 +219,11 @@ def render_frame(scene: _Scene, code: np.ndarray, rotation: np.ndarray, translat
     return [render_view(colorize, posed, normals, canonical, scene.mesh.faces, cam) for cam in scene.cams]
 
 
+def render_processes(jobs: int) -> int:
+    """The processes `SynthConfig.jobs` asks for: 0 means one per CPU core this process may use."""
+    return jobs or len(os.sched_getaffinity(0))
+
+
 def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:
     paths.camera_params.parent.mkdir(parents=True, exist_ok=True)
     data = {
@@ -279,7 +284,7 @@ def synthesize(cfg: SynthConfig) -> Path:
             (codes[t], rot[t], trans[t], gaze[t]) for _, codes, rot, trans, gaze, _ in plans for t in range(n_frames)
         ]
         render = partial(render_frame, _Scene(head, mesh, cams, effects))
-        jobs = cfg.jobs or len(os.sched_getaffinity(0))
+        jobs = render_processes(cfg.jobs)
         with ExitStack() as stack:
             if jobs > 1:  # one thread each: the frames are independent, and torch's threads help little here
                 spawn = multiprocessing.get_context("spawn")
