@@ -144,8 +144,8 @@ class Trainer:
         clock = [time.perf_counter()]
         tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))  # noqa: E731
         detail_code = None
-        if self.cfg.detail_code_noise > 0:  # torch's generator: saved in checkpoints, so a resumed run draws alike
-            detail_code = batch.z + self.cfg.detail_code_noise * torch.randn(batch.z.shape).to(batch.z)
+        if self.cfg.detail_code_noise > 0:  # torch's generators are saved in checkpoints: a resumed run draws alike
+            detail_code = batch.z + self.cfg.detail_code_noise * torch.randn_like(batch.z)
         g = deform(self.params, self.nets, batch.z, batch.head_pose, detail_code)
         tick()
         rgb, alpha, meta = self.rasterize(g, batch)
