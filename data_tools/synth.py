@@ -58,6 +58,7 @@ SEQUENCES: dict[str, tuple[str, ...]] = {
     "EXP-3-eyes-cheeks": ("blink_left", "blink_right", "cheek_puff", "jaw_open"),
     "FREE": EXPRESSIONS,
 }
+SIGNED = ("mouth_shift", "brow_raise")  # components that move both ways from rest
 CAMERA_DISTANCE = 1.0
 HEAD_CENTER = np.array([0.0, -0.02, 0.0])  # where the cameras look
 
@@ -124,14 +125,27 @@ def rig_cameras(width: int, height: int) -> list[Camera]:
 
 
 def expression_track(sequence: str, n: int, rng: np.random.Generator) -> np.ndarray:
-    """Smooth codes (n, D): each active component a few random half-sine activations, others at rest."""
+    """Smooth codes (n, D): each active component two random half-sine activations, others at rest.
+
+    A signed component (brow raise / lower, mouth shift left / right) takes a random sign in FREE but both signs,
+    one after the other, in the scripted training sequences, as a scripted capture asks for each movement: with
+    random signs the demo's training sequences had lowered the brows only, and the raised brows' furrows in FREE
+    were an effect no part of the avatar could learn.
+    """
     t = np.linspace(0.0, 1.0, n)
     codes = np.zeros((n, len(EXPRESSIONS)))
     for name in SEQUENCES[sequence]:
         k = EXPRESSIONS.index(name)
-        for _ in range(2):
+        for i in range(2):
             center, width = rng.uniform(0.1, 0.9), rng.uniform(0.2, 0.5)
-            amp = rng.uniform(0.5, 1.0) * (rng.choice([-1.0, 1.0]) if name in ("mouth_shift", "brow_raise") else 1.0)
+            amp = rng.uniform(0.5, 1.0)
+            if name in SIGNED:
+                sign = rng.choice([-1.0, 1.0])  # drawn in every sequence, so that later draws stay where they were
+                if sequence == "FREE":
+                    amp *= sign
+                else:  # one way in the first part of the sequence, the other way in the second
+                    amp *= (-1.0) ** i
+                    center = 0.1 + 0.5 * i + 0.3 * (center - 0.1) / 0.8
             phase = np.clip((t - center) / width + 0.5, 0.0, 1.0)
             codes[:, k] += amp * np.sin(np.pi * phase) ** 2
     return np.clip(codes, -1.0, 1.0)
