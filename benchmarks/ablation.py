@@ -40,7 +40,7 @@ from npga.headmodel import SyntheticHead, load_head_model
 from npga.headmodel.synthetic import EYE_CENTER, EYE_RADII
 from npga.metrics import composite
 from npga.runs import RunLayout
-from npga.train import ProgressBar, TrainConfig, build_trainer
+from npga.train import ProgressBar, TrainConfig, build_trainer, with_steps
 
 REGIONS = ("mouth", "eyes", "forehead and brows", "cheeks", "rest of face", "hair, ears, neck")
 
@@ -162,7 +162,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--capture", type=Path, default=Path("data/demo"))
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
-    parser.add_argument("--steps", type=int, default=None, help="override the preset's steps")
+    parser.add_argument("--steps", type=int, default=None, help="the preset's schedule stretched to N steps")
     parser.add_argument("--every", type=int, default=2, help="score every n-th frame")
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at once (after one shared distillation)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per row")
@@ -171,7 +171,7 @@ def main() -> None:
     args = parser.parse_args()
     base = dataclasses.replace(load_config(TrainConfig, args.config), capture=args.capture)
     if args.steps is not None:
-        base = dataclasses.replace(base, steps=args.steps)
+        base = with_steps(base, args.steps)
 
     selected = {name: cfg for name, cfg in rows(base).items() if args.rows is None or name in args.rows}
     configs = {name: dataclasses.replace(cfg, out=args.out / f"{i}_{name.strip('+ ').replace(' ', '_')}")

@@ -21,13 +21,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import npga.render
 from npga.avatar import deform
+from npga.avatar.densify import DensifyConfig
 from npga.avatar.file import load_avatar
 from npga.config import load_config
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.metrics import psnr
 from npga.runs import RunLayout
-from npga.train import BatchSource, JsonlLog, TrainConfig, Trainer, build_trainer
+from npga.train import BatchSource, JsonlLog, TrainConfig, Trainer, build_trainer, with_steps
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -314,6 +315,20 @@ def test_every_preset_trains(preset, tiny_capture, tmp_path):
     assert (trainer.nets.cnn is not None) == cfg.cnn.enabled
     if cfg.cnn.enabled:  # its zero-initialised last layer has moved: the CNN is trained
         assert trainer.nets.cnn.net[-1].weight.abs().sum() > 0
+
+
+def test_a_longer_run_densifies_in_the_same_stages_of_training():
+    """with_steps scales the densification window and interval with the step count; nothing else changes."""
+    cfg = TrainConfig(steps=600, densify=DensifyConfig(refine_start=120, refine_every=60, refine_stop=480))
+    longer = with_steps(cfg, 1000)
+    assert (longer.steps, longer.densify.refine_start, longer.densify.refine_every) == (1000, 200, 100)
+    assert longer.densify.refine_stop == 800
+    assert dataclasses.replace(longer, steps=600, densify=cfg.densify) == cfg
+    refines = lambda c: [s / c.steps for s in range(c.densify.refine_start + 1, c.densify.refine_stop)  # noqa: E731
+                         if s % c.densify.refine_every == 0]  # fmt: skip
+    assert refines(longer) == refines(cfg) == [0.3, 0.4, 0.5, 0.6, 0.7]
+    with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
+        with_steps(cfg, 0)
 
 
 # ---- the step never waits for the device; logs read a window at once; batches; plots off the loop ---------

@@ -2,7 +2,7 @@
 
 from npga.train.batches import Batch, BatchSource
 from npga.train.build import build_trainer
-from npga.train.config import LearningRates, TrainConfig, avatar_config
+from npga.train.config import LearningRates, TrainConfig, avatar_config, with_steps
 from npga.train.hooks import JsonlLog, PeriodicCheckpoint, ProgressBar, Validation
 from npga.train.trainer import Hook, Trainer, read_checkpoint
 
@@ -20,4 +20,5 @@ __all__ = [
     "avatar_config",
     "build_trainer",
     "read_checkpoint",
+    "with_steps",
 ]

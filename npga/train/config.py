@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from npga import nersemble
@@ -95,6 +95,17 @@ class TrainConfig:
     lr: LearningRates = field(default_factory=LearningRates)
     loss: LossWeights = field(default_factory=LossWeights)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+
+
+def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
+    """The same schedule over `steps` steps: the densification window and interval scale with the step count,
+    as the learning-rate decays already do, so a longer run densifies in the same stages of training."""
+    if steps < 1:
+        raise ValueError(f"steps must be at least 1, got {steps}")
+    d, f = cfg.densify, steps / cfg.steps
+    densify = replace(d, refine_start=round(d.refine_start * f), refine_every=max(1, round(d.refine_every * f)),
+                      refine_stop=round(d.refine_stop * f))  # fmt: skip
+    return replace(cfg, steps=steps, densify=densify)
 
 
 def avatar_config(cfg: TrainConfig, head: HeadModel) -> AvatarConfig:
