@@ -319,14 +319,17 @@ def test_every_preset_trains(preset, tiny_capture, tmp_path):
 
 def test_a_longer_run_densifies_in_the_same_stages_of_training():
     """with_steps scales the densification window and interval with the step count; nothing else changes."""
+
+    def refinements(c: TrainConfig) -> list[float]:  # when the strategies refine, as fractions of the run
+        d = c.densify
+        return [s / c.steps for s in range(d.refine_start + 1, d.refine_stop) if s % d.refine_every == 0]
+
     cfg = TrainConfig(steps=600, densify=DensifyConfig(refine_start=120, refine_every=60, refine_stop=480))
     longer = with_steps(cfg, 1000)
-    assert (longer.steps, longer.densify.refine_start, longer.densify.refine_every) == (1000, 200, 100)
-    assert longer.densify.refine_stop == 800
+    assert (longer.steps, longer.densify.refine_start, longer.densify.refine_every, longer.densify.refine_stop) == (
+        1000, 200, 100, 800)  # fmt: skip
     assert dataclasses.replace(longer, steps=600, densify=cfg.densify) == cfg
-    refines = lambda c: [s / c.steps for s in range(c.densify.refine_start + 1, c.densify.refine_stop)  # noqa: E731
-                         if s % c.densify.refine_every == 0]  # fmt: skip
-    assert refines(longer) == refines(cfg) == [0.3, 0.4, 0.5, 0.6, 0.7]
+    assert refinements(longer) == refinements(cfg) == [0.3, 0.4, 0.5, 0.6, 0.7]
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
         with_steps(cfg, 0)
 
