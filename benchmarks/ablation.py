@@ -19,7 +19,7 @@ import json
 import multiprocessing
 import shutil
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ import torch
 
 from data_tools.mesh_render import rasterize_mesh
 from data_tools.synth import frame_geometry
+from npga.avatar.model import Avatar
 from npga.commands.common import open_avatar, open_training_cache, tracked_renderer
 from npga.commands.distill import Config as DistillCommand
 from npga.commands.distill import main as run_distill
@@ -35,6 +36,7 @@ from npga.commands.eval import main as run_eval
 from npga.config import load_config
 from npga.data.cache import FrameCache
 from npga.data.layout import ParticipantLayout
+from npga.data.prepare import open_or_prepare
 from npga.data.tracking import Tracking
 from npga.headmodel import SyntheticHead, load_head_model
 from npga.headmodel.synthetic import EYE_CENTER, EYE_RADII
@@ -110,11 +112,11 @@ def region_maps(capture: Path, cache: FrameCache, seq: str, frames: list[int], s
     return np.asarray(maps)
 
 
-def region_psnr(run: Path, capture: Path, regions: np.ndarray, seq: str, frames: list[int]) -> dict[str, float]:
+def region_psnr(
+    avatar: Avatar, cache: FrameCache, regions: np.ndarray, seq: str, frames: list[int]
+) -> dict[str, float]:
     """PSNR per region of the held-out sequence: squared errors pooled over the region's pixels in every
     scored frame and camera."""
-    file, avatar = open_avatar(run, "cpu")
-    cache = open_training_cache(file, avatar, capture)
     render = tracked_renderer(avatar, cache)
     serials = list(cache.serials)
     sums, counts = np.zeros(len(REGIONS)), np.zeros(len(REGIONS))
@@ -122,7 +124,7 @@ def region_psnr(run: Path, capture: Path, regions: np.ndarray, seq: str, frames:
         gt_rgb, gt_alpha = (torch.from_numpy(a) for a in cache.frames(seq, t, serials))
         with torch.no_grad():
             pred, _ = render(seq, t, [cache.cameras[s] for s in serials])
-        err = ((pred.float().clamp(0, 1) - composite(gt_rgb, gt_alpha)) ** 2).mean(-1).numpy()  # (C, H, W)
+        err = ((pred.float().cpu().clamp(0, 1) - composite(gt_rgb, gt_alpha)) ** 2).mean(-1).numpy()  # (C, H, W)
         for r in range(len(REGIONS)):
             inside = regions[i] == r
             sums[r] += err[inside].sum()
@@ -130,10 +132,33 @@ def region_psnr(run: Path, capture: Path, regions: np.ndarray, seq: str, frames:
     return {name: float(-10 * np.log10(sums[r] / max(counts[r], 1))) for r, name in enumerate(REGIONS)}
 
 
-def train_and_score(name: str, cfg: TrainConfig, every: int, shared_field: RunLayout | None = None,
+@dataclasses.dataclass(frozen=True)
+class HeldOutRegions:
+    """Region per pixel (T, C, H, W) of the scored frames of the held-out sequence (synthetic captures only)."""
+
+    seq: str
+    frames: list[int]
+    maps: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
+class Scoring:
+    """How every row is scored (sent to the worker processes)."""
+
+    every: int
+    """Every n-th frame."""
+    regions: HeldOutRegions | None = None
+    """Per-region scores of the held-out sequence (synthetic captures)."""
+    twin: Path | None = None
+    """The capture rendered without its expression-dependent effects: the held-out sequence scored against it is
+    what the row would score if it drew those effects perfectly."""
+
+
+def train_and_score(name: str, cfg: TrainConfig, scoring: Scoring, shared_field: RunLayout | None = None,
                     threads: int | None = None) -> dict:  # fmt: skip
     """Train `cfg` into a fresh `cfg.out` (reusing a distilled field when given), then score its held-out
-    sequence and cameras; returns the table row."""
+    sequence and cameras (the held-out sequence's regions, and against the twin, when given); returns the
+    table row."""
     if threads:
         torch.set_num_threads(threads)
     run = RunLayout(cfg.out)
@@ -142,20 +167,108 @@ def train_and_score(name: str, cfg: TrainConfig, every: int, shared_field: RunLa
         run.root.mkdir(parents=True)
         shutil.copy(shared_field.distill, run.distill)
         shutil.copy(shared_field.distill_report, run.distill_report)
-    print(f"== {name}")
+    print(f"== {name}, seed {cfg.seed}")
     t0 = time.perf_counter()
     trainer = build_trainer(cfg)
     trainer.hooks.insert(0, ProgressBar(0, cfg.steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
-    metrics = run_eval(EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=every))
+    metrics = run_eval(EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every,
+                                  device=cfg.device))  # fmt: skip
     seq, cams = metrics["heldout_sequences"], metrics["heldout_cameras"]
-    return {
-        "row": name, "run": str(run.root), "steps": cfg.steps, "train_seconds": seconds,
+    row = {
+        "row": name, "seed": cfg.seed, "run": str(run.root), "steps": cfg.steps, "train_seconds": seconds,
         "n_gaussians": len(trainer.params["means"]),
         "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
         "heldout_cameras": {k: cams[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
     }  # fmt: skip
+    if scoring.twin is not None:
+        twin = run_eval(EvalConfig(run.root, split=("heldout_sequences",), every=scoring.every, capture=scoring.twin,
+                                   out=run.root / "eval_twin", device=cfg.device))["heldout_sequences"]  # fmt: skip
+        row["heldout_sequences_twin"] = {k: twin[k] for k in ("psnr", "ssim")}
+    if (regions := scoring.regions) is not None:
+        file, avatar = open_avatar(run.root, cfg.device)
+        cache = open_training_cache(file, avatar, None)
+        row["regions"] = region_psnr(avatar, cache, regions.maps, regions.seq, regions.frames)
+        row["region_pixels"] = {n: int((regions.maps == i).sum()) for i, n in enumerate(REGIONS)}
+    return row
+
+
+def summarize(results: list[dict], names: list[str]) -> list[dict]:
+    """Per row (in `names` order, rows without results left out): the mean and the sample standard deviation
+    over seeds of each score, and the mean's change from the previous row (the issue's per-part gain)."""
+
+    def scores(r: dict) -> dict[str, float]:
+        s, c = r["heldout_sequences"], r["heldout_cameras"]
+        out = {"seq PSNR": s["psnr"], "seq SSIM": s["ssim"], "cam PSNR": c["psnr"], "cam SSIM": c["ssim"]}
+        if "heldout_sequences_twin" in r:
+            out["seq PSNR, twin"] = r["heldout_sequences_twin"]["psnr"]
+        return out | r.get("regions", {})
+
+    table, previous = [], None
+    for name in names:
+        runs = sorted((r for r in results if r["row"] == name), key=lambda r: r["seed"])
+        if not runs:
+            continue
+        values = [scores(r) for r in runs]
+        mean = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
+        std = {k: float(np.std([v[k] for v in values], ddof=1)) if len(values) > 1 else None for k in values[0]}
+        gain = None if previous is None else mean["seq PSNR"] - previous["seq PSNR"]
+        table.append({"row": name, "seeds": [r["seed"] for r in runs], "mean": mean, "std": std,
+                      "seq PSNR vs previous row": gain})  # fmt: skip
+        previous = mean
+    return table
+
+
+def _cell(mean: float, std: float | None, digits: int) -> str:
+    return f"{mean:.{digits}f}" if std is None else f"{mean:.{digits}f}±{std:.{digits}f}"
+
+
+def print_summary(table: list[dict]) -> None:
+    heads = ["seq PSNR", "seq SSIM", "cam PSNR", "cam SSIM"]
+    if "seq PSNR, twin" in table[0]["mean"]:
+        heads.append("seq PSNR, twin")
+    print(f"\n{'row':<20} {'seeds':>6} " + " ".join(f"{h:>14}" for h in heads) + f" {'vs previous':>12}")
+    for t in table:
+        cells = [_cell(t["mean"][h], t["std"][h], 4 if "SSIM" in h else 2) for h in heads]
+        gain = "" if t["seq PSNR vs previous row"] is None else f"{t['seq PSNR vs previous row']:+.2f}"
+        print(f"{t['row']:<20} {len(t['seeds']):>6} " + " ".join(f"{c:>14}" for c in cells) + f" {gain:>12}")
+    if any(REGIONS[0] in t["mean"] for t in table):
+        print(f"\nheld-out sequence PSNR per region\n{'row':<20} " + " ".join(f"{n[:12]:>12}" for n in REGIONS))
+        for t in table:
+            print(f"{t['row']:<20} " + " ".join(f"{_cell(t['mean'][n], t['std'][n], 2):>12}" for n in REGIONS))
+    means = {t["row"]: t["mean"]["seq PSNR"] for t in table}
+    for reference in ("static", "+ coarse field"):
+        if "+ Laplacian" in means and reference in means:
+            gain = means["+ Laplacian"] - means[reference]
+            print(f"full CPU model (+ Laplacian) vs {reference}: {gain:+.2f} dB (held-out sequence, mean over seeds)")
+    coarse = next((t["mean"] for t in table if t["row"] == "+ coarse field"), {})
+    if "seq PSNR, twin" in coarse:
+        bound = coarse["seq PSNR, twin"] - coarse["seq PSNR"]
+        print(f"coarse field with the expression-dependent effects drawn perfectly: {bound:+.2f} dB over coarse-only "
+              "(the most that the parts learning those effects can add)")  # fmt: skip
+
+
+def check_twin(capture: Path, twin: Path, height: int, seq: str) -> None:
+    """The twin must be the same capture: the held-out sequence's tracking and cameras identical."""
+    ours, theirs = open_or_prepare(capture, height), open_or_prepare(twin, height)
+    a, b = ours.tracking(seq), theirs.tracking(seq)
+    same = all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("expression", "rotation", "translation"))
+    if not same or list(ours.serials) != list(theirs.serials):
+        raise ValueError(
+            f"{twin} is not {capture} without its effects: the tracking of {seq} or the cameras differ "
+            "(make it with `npga synth` of the same seed and preset, --effects gaze tracking_noise)"
+        )
+
+
+def held_out_regions(capture: Path, base: TrainConfig, every: int) -> HeldOutRegions | None:
+    """The held-out sequence's region maps when the capture is synthetic, else None (no regions to score)."""
+    if not (capture / "headmodel.json").is_file():
+        return None
+    cache = open_or_prepare(capture, base.height)
+    seq = base.heldout_sequences[0]
+    frames = list(range(0, cache.n_frames(seq), every))
+    return HeldOutRegions(seq, frames, region_maps(capture, cache, seq, frames, list(cache.serials)))
 
 
 def main() -> None:
@@ -164,6 +277,21 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     parser.add_argument("--steps", type=int, default=None, help="the preset's schedule stretched to N steps")
     parser.add_argument("--every", type=int, default=2, help="score every n-th frame")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=None,
+        help="train every row once per seed (default: the preset's seed); the table shows mean±sd",
+    )
+    parser.add_argument(
+        "--twin",
+        type=Path,
+        default=None,
+        help="the capture rendered without its expression-dependent effects (`npga synth` of the "
+        "same seed and preset, --effects gaze tracking_noise): rows are also scored against it",
+    )
+    parser.add_argument("--device", default=None, help="train and score on this device (default: the preset's)")
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at once (after one shared distillation)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per row")
     parser.add_argument("--rows", nargs="+", default=None, help="train only these rows (names as in the table)")
@@ -172,48 +300,47 @@ def main() -> None:
     base = dataclasses.replace(load_config(TrainConfig, args.config), capture=args.capture)
     if args.steps is not None:
         base = with_steps(base, args.steps)
+    if args.device is not None:
+        base = dataclasses.replace(base, device=args.device)
+    seeds = args.seeds or [base.seed]
+    if args.rows is not None and (unknown := set(args.rows) - set(rows(base))):
+        parser.error(f"unknown rows {sorted(unknown)}; the rows are {list(rows(base))}")
 
     selected = {name: cfg for name, cfg in rows(base).items() if args.rows is None or name in args.rows}
-    configs = {name: dataclasses.replace(cfg, out=args.out / f"{i}_{name.strip('+ ').replace(' ', '_')}")
-               for i, (name, cfg) in enumerate(selected.items())}  # fmt: skip
+    runs = []  # (row name, its config for one seed)
+    for i, (name, cfg) in enumerate(selected.items()):
+        folder = f"{i}_{name.strip('+ ').replace(' ', '_')}"
+        for seed in seeds:
+            out = args.out / (f"{folder}_seed{seed}" if len(seeds) > 1 else folder)
+            runs.append((name, dataclasses.replace(cfg, seed=seed, out=out)))
     shared_field = RunLayout(args.out / "distilled")  # kept between invocations: delete it for a new capture
     if not shared_field.distill.is_file():
         run_distill(DistillCommand(args.capture, shared_field.root, base.distill, base.device))
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(train_and_score, name, cfg, args.every, shared_field, args.threads)
-                   for name, cfg in configs.items()]  # fmt: skip
-        results = [f.result() for f in futures]
+    if args.twin is not None:
+        check_twin(args.capture, args.twin, base.height, base.heldout_sequences[0])
+    scoring = Scoring(args.every, held_out_regions(args.capture, base, args.every), args.twin)  # caches prepared once
 
-    if (args.capture / "headmodel.json").is_file():
-        first = next(iter(configs.values())).out
-        file, avatar = open_avatar(first, "cpu")
-        cache = open_training_cache(file, avatar, args.capture)
-        seq = base.heldout_sequences[0]
-        frames = list(range(0, cache.n_frames(seq), args.every))
-        regions = region_maps(args.capture, cache, seq, frames, list(cache.serials))
-        for r in results:
-            r["regions"] = region_psnr(Path(r["run"]), args.capture, regions, seq, frames)
-            r["region_pixels"] = {name: int((regions == i).sum()) for i, name in enumerate(REGIONS)}
-
-    heads = ("seq PSNR", "seq SSIM", "cam PSNR", "cam SSIM")
-    print(f"\n{'row':<20} " + " ".join(f"{h:>9}" for h in heads) + f" {'Gaussians':>10} {'train s':>8}")
-    for r in results:
-        s, c = r["heldout_sequences"], r["heldout_cameras"]
-        print(f"{r['row']:<20} {s['psnr']:>9.2f} {s['ssim']:>9.4f} {c['psnr']:>9.2f} {c['ssim']:>9.4f} "
-              f"{r['n_gaussians']:>10} {r['train_seconds']:>8.0f}")  # fmt: skip
-    if "regions" in results[0]:
-        print(f"\nheld-out sequence PSNR per region\n{'row':<20} " + " ".join(f"{n[:12]:>12}" for n in REGIONS))
-        for r in results:
-            print(f"{r['row']:<20} " + " ".join(f"{r['regions'][n]:>12.2f}" for n in REGIONS))
-    seq_psnr = {r["row"]: r["heldout_sequences"]["psnr"] for r in results}
-    for reference in ("static", "+ coarse field"):
-        if "+ Laplacian" in seq_psnr and reference in seq_psnr:
-            gain = seq_psnr["+ Laplacian"] - seq_psnr[reference]
-            print(f"full CPU model (+ Laplacian) vs {reference}: {gain:+.2f} dB (held-out sequence)")
     args.out.mkdir(parents=True, exist_ok=True)
-    summary = {"capture": str(args.capture), "config": str(args.config), "every": args.every, "rows": results}
-    (args.out / "ablation.json").write_text(json.dumps(summary, indent=2))
+    results: list[dict] = []
+
+    def write() -> None:  # after every finished run, so a run killed from outside loses only itself
+        summary = {"capture": str(args.capture), "config": str(args.config), "every": args.every, "seeds": seeds,
+                   "summary": summarize(results, list(selected)), "rows": results}  # fmt: skip
+        (args.out / "ablation.json").write_text(json.dumps(summary, indent=2))
+
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_score, name, cfg, scoring, shared_field, args.threads): name
+                   for name, cfg in runs}  # fmt: skip
+        for future in as_completed(futures):
+            try:
+                results.append(future.result())
+            except Exception as e:  # noqa: BLE001 -- one failed run must not lose the others
+                print(f"{futures[future]}: failed: {e!r}")
+            write()
+    print_summary(summarize(results, list(selected)))
     print(f"wrote {args.out / 'ablation.json'}")
+    if len(results) < len(runs):
+        raise SystemExit(f"{len(runs) - len(results)} of {len(runs)} runs failed")
 
 
 if __name__ == "__main__":

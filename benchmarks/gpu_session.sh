@@ -19,7 +19,14 @@
 #     .venv/bin/npga synth --preset full --frames 2 --out data/gpu_capture
 # The call: run(command="bash benchmarks/gpu_session.sh", carry=[".whl", "data/gpu_demo", "data/gpu_avatar",
 #               "data/gpu_capture"], timeout_s=600)
-# Stages can be chosen: STAGES="build gpu-tests bench overhead precision suite" (the default, all of them), and
+#   for the ablation stage (issue 15; not in the default stages): the ablation's capture and its twin without the
+#   expression-dependent effects, without frame caches, and the capture's distilled field (17 MB together):
+#     mkdir -p data/gpu_abl data/gpu_abl_twin && cp -r CAPTURE/{calibration,headmodel.json,sequences} data/gpu_abl
+#     cp -r TWIN/{calibration,headmodel.json,sequences} data/gpu_abl_twin && cp -r ABLATION_OUT/distilled data/gpu_abl_distilled
+#   and carry those three instead of the demo's (with .whl: 58 MiB).
+# Stages can be chosen: STAGES="build gpu-tests bench overhead precision suite" (the default), ablation (all six
+# rows for seeds 0-2 at 1,000 steps beside the coarse and full rows at ABLATION_LONG_STEPS, default 6,000, both cut
+# at ABLATION_LIMIT s, default 400, each with its ablation.json written after every finished run), and
 # the gpu tests by GPU_TESTS (default tests/; they took 92 s on an H100, most of it loading gsplat per test). The
 # suite runs on the CPU cores while gsplat compiles (tests not marked gpu never touch CUDA), so its time is an
 # upper bound; the benchmarks wait for it, so nothing else runs beside them.
@@ -32,8 +39,11 @@ mkdir -p $OUT
 STAGES=${STAGES:-"build gpu-tests bench overhead precision suite"}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
-snapshot() { tar -czf "$BACK/.session.tar.gz" --exclude="./*_work" -C $OUT . 2>/dev/null && mv "$BACK/.session.tar.gz" "$BACK/session.tar.gz"
-             cp $OUT/session.log "$BACK/session.log"; }
+snapshot() {
+    for f in $OUT/*_work/ablation.json; do [[ -f $f ]] && cp "$f" "$OUT/$(basename "$(dirname "$f")" _work).json"; done
+    tar -czf "$BACK/.session.tar.gz" --exclude="./*_work" -C $OUT . 2>/dev/null && mv "$BACK/.session.tar.gz" "$BACK/session.tar.gz"
+    cp $OUT/session.log "$BACK/session.log"
+}
 (while sleep 15; do snapshot; done) &
 snapshot_loop=$!
 mkdir -p /tmp/bin && printf '#!/usr/bin/env python3\nfrom npga.cli import main\nmain()\n' > /tmp/bin/npga && chmod +x /tmp/bin/npga
@@ -60,6 +70,11 @@ if has bench && [[ ! -d $capture ]]; then
     (OMP_NUM_THREADS=4 npga synth --preset full --frames 2 --out $capture > "$OUT/synth.log" 2>&1; echo "exit $?" >> "$OUT/synth.log") &
     synth_pid=$!
 fi
+if has ablation; then
+    (for c in data/gpu_abl data/gpu_abl_twin; do OMP_NUM_THREADS=2 npga prepare --capture $c --height 256; done \
+        > "$OUT/ablation_prepare.log" 2>&1; echo "exit $?" >> "$OUT/ablation_prepare.log") &
+    ablation_prepare_pid=$!
+fi
 if has overhead || has precision; then
     (OMP_NUM_THREADS=2 npga prepare --capture data/gpu_demo --height 256 > "$OUT/prepare.log" 2>&1; echo "exit $?" >> "$OUT/prepare.log") &
     prepare_pid=$!
@@ -70,6 +85,23 @@ if has build; then
     start=$(date +%s)
     MAX_JOBS=12 python3 -c "import torch; from gsplat.cuda._backend import _C; assert _C is not None" 2>&1 | tail -5
     log "gsplat built/loaded in $(( $(date +%s) - start )) s"
+fi
+
+if has ablation; then
+    wait $ablation_prepare_pid
+    log "ablation: prepare $(tail -1 "$OUT/ablation_prepare.log"); seeds 0-2 at 1,000 steps, and ${ABLATION_LONG_STEPS:-6000}"
+    ablation() {  # NAME ARGS...: one ablation.py invocation into $OUT/NAME_work (not archived: avatars, videos)
+        local name=$1; shift
+        mkdir -p "$OUT/${name}_work" && cp -r data/gpu_abl_distilled "$OUT/${name}_work/distilled"
+        OMP_NUM_THREADS=2 timeout "${ABLATION_LIMIT:-400}" python3 benchmarks/ablation.py --capture data/gpu_abl \
+            --twin data/gpu_abl_twin --config configs/demo.yaml --device cuda --threads 2 --out "$OUT/${name}_work" "$@" \
+            > "$OUT/$name.log" 2>&1
+        echo "exit $?" >> "$OUT/$name.log"
+    }
+    ablation ablation_seeds --steps 1000 --seeds 0 1 2 --jobs 6 &
+    seeds_pid=$!
+    ablation ablation_long --steps "${ABLATION_LONG_STEPS:-6000}" --rows "+ coarse field" "+ Laplacian" --jobs 2 &
+    long_pid=$!
 fi
 
 if has gpu-tests; then
@@ -122,6 +154,13 @@ if has overhead; then
     log "demo preset: steps' share of the wall time"
     timeout 240 python3 benchmarks/train_overhead.py --config configs/demo.yaml --capture data/gpu_demo --device cuda \
         --out "$OUT/train_overhead.json" 2>&1 | grep -v "it/s\|step/s" | tail -3
+fi
+
+if has ablation; then
+    wait $seeds_pid $long_pid
+    pkill -9 -f benchmarks/ablation.py  # workers left by a cut invocation
+    for name in ablation_seeds ablation_long; do log "$name: $(tail -1 "$OUT/$name.log")"; done
+    grep -h -A12 "^row " $OUT/ablation_*.log | grep -v "it/s"
 fi
 
 kill $snapshot_loop
