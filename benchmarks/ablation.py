@@ -7,8 +7,14 @@ computed once and shared. On a synthetic capture each row is also scored per fac
 sequence (mouth, eyes, forehead and brows, cheeks, rest of the face, hair/ears/neck), the regions found
 from the canonical point under each pixel, so the table says which effect each part recovers.
 
+Single runs differ by 0.1-0.2 dB: `--seeds 0 1 2` trains each row once per seed and the table shows mean±sd.
+`--twin` scores every row also against the capture rendered without its expression-dependent effects: for the
+coarse-only row, that is what it would score if it drew them perfectly, i.e. the most the parts learning those
+effects can add.
+
 .venv/bin/python benchmarks/ablation.py [--capture data/demo] [--config configs/demo.yaml] [--steps N]
-    [--every 2] [--jobs 1] [--threads 2] [--out benchmarks/out/ablation]
+    [--seeds 0 1 2] [--twin TWIN] [--device cuda] [--every 2] [--jobs 1] [--threads 2]
+    [--rows ROW ...] [--out benchmarks/out/ablation]
 """
 
 from __future__ import annotations
@@ -225,6 +231,8 @@ def _cell(mean: float, std: float | None, digits: int) -> str:
 
 
 def print_summary(table: list[dict]) -> None:
+    if not table:
+        return
     heads = ["seq PSNR", "seq SSIM", "cam PSNR", "cam SSIM"]
     if "seq PSNR, twin" in table[0]["mean"]:
         heads.append("seq PSNR, twin")
@@ -291,7 +299,12 @@ def main() -> None:
         help="the capture rendered without its expression-dependent effects (`npga synth` of the "
         "same seed and preset, --effects gaze tracking_noise): rows are also scored against it",
     )
-    parser.add_argument("--device", default=None, help="train and score on this device (default: the preset's)")
+    parser.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default=None,
+        help="train and score on this device (default: the preset's)",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="rows trained at once (after one shared distillation)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads per row")
     parser.add_argument("--rows", nargs="+", default=None, help="train only these rows (names as in the table)")
