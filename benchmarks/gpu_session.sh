@@ -23,7 +23,9 @@
 #   expression-dependent effects, without frame caches, and the capture's distilled field (17 MB together):
 #     mkdir -p data/gpu_abl data/gpu_abl_twin && cp -r CAPTURE/{calibration,headmodel.json,sequences} data/gpu_abl
 #     cp -r TWIN/{calibration,headmodel.json,sequences} data/gpu_abl_twin && cp -r ABLATION_OUT/distilled data/gpu_abl_distilled
-#   and carry those three instead of the demo's (with .whl: 58 MiB).
+#   and carry those three instead of the demo's (with .whl: 58 MiB):
+#     run(command='STAGES="build gpu-tests ablation" ABLATION_LIMIT=380 bash benchmarks/gpu_session.sh', carry=[".whl",
+#         "data/gpu_abl", "data/gpu_abl_twin", "data/gpu_abl_distilled"], timeout_s=600)  (359 s on an H100)
 # Stages can be chosen: STAGES="build gpu-tests bench overhead precision suite" (the default), ablation (all six
 # rows for seeds 0-2 at 1,000 steps beside the coarse and full rows at ABLATION_LONG_STEPS, default 6,000, both cut
 # at ABLATION_LIMIT s, default 400, each with its ablation.json written after every finished run), and
