@@ -257,9 +257,9 @@ def print_summary(table: list[dict]) -> None:
               "(the most that the parts learning those effects can add)")  # fmt: skip
 
 
-def check_twin(capture: Path, twin: Path, height: int, seq: str) -> None:
+def check_twin(capture: Path, ours: FrameCache, twin: Path, seq: str) -> None:
     """The twin must be the same capture: the held-out sequence's tracking and cameras identical."""
-    ours, theirs = open_or_prepare(capture, height), open_or_prepare(twin, height)
+    theirs = open_or_prepare(twin, ours.height)
     a, b = ours.tracking(seq), theirs.tracking(seq)
     same = all(np.array_equal(getattr(a, k), getattr(b, k)) for k in ("expression", "rotation", "translation"))
     if not same or list(ours.serials) != list(theirs.serials):
@@ -269,12 +269,10 @@ def check_twin(capture: Path, twin: Path, height: int, seq: str) -> None:
         )
 
 
-def held_out_regions(capture: Path, base: TrainConfig, every: int) -> HeldOutRegions | None:
+def held_out_regions(capture: Path, cache: FrameCache, seq: str, every: int) -> HeldOutRegions | None:
     """The held-out sequence's region maps when the capture is synthetic, else None (no regions to score)."""
     if not (capture / "headmodel.json").is_file():
         return None
-    cache = open_or_prepare(capture, base.height)
-    seq = base.heldout_sequences[0]
     frames = list(range(0, cache.n_frames(seq), every))
     return HeldOutRegions(seq, frames, region_maps(capture, cache, seq, frames, list(cache.serials)))
 
@@ -329,9 +327,11 @@ def main() -> None:
     shared_field = RunLayout(args.out / "distilled")  # kept between invocations: delete it for a new capture
     if not shared_field.distill.is_file():
         run_distill(DistillCommand(args.capture, shared_field.root, base.distill, base.device))
+    cache = open_or_prepare(args.capture, base.height)  # prepared once, before the workers share it
+    seq = base.heldout_sequences[0]
     if args.twin is not None:
-        check_twin(args.capture, args.twin, base.height, base.heldout_sequences[0])
-    scoring = Scoring(args.every, held_out_regions(args.capture, base, args.every), args.twin)  # caches prepared once
+        check_twin(args.capture, cache, args.twin, seq)
+    scoring = Scoring(args.every, held_out_regions(args.capture, cache, seq, args.every), args.twin)
 
     args.out.mkdir(parents=True, exist_ok=True)
     results: list[dict] = []
