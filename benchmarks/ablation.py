@@ -59,12 +59,19 @@ def rows(base: TrainConfig) -> dict[str, TrainConfig]:
         base.loss, laplacian_features=0.0, laplacian_dynamics=0.0, laplacian_appearance=0.0
     )
     no_latent = dataclasses.replace(base.init, latent_dim=0)
-    static = dataclasses.replace(base, use_coarse=False, use_detail=False, init=no_latent, loss=no_laplacian,
-                                 cnn=dataclasses.replace(base.cnn, enabled=False))  # fmt: skip
+    static = dataclasses.replace(
+        base,
+        use_coarse=False,
+        use_detail=False,
+        init=no_latent,
+        loss=no_laplacian,
+        cnn=dataclasses.replace(base.cnn, enabled=False),
+    )
     coarse = dataclasses.replace(static, use_coarse=True)
     detail = dataclasses.replace(coarse, use_detail=True)
-    latent = dataclasses.replace(detail, init=base.init if base.init.latent_dim else dataclasses.replace(
-        base.init, latent_dim=16))  # fmt: skip
+    latent = dataclasses.replace(
+        detail, init=base.init if base.init.latent_dim else dataclasses.replace(base.init, latent_dim=16)
+    )
     laplacian = dataclasses.replace(latent, loss=base.loss)
     cnn = dataclasses.replace(laplacian, cnn=dataclasses.replace(base.cnn, enabled=True))
     return {
@@ -102,9 +109,14 @@ def region_maps(capture: Path, cache: FrameCache, seq: str, frames: list[int], s
     mesh = head.canonical_mesh(128)
     maps = []
     for t in frames:
-        posed, _ = frame_geometry(head, mesh, torch.from_numpy(truth.expression[t]),
-                                  torch.from_numpy(truth.scale[t] * truth.rotation[t]).double(),
-                                  torch.from_numpy(truth.translation[t]).double(), ("folds",))  # fmt: skip
+        posed, _ = frame_geometry(
+            head,
+            mesh,
+            torch.from_numpy(truth.expression[t]),
+            torch.from_numpy(truth.scale[t] * truth.rotation[t]).double(),
+            torch.from_numpy(truth.translation[t]).double(),
+            ("folds",),
+        )
         per_camera = []
         for serial in serials:
             cam = cache.cameras[serial]
@@ -160,8 +172,9 @@ class Scoring:
     what the row would score if it drew those effects perfectly."""
 
 
-def train_and_score(name: str, cfg: TrainConfig, scoring: Scoring, shared_field: RunLayout | None = None,
-                    threads: int | None = None) -> dict:  # fmt: skip
+def train_and_score(
+    name: str, cfg: TrainConfig, scoring: Scoring, shared_field: RunLayout | None = None, threads: int | None = None
+) -> dict:
     """Train `cfg` into a fresh `cfg.out` (reusing a distilled field when given), then score its held-out
     sequence and cameras (the held-out sequence's regions, and against the twin, when given); returns the
     table row."""
@@ -179,18 +192,31 @@ def train_and_score(name: str, cfg: TrainConfig, scoring: Scoring, shared_field:
     trainer.hooks.insert(0, ProgressBar(0, cfg.steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
-    metrics = run_eval(EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every,
-                                  device=cfg.device))  # fmt: skip
+    metrics = run_eval(
+        EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every, device=cfg.device)
+    )
     seq, cams = metrics["heldout_sequences"], metrics["heldout_cameras"]
     row = {
-        "row": name, "seed": cfg.seed, "run": str(run.root), "steps": cfg.steps, "train_seconds": seconds,
+        "row": name,
+        "seed": cfg.seed,
+        "run": str(run.root),
+        "steps": cfg.steps,
+        "train_seconds": seconds,
         "n_gaussians": len(trainer.params["means"]),
         "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
         "heldout_cameras": {k: cams[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
-    }  # fmt: skip
+    }
     if scoring.twin is not None:
-        twin = run_eval(EvalConfig(run.root, split=("heldout_sequences",), every=scoring.every, capture=scoring.twin,
-                                   out=run.root / "eval_twin", device=cfg.device))["heldout_sequences"]  # fmt: skip
+        twin = run_eval(
+            EvalConfig(
+                run.root,
+                split=("heldout_sequences",),
+                every=scoring.every,
+                capture=scoring.twin,
+                out=run.root / "eval_twin",
+                device=cfg.device,
+            )
+        )["heldout_sequences"]
         row["heldout_sequences_twin"] = {k: twin[k] for k in ("psnr", "ssim")}
     if (regions := scoring.regions) is not None:
         file, avatar = open_avatar(run.root, cfg.device)
@@ -220,8 +246,15 @@ def summarize(results: list[dict], names: list[str]) -> list[dict]:
         mean = {k: float(np.mean([v[k] for v in values])) for k in values[0]}
         std = {k: float(np.std([v[k] for v in values], ddof=1)) if len(values) > 1 else None for k in values[0]}
         gain = None if previous is None else mean["seq PSNR"] - previous["seq PSNR"]
-        table.append({"row": name, "seeds": [r["seed"] for r in runs], "mean": mean, "std": std,
-                      "seq PSNR vs previous row": gain})  # fmt: skip
+        table.append(
+            {
+                "row": name,
+                "seeds": [r["seed"] for r in runs],
+                "mean": mean,
+                "std": std,
+                "seq PSNR vs previous row": gain,
+            }
+        )
         previous = mean
     return table
 
@@ -253,8 +286,10 @@ def print_summary(table: list[dict]) -> None:
     coarse = next((t["mean"] for t in table if t["row"] == "+ coarse field"), {})
     if "seq PSNR, twin" in coarse:
         bound = coarse["seq PSNR, twin"] - coarse["seq PSNR"]
-        print(f"coarse field with the expression-dependent effects drawn perfectly: {bound:+.2f} dB over coarse-only "
-              "(the most that the parts learning those effects can add)")  # fmt: skip
+        print(
+            f"coarse field with the expression-dependent effects drawn perfectly: {bound:+.2f} dB over coarse-only "
+            "(the most that the parts learning those effects can add)"
+        )
 
 
 def check_twin(capture: Path, ours: FrameCache, twin: Path, seq: str) -> None:
@@ -337,17 +372,24 @@ def main() -> None:
     results: list[dict] = []
 
     def write() -> None:  # after every finished run, so a run killed from outside loses only itself
-        summary = {"capture": str(args.capture), "config": str(args.config), "every": args.every, "seeds": seeds,
-                   "summary": summarize(results, list(selected)), "rows": results}  # fmt: skip
+        summary = {
+            "capture": str(args.capture),
+            "config": str(args.config),
+            "every": args.every,
+            "seeds": seeds,
+            "summary": summarize(results, list(selected)),
+            "rows": results,
+        }
         (args.out / "ablation.json").write_text(json.dumps(summary, indent=2))
 
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(train_and_score, name, cfg, scoring, shared_field, args.threads): name
-                   for name, cfg in runs}  # fmt: skip
+        futures = {
+            pool.submit(train_and_score, name, cfg, scoring, shared_field, args.threads): name for name, cfg in runs
+        }
         for future in as_completed(futures):
             try:
                 results.append(future.result())
-            except Exception as e:  # noqa: BLE001 -- one failed run must not lose the others
+            except Exception as e:  # one failed run must not lose the others
                 print(f"{futures[future]}: failed: {e!r}")
             write()
     print_summary(summarize(results, list(selected)))

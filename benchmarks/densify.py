@@ -29,8 +29,11 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/densify"))
     args = parser.parse_args()
     base = dataclasses.replace(load_config(TrainConfig, args.config), capture=args.capture)
-    mcmc = dataclasses.replace(base, densify=dataclasses.replace(base.densify, kind="mcmc"),
-                               loss=dataclasses.replace(base.loss, opacity_reg=0.01, scale_reg=0.01))  # fmt: skip
+    mcmc = dataclasses.replace(
+        base,
+        densify=dataclasses.replace(base.densify, kind="mcmc"),
+        loss=dataclasses.replace(base.loss, opacity_reg=0.01, scale_reg=0.01),
+    )
     results, shared = [], None
     for name, cfg in (("default", base), ("mcmc", mcmc)):
         run = args.out / name
@@ -39,8 +42,10 @@ def main() -> None:
     print(f"\n{'strategy':<10} {'seq PSNR':>9} {'seq SSIM':>9} {'cam PSNR':>9} {'Gaussians':>10} {'train s':>8}")
     for r in results:
         s, c = r["heldout_sequences"], r["heldout_cameras"]
-        print(f"{r['row']:<10} {s['psnr']:>9.2f} {s['ssim']:>9.4f} {c['psnr']:>9.2f} {r['n_gaussians']:>10} "
-              f"{r['train_seconds']:>8.0f}")  # fmt: skip
+        print(
+            f"{r['row']:<10} {s['psnr']:>9.2f} {s['ssim']:>9.4f} {c['psnr']:>9.2f} {r['n_gaussians']:>10} "
+            f"{r['train_seconds']:>8.0f}"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"capture": str(args.capture), "config": str(args.config), "every": args.every, "rows": results}
     (args.out / "densify.json").write_text(json.dumps(summary, indent=2))

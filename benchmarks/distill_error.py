@@ -31,17 +31,28 @@ def field_error(predicted: torch.Tensor, true: torch.Tensor) -> dict[str, float]
     err = (predicted - true).norm(dim=-1)
     largest = float(true.norm(dim=-1).max())
     median, p95 = float(err.median()), float(err.quantile(0.95))
-    return {"largest_displacement": largest, "median_error": median, "p95_error": p95,
-            "median_relative": median / largest, "p95_relative": p95 / largest}  # fmt: skip
+    return {
+        "largest_displacement": largest,
+        "median_error": median,
+        "p95_error": p95,
+        "median_relative": median / largest,
+        "p95_relative": p95 / largest,
+    }
 
 
 def print_row(row: dict, extra: dict[str, str] | None = None) -> None:
     """One table row: the `field_error` columns after `row["codes"]`, then `extra` {column title: key} (rounded)."""
     extra = extra or {}
     titles = ["codes", "largest", "median", "p95", "median %", "p95 %", *extra]
-    cells = [f"{row['codes']:>6}", f"{row['largest_displacement']:>9.2e}", f"{row['median_error']:>9.2e}",
-             f"{row['p95_error']:>9.2e}", f"{100 * row['median_relative']:>9.2f}", f"{100 * row['p95_relative']:>9.2f}",
-             *(f"{row[key]:>{max(len(t), 9)}.0f}" for t, key in extra.items())]  # fmt: skip
+    cells = [
+        f"{row['codes']:>6}",
+        f"{row['largest_displacement']:>9.2e}",
+        f"{row['median_error']:>9.2e}",
+        f"{row['p95_error']:>9.2e}",
+        f"{100 * row['median_relative']:>9.2f}",
+        f"{100 * row['p95_relative']:>9.2f}",
+        *(f"{row[key]:>{max(len(t), 9)}.0f}" for t, key in extra.items()),
+    ]
     widths = [6, 9, 9, 9, 9, 9, *(max(len(t), 9) for t in extra)]
     print(" ".join(f"{t:>{w}}" for t, w in zip(titles, widths, strict=True)))
     print(" ".join(cells))

@@ -35,14 +35,22 @@ def main() -> None:
     rows = []
     for device in devices:
         _, report = distill(head, codes, cfg, device=device)
-        rows.append({"device": device, "name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
-                     "threads": torch.get_num_threads(), "seconds": report["seconds"],
-                     "cycle_residual_median": report["cycle_residual"]["median"],
-                     "median_relative": report["median_relative"]})  # fmt: skip
+        rows.append(
+            {
+                "device": device,
+                "name": torch.cuda.get_device_name() if device == "cuda" else "cpu",
+                "threads": torch.get_num_threads(),
+                "seconds": report["seconds"],
+                "cycle_residual_median": report["cycle_residual"]["median"],
+                "median_relative": report["median_relative"],
+            }
+        )
     print(f"{'device':<8} {'seconds':>8} {'residual':>10} {'% of largest':>13}")
     for r in rows:
-        print(f"{r['device']:<8} {r['seconds']:>8.1f} {r['cycle_residual_median']:>10.2e} "
-              f"{100 * r['median_relative']:>13.2f}")  # fmt: skip
+        print(
+            f"{r['device']:<8} {r['seconds']:>8.1f} {r['cycle_residual_median']:>10.2e} "
+            f"{100 * r['median_relative']:>13.2f}"
+        )
     if len(rows) == 2:
         print(f"cuda is {rows[0]['seconds'] / rows[1]['seconds']:.1f}x faster than the cpu")
     args.out.parent.mkdir(parents=True, exist_ok=True)

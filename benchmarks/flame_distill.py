@@ -45,11 +45,19 @@ def main() -> None:
     g, report = distill(head, codes, DistillConfig())
     with torch.no_grad():
         error = field_error(g(x, z), true)
-    row = {"capture": str(args.capture), "vertices": len(head.canonical_mesh().vertices), "points": args.points,
-           "codes": len(codes), **error, "cycle_residual_median": report["cycle_residual"]["median"],
-           "distill_seconds": report["seconds"], "backward_points_per_second": args.points / backward_s}  # fmt: skip
-    print_row(row, {"vertices": "vertices", "distill s": "distill_seconds",
-                    "backward pts/s": "backward_points_per_second"})  # fmt: skip
+    row = {
+        "capture": str(args.capture),
+        "vertices": len(head.canonical_mesh().vertices),
+        "points": args.points,
+        "codes": len(codes),
+        **error,
+        "cycle_residual_median": report["cycle_residual"]["median"],
+        "distill_seconds": report["seconds"],
+        "backward_points_per_second": args.points / backward_s,
+    }
+    print_row(
+        row, {"vertices": "vertices", "distill s": "distill_seconds", "backward pts/s": "backward_points_per_second"}
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")

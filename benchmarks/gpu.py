@@ -92,8 +92,16 @@ def precisions(device: torch.device) -> tuple[Resolved, ...]:
     return ("float32", "tf32", "bfloat16") if device.type == "cuda" else ("float32", "bfloat16")
 
 
-def render_case(trainer: Trainer, scale: int, cnn: bool, precision: Resolved, device: torch.device, reps: int,
-                warmup: int, express_fn: Callable[..., Gaussians] = express) -> tuple[dict, torch.Tensor]:  # fmt: skip
+def render_case(
+    trainer: Trainer,
+    scale: int,
+    cnn: bool,
+    precision: Resolved,
+    device: torch.device,
+    reps: int,
+    warmup: int,
+    express_fn: Callable[..., Gaussians] = express,
+) -> tuple[dict, torch.Tensor]:
     """Render one camera of a training frame at `scale` times the capture's size: FPS, the parts, and the
     picture (for the PSNR against float32). `express_fn`: `express` or a compiled version of it."""
     seq = trainer.split.train_sequences[0]
@@ -108,8 +116,8 @@ def render_case(trainer: Trainer, scale: int, cnn: bool, precision: Resolved, de
             return express_fn(trainer.params, trainer.nets, b.z)
 
     with torch.no_grad():
-        posed = lambda: pose(head(), b.head_pose)  # noqa: E731
-        drawn = lambda g: render_gaussians(g, b.viewmats, Ks, width, height, trainer.background, net)[0]  # noqa: E731
+        posed = lambda: pose(head(), b.head_pose)
+        drawn = lambda g: render_gaussians(g, b.viewmats, Ks, width, height, trainer.background, net)[0]
         g_head = head()
         g = pose(g_head, b.head_pose)
         frame = median_ms(lambda: drawn(posed()), device, reps, warmup)
@@ -117,8 +125,17 @@ def render_case(trainer: Trainer, scale: int, cnn: bool, precision: Resolved, de
         raster = median_ms(lambda: drawn(g), device, reps, warmup)
         deform_ms = median_ms(posed, device, reps, warmup)
         image = drawn(g)[0].clamp(0, 1)
-    row = {"size": f"{width}x{height}", "cnn": cnn, "precision": precision, "fps": 1000 / frame, "frame_ms": frame,
-           "deform_ms": deform_ms, "rasterize_ms": raster, "still_fps": 1000 / still, "still_ms": still}  # fmt: skip
+    row = {
+        "size": f"{width}x{height}",
+        "cnn": cnn,
+        "precision": precision,
+        "fps": 1000 / frame,
+        "frame_ms": frame,
+        "deform_ms": deform_ms,
+        "rasterize_ms": raster,
+        "still_fps": 1000 / still,
+        "still_ms": still,
+    }
     return row, image
 
 
@@ -154,10 +171,14 @@ def compiled_cases(trainer: Trainer, device: torch.device, reps: int, warmup: in
             render_case(trainer, 1, False, precision, device, 2, 1, compiled)  # compiles (and records the graph)
             compile_s = time.perf_counter() - start
             row, image = render_case(trainer, 1, False, precision, device, reps, warmup, compiled)
-            row |= {"mode": mode, "compile_s": compile_s, "psnr_vs_float32": float(psnr(image, eager["float32"][1])),
-                    "eager_deform_ms": eager[precision][0]["deform_ms"],
-                    "eager_frame_ms": eager[precision][0]["frame_ms"]}  # fmt: skip
-        except Exception as e:  # noqa: BLE001 - the benchmark reports what failed and goes on
+            row |= {
+                "mode": mode,
+                "compile_s": compile_s,
+                "psnr_vs_float32": float(psnr(image, eager["float32"][1])),
+                "eager_deform_ms": eager[precision][0]["deform_ms"],
+                "eager_frame_ms": eager[precision][0]["frame_ms"],
+            }
+        except Exception as e:  # the benchmark reports what failed and goes on
             row = {"mode": mode, "precision": precision, "error": f"{type(e).__name__}: {str(e).splitlines()[0][:300]}"}
             traceback.print_exc()
         rows.append(row)
@@ -182,8 +203,9 @@ def step_variant(trainer: Trainer, variant: str) -> Iterator[None]:
         trainer.nets.detail, torch.backends.cuda.matmul.allow_tf32 = detail, tf32
 
 
-def timed_steps(trainer: Trainer, serials: tuple[str, ...], device: torch.device, reps: int,
-                warmup: int) -> list[dict[str, float]]:  # fmt: skip
+def timed_steps(
+    trainer: Trainer, serials: tuple[str, ...], device: torch.device, reps: int, warmup: int
+) -> list[dict[str, float]]:
     """Per step after `warmup`: batch loading, each part of `train_step`, their sum and the whole step (ms)."""
     seqs = trainer.split.train_sequences
     rows = []
@@ -199,13 +221,20 @@ def timed_steps(trainer: Trainer, serials: tuple[str, ...], device: torch.device
         end = time.perf_counter()
         if i >= warmup:
             parts = {p: 1000 * float(out[f"time_{p}"]) for p in PARTS}
-            rows.append({"load": 1000 * (loaded - start), **parts, "step": 1000 * (end - start),
-                         "parts_sum": 1000 * (loaded - start) + sum(parts.values())})  # fmt: skip
+            rows.append(
+                {
+                    "load": 1000 * (loaded - start),
+                    **parts,
+                    "step": 1000 * (end - start),
+                    "parts_sum": 1000 * (loaded - start) + sum(parts.values()),
+                }
+            )
     return rows
 
 
-def step_case(trainer: Trainer, cameras: int, device: torch.device, reps: int, warmup: int,
-              variant: str = "eager") -> dict:  # fmt: skip
+def step_case(
+    trainer: Trainer, cameras: int, device: torch.device, reps: int, warmup: int, variant: str = "eager"
+) -> dict:
     """Training steps with `cameras` cameras each, at steps that do not densify: the parts and the whole."""
     n = min(cameras, len(trainer.train_serials))
     if device.type == "cuda":
@@ -235,10 +264,18 @@ def profile_table(trainer: Trainer, device: torch.device, steps: int) -> str:
     tables = []
     for name, fn in (
         ("training step, 2 cameras", lambda: timed_steps(trainer, serials, device, 1, 0)),
-        ("render (deform + rasterize), float32",
-         lambda: render_gaussians(pose(express(trainer.params, trainer.nets, b.z), b.head_pose), b.viewmats, b.Ks,
-                                  trainer.cache.width, trainer.cache.height, trainer.background)),
-    ):  # fmt: skip
+        (
+            "render (deform + rasterize), float32",
+            lambda: render_gaussians(
+                pose(express(trainer.params, trainer.nets, b.z), b.head_pose),
+                b.viewmats,
+                b.Ks,
+                trainer.cache.width,
+                trainer.cache.height,
+                trainer.background,
+            ),
+        ),
+    ):
         with torch.no_grad() if name.startswith("render") else contextlib.nullcontext():
             fn()
             synchronize(device)
@@ -261,8 +298,12 @@ def densify_case(trainer: Trainer, device: torch.device) -> dict:
     synchronize(device)
     out = trainer.train_step(trainer.sample_batch())  # the step index divisible by refine_every
     synchronize(device)
-    return {"step": trainer.step - 1, "gaussians_before": before, "gaussians_after": len(trainer.params["means"]),
-            "densify_ms": 1000 * float(out["time_densify"])}  # fmt: skip
+    return {
+        "step": trainer.step - 1,
+        "gaussians_before": before,
+        "gaussians_after": len(trainer.params["means"]),
+        "densify_ms": 1000 * float(out["time_densify"]),
+    }
 
 
 def synthesize_capture(out: Path, small: bool) -> Path:
@@ -279,18 +320,27 @@ def build(args: argparse.Namespace, run: Path) -> Trainer:
     base = load_config(TrainConfig, CONFIGS / "nersemble.yaml")
     quick = load_config(TrainConfig, CONFIGS / "tiny.yaml").distill  # the field's size matters, not its fit
     distill = dataclasses.replace(quick, field=base.distill.field)
-    cfg = dataclasses.replace(base, capture=args.capture, out=run, device=args.device, distill=distill,
-                              height=None if args.small else base.height,
-                              init=dataclasses.replace(base.init, mesh_resolution=32 if args.small else 96),
-                              densify=dataclasses.replace(base.densify, max_gaussians=args.gaussians * 2))  # fmt: skip
+    cfg = dataclasses.replace(
+        base,
+        capture=args.capture,
+        out=run,
+        device=args.device,
+        distill=distill,
+        height=None if args.small else base.height,
+        init=dataclasses.replace(base.init, mesh_resolution=32 if args.small else 96),
+        densify=dataclasses.replace(base.densify, max_gaussians=args.gaussians * 2),
+    )
     shutil.rmtree(run / "checkpoints", ignore_errors=True)
     return build_trainer(cfg, hooks=[])
 
 
 def table(result: dict) -> str:
-    lines = [f"device {result['device']}, {result['gaussians']} Gaussians, torch {result['torch']}", "",
-             f"{'render':<22} {'precision':>9} {'FPS':>7} {'frame ms':>9} {'deform ms':>9} {'raster ms':>9} "
-             f"{'still FPS':>9} {'dB vs f32':>9} {'compile s':>9}"]  # fmt: skip
+    lines = [
+        f"device {result['device']}, {result['gaussians']} Gaussians, torch {result['torch']}",
+        "",
+        f"{'render':<22} {'precision':>9} {'FPS':>7} {'frame ms':>9} {'deform ms':>9} {'raster ms':>9} "
+        f"{'still FPS':>9} {'dB vs f32':>9} {'compile s':>9}",
+    ]
     for r in result.get("render", []) + result.get("compiled_render", []):
         if "error" in r:
             lines.append(f"{'compiled ' + r['mode']:<22} {r['precision']:>9} {r['error']}")
@@ -298,20 +348,30 @@ def table(result: dict) -> str:
         name = f"{r['size']} {'with' if r['cnn'] else 'no'} CNN" if "mode" not in r else f"compiled {r['mode']}"
         times = " ".join(f"{r[k]:>9.2f}" for k in ("frame_ms", "deform_ms", "rasterize_ms"))
         db = "" if r["psnr_vs_float32"] is None else f"{r['psnr_vs_float32']:.1f}"
-        lines.append(f"{name:<22} {r['precision']:>9} {r['fps']:>7.1f} {times} {r['still_fps']:>9.1f} {db:>9} "
-                     f"{r.get('compile_s', 0):>9.1f}")  # fmt: skip
-    lines += ["", f"{'train step (ms)':<10} {'N':>7} {'cams':>4} {'step':>7} "
-              + " ".join(f"{p:>9}" for p in ("load", *PARTS)) + f" {'other':>7} {'peak MB':>8}"]  # fmt: skip
+        lines.append(
+            f"{name:<22} {r['precision']:>9} {r['fps']:>7.1f} {times} {r['still_fps']:>9.1f} {db:>9} "
+            f"{r.get('compile_s', 0):>9.1f}"
+        )
+    lines += [
+        "",
+        f"{'train step (ms)':<10} {'N':>7} {'cams':>4} {'step':>7} "
+        + " ".join(f"{p:>9}" for p in ("load", *PARTS))
+        + f" {'other':>7} {'peak MB':>8}",
+    ]
     for r in result.get("train_step", []) + result.get("train_step_small", []):
         parts = " ".join(f"{r['parts_ms'][p]:>9.2f}" for p in ("load", *PARTS))
-        lines.append(f"{r['variant']:<10} {r['gaussians']:>7} {r['cameras']:>4} {r['step_ms']:>7.2f} {parts} "
-                     f"{r['unaccounted_ms']:>7.2f} {r['peak_memory_mb']:>8.0f}")  # fmt: skip
+        lines.append(
+            f"{r['variant']:<10} {r['gaussians']:>7} {r['cameras']:>4} {r['step_ms']:>7.2f} {parts} "
+            f"{r['unaccounted_ms']:>7.2f} {r['peak_memory_mb']:>8.0f}"
+        )
     if "graph_ms" in result:
         lines += ["", f"kNN graph rebuild: {result['graph_ms']:.1f} ms"]
     if "densify" in result:
         d = result["densify"]
-        lines.append(f"densify at step {d['step']}: {d['densify_ms']:.1f} ms ({d['gaussians_before']} -> "
-                     f"{d['gaussians_after']} Gaussians)")  # fmt: skip
+        lines.append(
+            f"densify at step {d['step']}: {d['densify_ms']:.1f} ms ({d['gaussians_before']} -> "
+            f"{d['gaussians_after']} Gaussians)"
+        )
     return "\n".join(lines)
 
 
@@ -362,8 +422,9 @@ def main() -> None:
     for variant in STEP_VARIANTS if compile_nets else ():
         steps.append(step_case(trainer, 2, device, reps, warmup, variant))
         measured("train_step", steps)
-    measured("graph_ms", median_ms(lambda: knn_graph(trainer.params["means"], trainer.cfg.knn), device,
-                                   max(reps // 5, 1), 1))  # fmt: skip
+    measured(
+        "graph_ms", median_ms(lambda: knn_graph(trainer.params["means"], trainer.cfg.knn), device, max(reps // 5, 1), 1)
+    )
     paper_scale = {k: v.detach().clone() for k, v in trainer.params.items()}
     measured("densify", densify_case(trainer, device))
     trainer.replace_gaussians(grown(paper_scale, args.gaussians_small, gen))

@@ -73,8 +73,16 @@ def bench_device(head: MonoNPHM, device: str, args: argparse.Namespace) -> list[
     rows: list[dict] = []
 
     def add(what: str, seconds: float, **extra: object) -> None:
-        rows.append({"device": device, "name": name, "what": what, "seconds": seconds,
-                     "peak_memory_gb": peak_memory_gb(device), **extra})  # fmt: skip
+        rows.append(
+            {
+                "device": device,
+                "name": name,
+                "what": what,
+                "seconds": seconds,
+                "peak_memory_gb": peak_memory_gb(device),
+                **extra,
+            }
+        )
         print(f"{device:<5} {what:<24} {seconds:>9.2f} s  peak {rows[-1]['peak_memory_gb']:.2f} GB", flush=True)
 
     if "eval" not in args.skip:
@@ -93,8 +101,12 @@ def bench_device(head: MonoNPHM, device: str, args: argparse.Namespace) -> list[
             cfg = dataclasses.replace(cfg, steps=args.steps)
         codes = 0.5 * torch.randn(200, head.expression_dim, generator=gen)
         _, report = distill(head, codes, cfg, device=device)
-        add(f"distill {cfg.rounds}x{cfg.steps}", report["seconds"], pool_size=cfg.pool_size,
-            mesh_resolution=cfg.mesh_resolution)  # fmt: skip
+        add(
+            f"distill {cfg.rounds}x{cfg.steps}",
+            report["seconds"],
+            pool_size=cfg.pool_size,
+            mesh_resolution=cfg.mesh_resolution,
+        )
     return rows
 
 

@@ -43,105 +43,279 @@ class Mutant:
 
 AVATAR = "tests/test_avatar.py"
 MUTANTS: tuple[Mutant, ...] = (
-    Mutant("distill_sign_flip", "npga/deform/distill.py", "pool_dx.append(x_p - x_c)", "pool_dx.append(x_c - x_p)",
-           "cycle target x_c - x_p instead of x_p - x_c", ("tests/test_deform.py", "-k", "moves_the_points")),
-    Mutant("distill_wrong_code", "npga/deform/distill.py", "x_c = _backward_chunked(head, x_p, z)",
-           "x_c = _backward_chunked(head, x_p, z.roll(1, 0))", "pairs mapped back under another point's code",
-           ("tests/test_deform.py", "-k", "moves_the_points")),
-    Mutant("deform_identity_quat_xyzw", "npga/avatar/deform.py", "new_tensor([1.0, 0.0, 0.0, 0.0])",
-           "new_tensor([0.0, 0.0, 0.0, 1.0])", "detail rotation residual around the xyzw identity (wxyz code)",
-           (AVATAR, "-k", "independent")),
-    Mutant("deform_rotation_order", "npga/avatar/deform.py", "quats = quat_multiply(dq, quats)",
-           "quats = quat_multiply(quats, dq)", "residual rotation applied before the canonical one",
-           (AVATAR, "-k", "independent")),
-    Mutant("deform_position_residual_sign", "npga/avatar/deform.py",
-           'means = means + r["position"] * nets.detail.cfg.position_scale',
-           'means = means - r["position"] * nets.detail.cfg.position_scale', "detail position residual sign flip",
-           (AVATAR, "-k", "independent or moves_the_rendered")),
-    Mutant("deform_coarse_sign", "npga/avatar/deform.py", "means = means + offset", "means = means - offset",
-           "coarse field displacement sign flip", (AVATAR, "-k", "independent")),
-    Mutant("deform_scale_residual_dropped", "npga/avatar/deform.py", 'log_scales = log_scales + r["scale"]',
-           "log_scales = log_scales", "detail scale residual dropped", (AVATAR, "-k", "independent")),
-    Mutant("deform_opacity_residual_sign", "npga/avatar/deform.py",
-           'opacity_logits = opacity_logits + r["opacity"][:, 0]',
-           'opacity_logits = opacity_logits - r["opacity"][:, 0]', "detail opacity residual sign flip",
-           (AVATAR, "-k", "independent")),
-    Mutant("deform_features_detached", "npga/avatar/deform.py",
-           'features = params["features"] if "features" in params else None',
-           'features = params["features"].detach() if "features" in params else None',
-           "latent features cut from the graph (must carry gradient)", (AVATAR, "-k", "gradients")),
-    Mutant("cnn_features_detached", "npga/avatar/render.py", "g.features[:, : cnn.latent_channels]",
-           "g.features[:, : cnn.latent_channels].detach()", "CNN latent channels detached from the features",
-           (AVATAR, "-k", "cnn_sees")),
-    Mutant("cnn_wrong_latent_channels", "npga/avatar/render.py", "g.features[:, : cnn.latent_channels]",
-           "g.features[:, -cnn.latent_channels :]", "CNN renders the last feature channels, not the first",
-           (AVATAR, "-k", "cnn_sees")),
-    Mutant("cnn_latent_background", "npga/avatar/render.py", "bg.new_zeros(cnn.latent_channels)",
-           "bg.new_ones(cnn.latent_channels)", "latent channels rendered on 1 instead of 0",
-           (AVATAR, "-k", "cnn_sees")),
-    Mutant("head_pose_transposed", "npga/avatar/deform.py", "means_w = means @ A.T", "means_w = means @ A",
-           "head pose applied with the transposed rotation", (AVATAR, "-k", "head_pose")),
-    Mutant("head_pose_scale_root", "npga/avatar/deform.py", ".pow(1.0 / 3.0)", ".pow(1.0 / 2.0)",
-           "similarity scale from the wrong root of det(sR)", (AVATAR, "-k", "head_pose")),
-    Mutant("quat_to_matrix_transposed", "npga/avatar/rotation.py", ").reshape(*q.shape[:-1], 3, 3)",
-           ").reshape(*q.shape[:-1], 3, 3).transpose(-1, -2)", "rotation matrix of a quaternion transposed",
-           (AVATAR, "-k", "quaternion_helpers")),
-    Mutant("rasterizer_quat_xyzw", "npga/render/projection.py",
-           "w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
-           "x, y, z, w = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
-           "rasterizer reads quaternions as xyzw", ("tests/test_render.py", "-k", "brute_force")),
-    Mutant("look_at_opengl", "npga/cameras.py", "y = np.cross(z, x)", "y = np.cross(x, z)",
-           "look-at with OpenGL's y up instead of OpenCV's y down", ("tests/test_cameras.py",)),
-    Mutant("ssim_window_7", "npga/metrics.py", "SSIM_WINDOW = 11", "SSIM_WINDOW = 7", "SSIM window of 7 taps",
-           ("tests/test_metrics.py", "-k", "scikit")),
-    Mutant("ssim_sigma", "npga/metrics.py", "SSIM_SIGMA = 1.5", "SSIM_SIGMA = 1.0", "SSIM Gaussian sigma 1.0",
-           ("tests/test_metrics.py", "-k", "scikit")),
-    Mutant("loss_weight_dropped", "npga/losses.py", "getattr(weights, name) * value", "value",
-           "total loss ignores the weights", ("tests/test_losses.py",)),
-    Mutant("loss_alpha_term_dropped", "npga/losses.py", '"alpha": lambda: l1(alpha, gt_alpha)',
-           '"alpha": lambda: zero', "silhouette term dropped", ("tests/test_losses.py",)),
-    Mutant("eval_frames_off_by_one", "npga/evaluate.py", "range(0, cache.n_frames(seq), every)",
-           "range(1, cache.n_frames(seq), every)", "evaluation skips each sequence's first frame",
-           ("tests/test_evaluate.py", "-k", "perfect_and_noisy")),
-    Mutant("eval_masked_with_pred", "npga/evaluate.py", "pred_masked = composite(pred, gt_alpha, background)",
-           "pred_masked = pred", "masked metrics do not mask", ("tests/test_evaluate.py", "-k", "known_errors")),
-    Mutant("eval_video_sides_swapped", "npga/evaluate.py", "np.concatenate([gt[0].numpy(), pred[0].numpy()], 1)",
-           "np.concatenate([pred[0].numpy(), gt[0].numpy()], 1)", "video shows render | truth, not truth | render",
-           ("tests/test_evaluate.py", "-k", "known_errors")),
-    Mutant("densify_relocated_keep_moments", "npga/avatar/densify.py", "m[dead_idx] = 0", "m[dead_idx] = m[dead_idx]",
-           "relocated rows keep the moments of the Gaussian they replaced",
-           ("tests/test_densify.py", "-k", "relocate_dead")),
-    Mutant("densify_add_samples_off_by_one", "npga/avatar/densify.py", "return torch.cat([p, p[src]])",
-           "return torch.cat([p, p[src - 1]])", "appended copies taken from the row before their source",
-           ("tests/test_densify.py", "-k", "add_samples")),
-    Mutant("avatar_pose_transposed", "npga/train/trainer.py", "np.stack([tracking.head_to_world(t) for t in",
-           "np.stack([tracking.head_to_world(t).T for t in", "avatar file stores the head poses transposed",
-           ("tests/test_avatar_file.py", "-k", "fresh_process")),
-    Mutant("checkpoint_unpickles_anything", "npga/train/trainer.py",
-           "torch.load(path, map_location=device, weights_only=True)",
-           "torch.load(path, map_location=device, weights_only=False)",
-           "checkpoints loaded with the full unpickler (runs code from the file)",
-           ("tests/test_avatar_file.py", "-k", "crafted")),
-    Mutant("plots_switch_backend", "npga/io/plots.py", "from matplotlib.figure import Figure\n",
-           "import matplotlib\n\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure  # noqa: E402\n",
-           "importing npga switches matplotlib's backend", ("tests/test_avatar_file.py", "-k", "matplotlib")),
-    Mutant("ply_rotation_xyzw", "npga/io/splats.py", "               q / np.linalg.norm(q, axis=1, keepdims=True)]",
-           "               np.roll(q / np.linalg.norm(q, axis=1, keepdims=True), -1, 1)]",
-           "PLY rot_0..3 written x y z w", ("tests/test_export.py", "-k", "ply_read_back")),
-    Mutant("ply_color_not_sh", "npga/io/splats.py", "(_numpy(colors) - 0.5) / SH_C0", "(_numpy(colors) - 0.5)",
-           "PLY f_dc without the SH basis constant", ("tests/test_export.py", "-k", "ply_read_back")),
-    Mutant("camera_path_tangent_sign", "npga/camera_path.py", "h00 * values[i] + h10 * h * tangent(i)",
-           "h00 * values[i] - h10 * h * tangent(i)", "spline leaves a keyframe against its tangent",
-           ("tests/test_camera_path.py", "-k", "straight_track")),
-    Mutant("camera_path_fov_horizontal", "npga/camera_path.py", "f = (height / 2) / math.tan",
-           "f = (width / 2) / math.tan", "field of view taken as horizontal", ("tests/test_camera_path.py", "-k",
-           "straight_track")),
-    Mutant("rig_opencv_pixel_centre", "npga/data/rig.py",
-           "cams[name] = _camera_from_fields(name, get, str(path), pixel_shift=0.5)",
-           "cams[name] = _camera_from_fields(name, get, str(path), pixel_shift=0.0)",
-           "OpenCV principal point taken in npga's pixel convention",
-           ("tests/test_import_rig.py", "-k", "same_cameras")),
-)  # fmt: skip
+    Mutant(
+        "distill_sign_flip",
+        "npga/deform/distill.py",
+        "pool_dx.append(x_p - x_c)",
+        "pool_dx.append(x_c - x_p)",
+        "cycle target x_c - x_p instead of x_p - x_c",
+        ("tests/test_deform.py", "-k", "moves_the_points"),
+    ),
+    Mutant(
+        "distill_wrong_code",
+        "npga/deform/distill.py",
+        "x_c = _backward_chunked(head, x_p, z)",
+        "x_c = _backward_chunked(head, x_p, z.roll(1, 0))",
+        "pairs mapped back under another point's code",
+        ("tests/test_deform.py", "-k", "moves_the_points"),
+    ),
+    Mutant(
+        "deform_identity_quat_xyzw",
+        "npga/avatar/deform.py",
+        "new_tensor([1.0, 0.0, 0.0, 0.0])",
+        "new_tensor([0.0, 0.0, 0.0, 1.0])",
+        "detail rotation residual around the xyzw identity (wxyz code)",
+        (AVATAR, "-k", "independent"),
+    ),
+    Mutant(
+        "deform_rotation_order",
+        "npga/avatar/deform.py",
+        "quats = quat_multiply(dq, quats)",
+        "quats = quat_multiply(quats, dq)",
+        "residual rotation applied before the canonical one",
+        (AVATAR, "-k", "independent"),
+    ),
+    Mutant(
+        "deform_position_residual_sign",
+        "npga/avatar/deform.py",
+        'means = means + r["position"] * nets.detail.cfg.position_scale',
+        'means = means - r["position"] * nets.detail.cfg.position_scale',
+        "detail position residual sign flip",
+        (AVATAR, "-k", "independent or moves_the_rendered"),
+    ),
+    Mutant(
+        "deform_coarse_sign",
+        "npga/avatar/deform.py",
+        "means = means + offset",
+        "means = means - offset",
+        "coarse field displacement sign flip",
+        (AVATAR, "-k", "independent"),
+    ),
+    Mutant(
+        "deform_scale_residual_dropped",
+        "npga/avatar/deform.py",
+        'log_scales = log_scales + r["scale"]',
+        "log_scales = log_scales",
+        "detail scale residual dropped",
+        (AVATAR, "-k", "independent"),
+    ),
+    Mutant(
+        "deform_opacity_residual_sign",
+        "npga/avatar/deform.py",
+        'opacity_logits = opacity_logits + r["opacity"][:, 0]',
+        'opacity_logits = opacity_logits - r["opacity"][:, 0]',
+        "detail opacity residual sign flip",
+        (AVATAR, "-k", "independent"),
+    ),
+    Mutant(
+        "deform_features_detached",
+        "npga/avatar/deform.py",
+        'features = params["features"] if "features" in params else None',
+        'features = params["features"].detach() if "features" in params else None',
+        "latent features cut from the graph (must carry gradient)",
+        (AVATAR, "-k", "gradients"),
+    ),
+    Mutant(
+        "cnn_features_detached",
+        "npga/avatar/render.py",
+        "g.features[:, : cnn.latent_channels]",
+        "g.features[:, : cnn.latent_channels].detach()",
+        "CNN latent channels detached from the features",
+        (AVATAR, "-k", "cnn_sees"),
+    ),
+    Mutant(
+        "cnn_wrong_latent_channels",
+        "npga/avatar/render.py",
+        "g.features[:, : cnn.latent_channels]",
+        "g.features[:, -cnn.latent_channels :]",
+        "CNN renders the last feature channels, not the first",
+        (AVATAR, "-k", "cnn_sees"),
+    ),
+    Mutant(
+        "cnn_latent_background",
+        "npga/avatar/render.py",
+        "bg.new_zeros(cnn.latent_channels)",
+        "bg.new_ones(cnn.latent_channels)",
+        "latent channels rendered on 1 instead of 0",
+        (AVATAR, "-k", "cnn_sees"),
+    ),
+    Mutant(
+        "head_pose_transposed",
+        "npga/avatar/deform.py",
+        "means_w = means @ A.T",
+        "means_w = means @ A",
+        "head pose applied with the transposed rotation",
+        (AVATAR, "-k", "head_pose"),
+    ),
+    Mutant(
+        "head_pose_scale_root",
+        "npga/avatar/deform.py",
+        ".pow(1.0 / 3.0)",
+        ".pow(1.0 / 2.0)",
+        "similarity scale from the wrong root of det(sR)",
+        (AVATAR, "-k", "head_pose"),
+    ),
+    Mutant(
+        "quat_to_matrix_transposed",
+        "npga/avatar/rotation.py",
+        ").reshape(*q.shape[:-1], 3, 3)",
+        ").reshape(*q.shape[:-1], 3, 3).transpose(-1, -2)",
+        "rotation matrix of a quaternion transposed",
+        (AVATAR, "-k", "quaternion_helpers"),
+    ),
+    Mutant(
+        "rasterizer_quat_xyzw",
+        "npga/render/projection.py",
+        "w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
+        "x, y, z, w = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
+        "rasterizer reads quaternions as xyzw",
+        ("tests/test_render.py", "-k", "brute_force"),
+    ),
+    Mutant(
+        "look_at_opengl",
+        "npga/cameras.py",
+        "y = np.cross(z, x)",
+        "y = np.cross(x, z)",
+        "look-at with OpenGL's y up instead of OpenCV's y down",
+        ("tests/test_cameras.py",),
+    ),
+    Mutant(
+        "ssim_window_7",
+        "npga/metrics.py",
+        "SSIM_WINDOW = 11",
+        "SSIM_WINDOW = 7",
+        "SSIM window of 7 taps",
+        ("tests/test_metrics.py", "-k", "scikit"),
+    ),
+    Mutant(
+        "ssim_sigma",
+        "npga/metrics.py",
+        "SSIM_SIGMA = 1.5",
+        "SSIM_SIGMA = 1.0",
+        "SSIM Gaussian sigma 1.0",
+        ("tests/test_metrics.py", "-k", "scikit"),
+    ),
+    Mutant(
+        "loss_weight_dropped",
+        "npga/losses.py",
+        "getattr(weights, name) * value",
+        "value",
+        "total loss ignores the weights",
+        ("tests/test_losses.py",),
+    ),
+    Mutant(
+        "loss_alpha_term_dropped",
+        "npga/losses.py",
+        '"alpha": lambda: l1(alpha, gt_alpha)',
+        '"alpha": lambda: zero',
+        "silhouette term dropped",
+        ("tests/test_losses.py",),
+    ),
+    Mutant(
+        "eval_frames_off_by_one",
+        "npga/evaluate.py",
+        "range(0, cache.n_frames(seq), every)",
+        "range(1, cache.n_frames(seq), every)",
+        "evaluation skips each sequence's first frame",
+        ("tests/test_evaluate.py", "-k", "perfect_and_noisy"),
+    ),
+    Mutant(
+        "eval_masked_with_pred",
+        "npga/evaluate.py",
+        "pred_masked = composite(pred, gt_alpha, background)",
+        "pred_masked = pred",
+        "masked metrics do not mask",
+        ("tests/test_evaluate.py", "-k", "known_errors"),
+    ),
+    Mutant(
+        "eval_video_sides_swapped",
+        "npga/evaluate.py",
+        "np.concatenate([gt[0].numpy(), pred[0].numpy()], 1)",
+        "np.concatenate([pred[0].numpy(), gt[0].numpy()], 1)",
+        "video shows render | truth, not truth | render",
+        ("tests/test_evaluate.py", "-k", "known_errors"),
+    ),
+    Mutant(
+        "densify_relocated_keep_moments",
+        "npga/avatar/densify.py",
+        "m[dead_idx] = 0",
+        "m[dead_idx] = m[dead_idx]",
+        "relocated rows keep the moments of the Gaussian they replaced",
+        ("tests/test_densify.py", "-k", "relocate_dead"),
+    ),
+    Mutant(
+        "densify_add_samples_off_by_one",
+        "npga/avatar/densify.py",
+        "return torch.cat([p, p[src]])",
+        "return torch.cat([p, p[src - 1]])",
+        "appended copies taken from the row before their source",
+        ("tests/test_densify.py", "-k", "add_samples"),
+    ),
+    Mutant(
+        "avatar_pose_transposed",
+        "npga/train/trainer.py",
+        "np.stack([tracking.head_to_world(t) for t in",
+        "np.stack([tracking.head_to_world(t).T for t in",
+        "avatar file stores the head poses transposed",
+        ("tests/test_avatar_file.py", "-k", "fresh_process"),
+    ),
+    Mutant(
+        "checkpoint_unpickles_anything",
+        "npga/train/trainer.py",
+        "torch.load(path, map_location=device, weights_only=True)",
+        "torch.load(path, map_location=device, weights_only=False)",
+        "checkpoints loaded with the full unpickler (runs code from the file)",
+        ("tests/test_avatar_file.py", "-k", "crafted"),
+    ),
+    Mutant(
+        "plots_switch_backend",
+        "npga/io/plots.py",
+        "from matplotlib.figure import Figure\n",
+        "import matplotlib\n\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure  # noqa: E402\n",
+        "importing npga switches matplotlib's backend",
+        ("tests/test_avatar_file.py", "-k", "matplotlib"),
+    ),
+    Mutant(
+        "ply_rotation_xyzw",
+        "npga/io/splats.py",
+        "        q / np.linalg.norm(q, axis=1, keepdims=True),\n",
+        "        np.roll(q / np.linalg.norm(q, axis=1, keepdims=True), -1, 1),\n",
+        "PLY rot_0..3 written x y z w",
+        ("tests/test_export.py", "-k", "ply_read_back"),
+    ),
+    Mutant(
+        "ply_color_not_sh",
+        "npga/io/splats.py",
+        "(_numpy(colors) - 0.5) / SH_C0",
+        "(_numpy(colors) - 0.5)",
+        "PLY f_dc without the SH basis constant",
+        ("tests/test_export.py", "-k", "ply_read_back"),
+    ),
+    Mutant(
+        "camera_path_tangent_sign",
+        "npga/camera_path.py",
+        "h00 * values[i] + h10 * h * tangent(i)",
+        "h00 * values[i] - h10 * h * tangent(i)",
+        "spline leaves a keyframe against its tangent",
+        ("tests/test_camera_path.py", "-k", "straight_track"),
+    ),
+    Mutant(
+        "camera_path_fov_horizontal",
+        "npga/camera_path.py",
+        "f = (height / 2) / math.tan",
+        "f = (width / 2) / math.tan",
+        "field of view taken as horizontal",
+        ("tests/test_camera_path.py", "-k", "straight_track"),
+    ),
+    Mutant(
+        "rig_opencv_pixel_centre",
+        "npga/data/rig.py",
+        "cams[name] = _camera_from_fields(name, get, str(path), pixel_shift=0.5)",
+        "cams[name] = _camera_from_fields(name, get, str(path), pixel_shift=0.0)",
+        "OpenCV principal point taken in npga's pixel convention",
+        ("tests/test_import_rig.py", "-k", "same_cameras"),
+    ),
+)
 
 
 def copy_tree(dst: Path, tests_from: Path | None = None) -> None:
@@ -178,8 +352,14 @@ def run_pytest(root: Path, args: tuple[str, ...], timeout: float) -> tuple[str, 
 
 def check_imports_the_copy(root: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(root)}
-    out = subprocess.run([sys.executable, "-c", "import npga; print(npga.__file__)"], cwd=root, env=env,
-                         capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", "import npga; print(npga.__file__)"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     if not Path(out).resolve().is_relative_to(root.resolve()):
         raise RuntimeError(f"the copy imports npga from {out}, not from {root}")
 
@@ -188,9 +368,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", default="", help="only mutants whose name contains this")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds per test run")
-    parser.add_argument("--baseline", action="store_true",
-                        help="first run every selected test on the unmutated copy (doubles the time; `make test` "
-                             "already shows they pass on main)")  # fmt: skip
+    parser.add_argument(
+        "--baseline",
+        action="store_true",
+        help="first run every selected test on the unmutated copy (doubles the time; `make test` "
+        "already shows they pass on main)",
+    )
     parser.add_argument("--tests-from", type=Path, help="another tests/ folder (e.g. an older suite: `before`)")
     parser.add_argument("--whole-files", action="store_true", help="run each mutant's test files whole (no -k)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "mutants.json")
@@ -232,8 +415,9 @@ def main() -> None:
                 killed = False
                 status = "invalid (tests fail unmutated)"
             results.append({**asdict(m), "status": status, "killed": killed, "seconds": seconds, "output": tail})
-            print(f"{'KILLED  ' if killed else 'SURVIVED'} {m.name:32s} {seconds:6.1f} s  {' '.join(m.tests)}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{'KILLED  ' if killed else 'SURVIVED'} {m.name:32s} {seconds:6.1f} s  {' '.join(m.tests)}", flush=True
+            )
             shutil.rmtree(root)
     total = time.perf_counter() - start
     killed = sum(r["killed"] for r in results)
@@ -243,11 +427,17 @@ def main() -> None:
         print("survivors: " + ", ".join(survivors))
     print("\n| mutant | description | killed by | result | s |\n|---|---|---|---|---|")
     for r in results:
-        print(f"| {r['name']} | {r['description']} | `{' '.join(r['tests'])}` | "
-              f"{'killed' if r['killed'] else 'SURVIVED'} | {r['seconds']:.0f} |")  # fmt: skip
+        print(
+            f"| {r['name']} | {r['description']} | `{' '.join(r['tests'])}` | "
+            f"{'killed' if r['killed'] else 'SURVIVED'} | {r['seconds']:.0f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"killed": killed, "total": len(results), "seconds": total,
-                                    "baseline": baseline, "mutants": results}, indent=2))  # fmt: skip
+    args.out.write_text(
+        json.dumps(
+            {"killed": killed, "total": len(results), "seconds": total, "baseline": baseline, "mutants": results},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

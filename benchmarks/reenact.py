@@ -83,8 +83,10 @@ def main() -> None:
     seq = avatar.split.heldout_sequences[0]
     driver_serial = args.driver
     if driver_serial not in avatar.split.heldout_serials:
-        raise SystemExit(f"--driver {driver_serial} is not a held-out camera of the avatar "
-                         f"({', '.join(avatar.split.heldout_serials)})")  # fmt: skip
+        raise SystemExit(
+            f"--driver {driver_serial} is not a held-out camera of the avatar "
+            f"({', '.join(avatar.split.heldout_serials)})"
+        )
     others = [s for s in avatar.split.heldout_serials if s != driver_serial]
     calib = json.loads(layout.camera_params.read_text())
     driver_w2c = np.asarray(calib["world_2_cam"][driver_serial])
@@ -133,9 +135,12 @@ def main() -> None:
     cams = {s: avatar.cameras[s] for s in others}
     bg = avatar.background.cpu()
     # Tracked codes and poses, the truth, and each half of the truth (which part of the gap is whose).
-    runs = {"tracked": (tracked_codes, tracked_poses), "ground_truth": (true_codes, true_poses),
-            "tracked_codes_true_poses": (tracked_codes, true_poses),
-            "true_codes_tracked_poses": (true_codes, tracked_poses)}  # fmt: skip
+    runs = {
+        "tracked": (tracked_codes, tracked_poses),
+        "ground_truth": (true_codes, true_poses),
+        "tracked_codes_true_poses": (tracked_codes, true_poses),
+        "true_codes_tracked_poses": (true_codes, tracked_poses),
+    }
     if true_file.is_file():  # what the capture's own (multi-view, noisy) tracking gives, for scale
         written = Tracking.load(layout.tracking(seq))
         runs["capture_tracking"] = (torch.from_numpy(written.expression[:T]).float(), _poses(written, T))
@@ -148,8 +153,11 @@ def main() -> None:
         gt_rgb = _frames(layout.video(seq, serial), size)[:T]
         gt_alpha = _frames(layout.alpha_video(seq, serial), size, grey=True)[:T]
         for t in range(T):
-            gt = composite(torch.from_numpy(gt_rgb[t] / 255.0).float(),
-                           torch.from_numpy(gt_alpha[t] / 255.0).float()[..., None], bg)  # fmt: skip
+            gt = composite(
+                torch.from_numpy(gt_rgb[t] / 255.0).float(),
+                torch.from_numpy(gt_alpha[t] / 255.0).float()[..., None],
+                bg,
+            )
             for name, (codes, poses) in runs.items():
                 rgb, _ = avatar.render_code(codes[t], poses[t], [Camera(cam.K, cam.world_2_cam, *size, serial)])
                 scores[name].append(float(psnr(rgb[0].cpu(), gt)))
@@ -202,27 +210,35 @@ def main() -> None:
             "depth_error": depth_error.tolist(),
             "lateral_error": lateral_error.tolist(),
             "iou": [float(v) for v in ious],
-        },  # fmt: skip
+        },
         "silhouette_iou_mean": float(np.mean(ious)),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
-    print(f"{result['device']}, {result['threads']} threads, load {load[0]:.1f}: {T} frames of {w}x{h}, "
-          f"{avatar.n_gaussians} Gaussians")  # fmt: skip
-    print(f"tracking: first frame {times[0]:.2f} s, later frames {result['seconds_per_later_frame']:.2f} s/frame, "
-          f"all {result['seconds_per_frame']:.2f} s/frame")  # fmt: skip
-    print(f"self-reenactment PSNR on {others}: tracked {result['psnr_tracked']:.2f} dB, ground-truth codes "
-          f"{result['psnr_ground_truth_codes']:.2f} dB (gap {result['psnr_gap_db']:.2f} dB); tracked codes with true "
-          f"poses {result['psnr_tracked_codes_true_poses']:.2f} dB, true codes with tracked poses "
-          f"{result['psnr_true_codes_tracked_poses']:.2f} dB; without smoothing the distance "
-          f"{result['psnr_tracked_without_distance_smoothing']:.2f} dB; the capture's own (noisy) tracking "
-          f"{result['psnr_capture_tracking']:.2f} dB")  # fmt: skip
+    print(
+        f"{result['device']}, {result['threads']} threads, load {load[0]:.1f}: {T} frames of {w}x{h}, "
+        f"{avatar.n_gaussians} Gaussians"
+    )
+    print(
+        f"tracking: first frame {times[0]:.2f} s, later frames {result['seconds_per_later_frame']:.2f} s/frame, "
+        f"all {result['seconds_per_frame']:.2f} s/frame"
+    )
+    print(
+        f"self-reenactment PSNR on {others}: tracked {result['psnr_tracked']:.2f} dB, ground-truth codes "
+        f"{result['psnr_ground_truth_codes']:.2f} dB (gap {result['psnr_gap_db']:.2f} dB); tracked codes with true "
+        f"poses {result['psnr_tracked_codes_true_poses']:.2f} dB, true codes with tracked poses "
+        f"{result['psnr_true_codes_tracked_poses']:.2f} dB; without smoothing the distance "
+        f"{result['psnr_tracked_without_distance_smoothing']:.2f} dB; the capture's own (noisy) tracking "
+        f"{result['psnr_capture_tracking']:.2f} dB"
+    )
     print(f"code RMS error / spread: mean {code_rms.mean():.2f}, per component {np.round(code_rms, 2).tolist()}")
-    print(f"pose: rotation {result['rotation_error_deg_mean']:.2f} deg, translation "
-          f"{result['translation_error_mean'] * 1000:.1f} mm; head centre in the driver camera: depth "
-          f"{result['depth_error_mean'] * 1000:+.1f} mm mean ({result['depth_error_abs_mean'] * 1000:.1f} mm mean "
-          f"absolute), across {result['lateral_error_mean'] * 1000:.1f} mm; IoU {result['silhouette_iou_mean']:.3f} "
-          f"(foreground: {args.mask})")  # fmt: skip
+    print(
+        f"pose: rotation {result['rotation_error_deg_mean']:.2f} deg, translation "
+        f"{result['translation_error_mean'] * 1000:.1f} mm; head centre in the driver camera: depth "
+        f"{result['depth_error_mean'] * 1000:+.1f} mm mean ({result['depth_error_abs_mean'] * 1000:.1f} mm mean "
+        f"absolute), across {result['lateral_error_mean'] * 1000:.1f} mm; IoU {result['silhouette_iou_mean']:.3f} "
+        f"(foreground: {args.mask})"
+    )
     print(f"wrote {args.out}")
     if not math.isfinite(result["psnr_tracked"]):
         raise SystemExit("non-finite PSNR")

@@ -43,8 +43,10 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     print(f"{'preset':8} {'jobs':>4} {'views':>6} {'height':>6} {'seconds':>8} {'ms/view':>8} {'MB':>6}")
-    print(f"{args.preset:8} {row['jobs']:>4} {n_views:>6} {preset.height:>6} {seconds:>8.1f} "
-          f"{row['ms_per_view']:>8.1f} {size_mb:>6.1f}")  # fmt: skip
+    print(
+        f"{args.preset:8} {row['jobs']:>4} {n_views:>6} {preset.height:>6} {seconds:>8.1f} "
+        f"{row['ms_per_view']:>8.1f} {size_mb:>6.1f}"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(row, indent=2))
     print(f"wrote {args.out}")

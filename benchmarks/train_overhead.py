@@ -48,8 +48,9 @@ def main() -> None:
     work = args.out.parent / "train_overhead_work"
     shutil.rmtree(work, ignore_errors=True)
     cfg = load_config(TrainConfig, args.config)
-    cfg = dataclasses.replace(cfg, capture=args.capture, device=args.device, out=work / "hooks",
-                              steps=args.steps or cfg.steps)  # fmt: skip
+    cfg = dataclasses.replace(
+        cfg, capture=args.capture, device=args.device, out=work / "hooks", steps=args.steps or cfg.steps
+    )
     build_hooks, fit_hooks, n_hooks = timed_fit(cfg, hooks=True)
     (work / "bare").mkdir(parents=True)
     shutil.copy(work / "hooks" / "distill.pt", work / "bare" / "distill.pt")  # distilled once, as a resumed run
@@ -66,9 +67,11 @@ def main() -> None:
         "steps_share": fit_bare / fit_hooks,
         "gaussians": {"with_hooks": n_hooks, "steps_only": n_bare},
     }
-    print(f"{result['device']}: {cfg.steps} steps of {args.config}: build (distill, cache) {build_hooks:.1f} s, "
-          f"training {fit_hooks:.1f} s with the hooks, {fit_bare:.1f} s without: the steps are "
-          f"{100 * result['steps_share']:.0f}% of the training's wall time")  # fmt: skip
+    print(
+        f"{result['device']}: {cfg.steps} steps of {args.config}: build (distill, cache) {build_hooks:.1f} s, "
+        f"training {fit_hooks:.1f} s with the hooks, {fit_bare:.1f} s without: the steps are "
+        f"{100 * result['steps_share']:.0f}% of the training's wall time"
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

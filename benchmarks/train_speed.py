@@ -40,8 +40,9 @@ def main() -> None:
     base = load_config(TrainConfig, args.config)
     run = args.out.parent / "train_speed_run"
     shutil.rmtree(run / "checkpoints", ignore_errors=True)  # keeps the distilled field for the next time
-    densify = dataclasses.replace(base.densify, refine_start=args.warmup, refine_every=args.densify_every,
-                                  refine_stop=args.warmup + args.steps)  # fmt: skip
+    densify = dataclasses.replace(
+        base.densify, refine_start=args.warmup, refine_every=args.densify_every, refine_stop=args.warmup + args.steps
+    )
     cfg = dataclasses.replace(base, capture=args.capture, out=run, steps=args.warmup + args.steps, densify=densify)
     trainer = build_trainer(cfg, hooks=[])
     for _ in range(args.warmup):
@@ -68,8 +69,10 @@ def main() -> None:
         "cpus": os.cpu_count(),
     }
     total = sum(parts.values())
-    print(f"{cfg.steps - args.warmup} steps at {row['image']}, {n0} -> {row['gaussians_end']} Gaussians on "
-          f"{row['device']}: {row['it_s']:.2f} it/s")  # fmt: skip
+    print(
+        f"{cfg.steps - args.warmup} steps at {row['image']}, {n0} -> {row['gaussians_end']} Gaussians on "
+        f"{row['device']}: {row['it_s']:.2f} it/s"
+    )
     print(f"{'part':<10} {'ms/step':>8} {'share':>6}")
     for p, s in parts.items():
         print(f"{p:<10} {1000 * s:>8.1f} {100 * s / total:>5.1f}%")

@@ -50,9 +50,19 @@ from npga.viewer.renderer import ViewRenderer
 from npga.viewer.state import ViewState
 
 CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]  # fmt: skip
+LAUNCH_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-gl=angle",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 RECORD_SOCKET = """
 window.__npgaSocket = [];
 const PlainWorker = window.Worker;
@@ -122,10 +132,19 @@ def server_render_fps(avatar: Avatar, sizes: list[tuple[int, int]], repeats: int
                 sync()
                 times.append(time.perf_counter() - start)
             best = min(times[1:])
-            rows.append({"size": f"{w}x{h}", "how": how, "ms": 1000 * best, "fps": 1 / best,
-                         "median_ms": 1000 * statistics.median(times[1:])})  # fmt: skip
-            print(f"server render {w}x{h} {how:8s}: {1 / best:6.1f} fps ({1000 * best:.0f} ms best, "
-                  f"{1000 * statistics.median(times[1:]):.0f} ms median)")  # fmt: skip
+            rows.append(
+                {
+                    "size": f"{w}x{h}",
+                    "how": how,
+                    "ms": 1000 * best,
+                    "fps": 1 / best,
+                    "median_ms": 1000 * statistics.median(times[1:]),
+                }
+            )
+            print(
+                f"server render {w}x{h} {how:8s}: {1 / best:6.1f} fps ({1000 * best:.0f} ms best, "
+                f"{1000 * statistics.median(times[1:]):.0f} ms median)"
+            )
     return rows
 
 
@@ -139,8 +158,9 @@ Arrivals = Callable[[float], dict[str, tuple[float, int]]]
 """Given a start time (ms since the epoch): receiver -> (time, bytes) of the first splat buffer it got since."""
 
 
-def time_changes(app: ViewerApp, changes: int, arrivals: Arrivals, receivers: tuple[str, ...],
-                 pause: Callable[[float], None]) -> dict:  # fmt: skip
+def time_changes(
+    app: ViewerApp, changes: int, arrivals: Arrivals, receivers: tuple[str, ...], pause: Callable[[float], None]
+) -> dict:
     """Set the first expression slider `changes` times; per receiver the milliseconds until the buffer came."""
     latency: dict[str, list[float]] = {r: [] for r in receivers}
     sizes, server_ms = [], []
@@ -242,8 +262,13 @@ def browser_updates(avatar: Avatar, file: Path, changes: int, precision: str, sc
                 return {k: tuple(v) for k, v in zip(("browser socket", "browser page"), found, strict=True) if v}
 
             cpu, wall = _gpu_process_cpu_seconds(), time.monotonic()
-            report = time_changes(app, changes, arrivals, ("browser socket", "browser page"),
-                                  lambda seconds: page.wait_for_timeout(1000 * seconds))  # fmt: skip
+            report = time_changes(
+                app,
+                changes,
+                arrivals,
+                ("browser socket", "browser page"),
+                lambda seconds: page.wait_for_timeout(1000 * seconds),
+            )
             report["gpu_process_cores"] = (_gpu_process_cpu_seconds() - cpu) / (time.monotonic() - wall)
             browser.close()
             return report
@@ -254,8 +279,12 @@ def browser_updates(avatar: Avatar, file: Path, changes: int, precision: str, sc
 
 def splat_updates(avatar: Avatar, file: Path, changes: int, precision: str, screenshot: Path | None) -> dict:
     """Milliseconds and bytes from an expression change on the server to the splat buffer at each receiver."""
-    report = {"n_gaussians": avatar.n_gaussians, "changes": changes, "buffer_bytes": 32 * avatar.n_gaussians,
-              **socket_updates(avatar, file, changes, precision)}  # fmt: skip
+    report = {
+        "n_gaussians": avatar.n_gaussians,
+        "changes": changes,
+        "buffer_bytes": 32 * avatar.n_gaussians,
+        **socket_updates(avatar, file, changes, precision),
+    }
     line = f"browser splats, {avatar.n_gaussians} Gaussians, expression change -> "
     if CHROMIUM.exists():
         browser = browser_updates(avatar, file, changes, precision, screenshot)
@@ -268,8 +297,10 @@ def splat_updates(avatar: Avatar, file: Path, changes: int, precision: str, scre
             line += f"{receiver} {report[receiver]['median_ms']:.0f} ms ({report[receiver]['max_ms']:.0f} max), "
     line += f"server {report['median_server_ms']:.0f} ms"
     if "browser_median_server_ms" in report:
-        line += (f" ({report['browser_median_server_ms']:.0f} ms beside the browser, whose software WebGL used "
-                 f"{report['gpu_process_cores']:.1f} cores)")  # fmt: skip
+        line += (
+            f" ({report['browser_median_server_ms']:.0f} ms beside the browser, whose software WebGL used "
+            f"{report['gpu_process_cores']:.1f} cores)"
+        )
     print(f"{line}; {report['bytes_received'] / 1e6:.2f} MB per change")
     return report
 
@@ -292,9 +323,14 @@ def main() -> None:
     avatar = load_avatar(args.avatar, args.device)
     print(f"{args.avatar}: {avatar.n_gaussians} Gaussians on {args.device}, torch threads {torch.get_num_threads()}")
     sizes = [(512, 512), (550, 802)]
-    report = {"avatar": str(args.avatar), "device": args.device, "machine": platform.processor() or platform.machine(),
-              "torch_threads": torch.get_num_threads(), "precision": args.precision,
-              "server_render": server_render_fps(avatar, sizes, args.repeats, args.precision)}  # fmt: skip
+    report = {
+        "avatar": str(args.avatar),
+        "device": args.device,
+        "machine": platform.processor() or platform.machine(),
+        "torch_threads": torch.get_num_threads(),
+        "precision": args.precision,
+        "server_render": server_render_fps(avatar, sizes, args.repeats, args.precision),
+    }
     if args.device == "cpu":
         report["browser_splats"] = splat_updates(avatar, args.avatar, args.changes, args.precision, args.screenshot)
     else:

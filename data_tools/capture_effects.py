@@ -175,8 +175,14 @@ def gazed(x: torch.Tensor, gaze: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def shade(head: SyntheticHead, x: torch.Tensor, normals: torch.Tensor, z: torch.Tensor, gaze: torch.Tensor,
-          effects: tuple[Effect, ...]) -> torch.Tensor:  # fmt: skip
+def shade(
+    head: SyntheticHead,
+    x: torch.Tensor,
+    normals: torch.Tensor,
+    z: torch.Tensor,
+    gaze: torch.Tensor,
+    effects: tuple[Effect, ...],
+) -> torch.Tensor:
     """Linear RGB (N, 3) of canonical points x (N, 3) with world-space normals (N, 3) under one light."""
     albedo = head.color((gazed(x, gaze) if "gaze" in effects else x).float()).to(x.dtype)
     if "wrinkles" in effects:

@@ -168,9 +168,15 @@ def _rotation(yaw: float, pitch: float) -> np.ndarray:
     return Ry @ Rx
 
 
-def render_view(colorize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], posed: torch.Tensor,
-                normals: torch.Tensor, canonical: torch.Tensor, faces: torch.Tensor, cam: Camera,
-                supersample: int = 2) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+def render_view(
+    colorize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    posed: torch.Tensor,
+    normals: torch.Tensor,
+    canonical: torch.Tensor,
+    faces: torch.Tensor,
+    cam: Camera,
+    supersample: int = 2,
+) -> tuple[np.ndarray, np.ndarray]:
     """One camera: uint8 RGB (H, W, 3) on white and uint8 alpha (H, W).
 
     `colorize` maps the canonical points (M, 3) and world normals (M, 3) under the covered pixels to RGB.
@@ -193,8 +199,14 @@ def render_view(colorize: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     return to_uint8(rgb.numpy()), to_uint8(alpha.numpy())
 
 
-def frame_geometry(head: SyntheticHead, mesh: Mesh, z: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
-                   effects: tuple[Effect, ...]) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def frame_geometry(
+    head: SyntheticHead,
+    mesh: Mesh,
+    z: torch.Tensor,
+    rotation: torch.Tensor,
+    translation: torch.Tensor,
+    effects: tuple[Effect, ...],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Posed vertices (V, 3) and world normals (V, 3) of one frame: the head model's deformation, plus the
     renderer's fine geometry and the deformed surface's normals when those effects are on."""
     x, n_c, z = mesh.vertices.float(), mesh.normals.float(), z.float()  # (V, 3) canonical; float32 for speed
@@ -221,13 +233,15 @@ class _Scene:
     effects: tuple[Effect, ...]
 
 
-def render_frame(scene: _Scene, code: np.ndarray, rotation: np.ndarray, translation: np.ndarray,
-                 gaze: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+def render_frame(
+    scene: _Scene, code: np.ndarray, rotation: np.ndarray, translation: np.ndarray, gaze: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Every camera's (uint8 RGB (H, W, 3), uint8 alpha (H, W)) of one frame: code (D,), head rotation (3, 3),
     translation (3,), gaze (2,)."""
     z = torch.from_numpy(code)
-    posed, normals = frame_geometry(scene.head, scene.mesh, z, torch.from_numpy(rotation),
-                                    torch.from_numpy(translation), scene.effects)  # fmt: skip
+    posed, normals = frame_geometry(
+        scene.head, scene.mesh, z, torch.from_numpy(rotation), torch.from_numpy(translation), scene.effects
+    )
     colorize = partial(shade, scene.head, z=z, gaze=torch.from_numpy(gaze), effects=scene.effects)
     canonical = scene.mesh.vertices.double()
     return [render_view(colorize, posed, normals, canonical, scene.mesh.faces, cam) for cam in scene.cams]
@@ -249,9 +263,14 @@ def _write_calibration(paths: ParticipantLayout, cams: list[Camera]) -> None:
 
 def _tracking(head: SyntheticHead, codes: np.ndarray, rot: np.ndarray, trans: np.ndarray) -> Tracking:
     n = len(codes)
-    return Tracking(expression=codes.astype(np.float32), identity=head.identity_vector,
-                    rotation=rot.astype(np.float32), translation=trans.astype(np.float32),
-                    scale=np.ones(n, np.float32), timesteps=np.arange(n))  # fmt: skip
+    return Tracking(
+        expression=codes.astype(np.float32),
+        identity=head.identity_vector,
+        rotation=rot.astype(np.float32),
+        translation=trans.astype(np.float32),
+        scale=np.ones(n, np.float32),
+        timesteps=np.arange(n),
+    )
 
 
 def synthesize(cfg: SynthConfig) -> Path:
@@ -330,6 +349,13 @@ def synthesize(cfg: SynthConfig) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("wrote %s: %d sequences x %d frames x %d cameras at %dx%d", out, len(preset.sequences), n_frames,
-             len(cams), width, height)  # fmt: skip
+    log.info(
+        "wrote %s: %d sequences x %d frames x %d cameras at %dx%d",
+        out,
+        len(preset.sequences),
+        n_frames,
+        len(cams),
+        width,
+        height,
+    )
     return out

@@ -85,14 +85,27 @@ def path_cameras(path: CameraPath) -> list[Camera]:
     for i in range(path.n_frames):
         v = _hermite(times, channels, times[0] + i / path.fps)
         w2c = look_at(v[0:3], v[3:6], v[6:9] / np.linalg.norm(v[6:9]))
-        cams.append(Camera(K=intrinsics(float(v[9]), path.width, path.height), world_2_cam=w2c, width=path.width,
-                           height=path.height, serial=f"path{i:05d}"))  # fmt: skip
+        cams.append(
+            Camera(
+                K=intrinsics(float(v[9]), path.width, path.height),
+                world_2_cam=w2c,
+                width=path.width,
+                height=path.height,
+                serial=f"path{i:05d}",
+            )
+        )
     return cams
 
 
 def save_camera_path(path: CameraPath, file: str | os.PathLike) -> Path:
-    data = {"format": FORMAT, "version": VERSION, "width": path.width, "height": path.height, "fps": path.fps,
-            "keyframes": [asdict(k) for k in path.keyframes]}  # fmt: skip
+    data = {
+        "format": FORMAT,
+        "version": VERSION,
+        "width": path.width,
+        "height": path.height,
+        "fps": path.fps,
+        "keyframes": [asdict(k) for k in path.keyframes],
+    }
     file = Path(file)
     file.parent.mkdir(parents=True, exist_ok=True)
     file.write_text(json.dumps(data, indent=2))
@@ -128,8 +141,15 @@ def load_camera_path(file: str | os.PathLike) -> CameraPath:
             if bad:
                 raise ValueError(f"keyframe {i}: unknown key(s) {bad} (keys: {sorted(_KEYFRAME_KEYS)})")
             up = _vec(k.get("up", (0.0, 1.0, 0.0)))
-            keyframes.append(Keyframe(time=float(k["time"]), position=_vec(k["position"]), look_at=_vec(k["look_at"]),
-                                      up=up, fov=float(k.get("fov", 25.0))))  # fmt: skip
+            keyframes.append(
+                Keyframe(
+                    time=float(k["time"]),
+                    position=_vec(k["position"]),
+                    look_at=_vec(k["look_at"]),
+                    up=up,
+                    fov=float(k.get("fov", 25.0)),
+                )
+            )
     except (KeyError, TypeError) as e:
         raise ValueError(f"{file}: missing or malformed value ({type(e).__name__}: {e})") from e
     except ValueError as e:

@@ -125,15 +125,19 @@ def _swung(reference: Camera, target: np.ndarray, up: np.ndarray, angles: list[f
     for i, a in enumerate(angles):
         rot = cv2.Rodrigues((up * a).reshape(3, 1))[0]  # (3, 3) rotation about `up`
         w2c = look_at(target + rot @ eye0, target, up)
-        cams.append(Camera(K=reference.K, world_2_cam=w2c, width=reference.width, height=reference.height,
-                           serial=f"{name}{i:03d}"))  # fmt: skip
+        cams.append(
+            Camera(
+                K=reference.K, world_2_cam=w2c, width=reference.width, height=reference.height, serial=f"{name}{i:03d}"
+            )
+        )
     return cams
 
 
 def orbit_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int, degrees: float) -> list[Camera]:
     """`reference` swung about the axis `up` through `target`: angle = degrees * sin(2 pi i / n)."""
-    return _swung(reference, target, up, [math.radians(degrees) * math.sin(2 * math.pi * i / n) for i in range(n)],
-                  "orbit")  # fmt: skip
+    return _swung(
+        reference, target, up, [math.radians(degrees) * math.sin(2 * math.pi * i / n) for i in range(n)], "orbit"
+    )
 
 
 def turntable_cameras(reference: Camera, target: np.ndarray, up: np.ndarray, n: int) -> list[Camera]:

@@ -54,8 +54,9 @@ def foreground_mask(frame: np.ndarray, background: np.ndarray, low: float = 0.06
         return np.where(rim, soft, coverage).astype(np.float32)
     # The nearest interior pixel of every pixel: distanceTransformWithLabels labels each zero pixel of its input
     # in scan order, and gives every pixel the label of its nearest one.
-    _, nearest = cv2.distanceTransformWithLabels((~interior).astype(np.uint8), cv2.DIST_L2, 5,
-                                                 labelType=cv2.DIST_LABEL_PIXEL)  # fmt: skip
+    _, nearest = cv2.distanceTransformWithLabels(
+        (~interior).astype(np.uint8), cv2.DIST_L2, 5, labelType=cv2.DIST_LABEL_PIXEL
+    )
     inside_colours = image[interior]  # (M, 3) in scan order
     line = inside_colours[nearest[rim] - 1] - bg  # (R, 3) F - B per rim pixel
     length2 = (line * line).sum(-1)

@@ -102,15 +102,13 @@ class LPIPS:
         self.reason = ""
         checkpoint = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_CHECKPOINT
         try:
-            import lpips  # noqa: F401  (optional; needs torchvision)
+            import lpips
         except Exception as e:  # ImportError, or torchvision failing to load its operators
             self.reason = f"LPIPS unavailable: `pip install lpips torchvision` ({type(e).__name__}: {e})"
             return
         if not checkpoint.is_file():
             self.reason = f"LPIPS unavailable: put torchvision's AlexNet weights at {checkpoint} (no download here)"
             return
-        import lpips
-
         self.model = lpips.LPIPS(net="alex", verbose=False).to(device).eval()
 
     @property
@@ -127,5 +125,5 @@ class LPIPS:
         if self.model is None:
             raise RuntimeError(self.reason)
         pred, gt = _as_batch(pred, "pred"), _as_batch(gt, "gt")
-        to_nchw = lambda im: im.permute(0, 3, 1, 2) * 2.0 - 1.0  # noqa: E731
+        to_nchw = lambda im: im.permute(0, 3, 1, 2) * 2.0 - 1.0
         return self.model(to_nchw(pred), to_nchw(gt)).flatten()

@@ -85,8 +85,10 @@ def avatar_path(path: str | os.PathLike) -> Path:
     if path.is_dir():
         file = RunLayout(path).avatar
         if not file.is_file():
-            raise FileNotFoundError(f"{path}: no {file.name} in this folder (is it a run that finished a checkpoint? "
-                                    "`npga train` writes the avatar with every checkpoint)")  # fmt: skip
+            raise FileNotFoundError(
+                f"{path}: no {file.name} in this folder (is it a run that finished a checkpoint? "
+                "`npga train` writes the avatar with every checkpoint)"
+            )
         return file
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such avatar file or run folder")

@@ -28,7 +28,7 @@ class Split:
         """(sequences, serials) evaluated for one of EVAL_SPLITS; only cameras that have frames."""
         if split not in EVAL_SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {EVAL_SPLITS}")
-        have = lambda serials: tuple(s for s in serials if s in available_serials)  # noqa: E731
+        have = lambda serials: tuple(s for s in serials if s in available_serials)
         if split == "heldout_cameras":
             return self.train_sequences, have(self.heldout_serials)
         if split == "heldout_sequences":

@@ -100,8 +100,10 @@ class TrackConfig:
     def __post_init__(self) -> None:
         n = len(self.pyramid)
         if not n or len(self.first_iterations) != n or len(self.iterations) != n:
-            raise ValueError(f"track: pyramid {self.pyramid}, first_iterations {self.first_iterations} and "
-                             f"iterations {self.iterations} need one entry per level")  # fmt: skip
+            raise ValueError(
+                f"track: pyramid {self.pyramid}, first_iterations {self.first_iterations} and "
+                f"iterations {self.iterations} need one entry per level"
+            )
 
 
 @dataclass(frozen=True)
@@ -182,8 +184,13 @@ def intrinsics_matrix(focal: torch.Tensor | float, width: int, height: int) -> t
     """(3, 3) pinhole K with square pixels and the principal point at the image centre."""
     f = torch.as_tensor(focal, dtype=torch.float32)
     zero, one = torch.zeros_like(f), torch.ones_like(f)
-    return torch.stack([torch.stack([f, zero, zero + width / 2]), torch.stack([zero, f, zero + height / 2]),
-                        torch.stack([zero, zero, one])])  # fmt: skip
+    return torch.stack(
+        [
+            torch.stack([f, zero, zero + width / 2]),
+            torch.stack([zero, f, zero + height / 2]),
+            torch.stack([zero, zero, one]),
+        ]
+    )
 
 
 def code_from_whitened(avatar: Avatar, a: torch.Tensor) -> torch.Tensor:
@@ -212,8 +219,15 @@ def code_penalties(avatar: Avatar, a: torch.Tensor) -> tuple[torch.Tensor, torch
     return a.square().mean(), (excess / std).square().mean()
 
 
-def render_view(avatar: Avatar, code: torch.Tensor, pose: torch.Tensor, K: torch.Tensor, width: int, height: int,
-                params: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+def render_view(
+    avatar: Avatar,
+    code: torch.Tensor,
+    pose: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    params: dict[str, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """rgb (H, W, 3) and alpha (H, W, 1) from a camera at the world origin (OpenCV axes); differentiable.
     `params`: some of the avatar's Gaussians (default: all)."""
     device = avatar.device
@@ -223,8 +237,15 @@ def render_view(avatar: Avatar, code: torch.Tensor, pose: torch.Tensor, K: torch
     return rgb[0], alpha[0]
 
 
-def visible_gaussians(avatar: Avatar, code: torch.Tensor, pose: torch.Tensor, K: torch.Tensor, width: int,
-                      height: int, min_contribution: float) -> dict[str, torch.Tensor]:  # fmt: skip
+def visible_gaussians(
+    avatar: Avatar,
+    code: torch.Tensor,
+    pose: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    min_contribution: float,
+) -> dict[str, torch.Tensor]:
     """The Gaussians (the avatar's params, subset) whose opacity changes the rendered alpha by at least
     `min_contribution` pixels per unit opacity, found by one backward pass: occluded or off-screen ones do not."""
     logits = avatar.params["opacities"].detach().clone().requires_grad_(True)  # (N,)
@@ -258,8 +279,9 @@ class Target:
         return self.rgb.shape[1], self.rgb.shape[0]
 
 
-def pyramid(frame: np.ndarray, mask: np.ndarray, scales: tuple[float, ...], min_height: int,
-            background: torch.Tensor) -> list[Target]:  # fmt: skip
+def pyramid(
+    frame: np.ndarray, mask: np.ndarray, scales: tuple[float, ...], min_height: int, background: torch.Tensor
+) -> list[Target]:
     """The frame (H, W, 3) uint8 and its mask (H, W) in [0, 1] at each scale (area-averaged), composited; levels
     below `min_height` are left out unless nothing else is left."""
     h, w = mask.shape
@@ -279,28 +301,38 @@ def pyramid(frame: np.ndarray, mask: np.ndarray, scales: tuple[float, ...], min_
 class FrameObjective:
     """The loss of one frame at one pyramid level, for the fitted variables; knows the previous frame."""
 
-    def __init__(self, avatar: Avatar, head: HeadFrame, cfg: TrackConfig, start: FrameState,
-                 previous: FrameState | None) -> None:  # fmt: skip
+    def __init__(
+        self, avatar: Avatar, head: HeadFrame, cfg: TrackConfig, start: FrameState, previous: FrameState | None
+    ) -> None:
         self.avatar, self.head, self.cfg, self.start, self.previous = avatar, head, cfg, start, previous
         self.a_previous = None if previous is None else whitened_from_code(avatar, previous.code)
 
     def state(self, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor, log_focal: torch.Tensor) -> FrameState:
-        return FrameState(code=code_from_whitened(self.avatar, a),
-                          rotation=axis_angle_to_matrix(omega) @ self.start.rotation,
-                          centroid=moved_centroid(self.start.centroid, delta, self.head.radius),
-                          K=level_intrinsics(self.start.K, 1.0, log_focal.exp()))  # fmt: skip
+        return FrameState(
+            code=code_from_whitened(self.avatar, a),
+            rotation=axis_angle_to_matrix(omega) @ self.start.rotation,
+            centroid=moved_centroid(self.start.centroid, delta, self.head.radius),
+            K=level_intrinsics(self.start.K, 1.0, log_focal.exp()),
+        )
 
-    def view(self, target: Target, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor,
-             log_focal: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def view(
+        self, target: Target, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor, log_focal: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(code (D,), head -> camera pose (4, 4), K (3, 3) at the target's size) of the variables: whitened code
         a (K,), rotation update omega (3,), position update delta (3,) (`moved_centroid`), log focal update ()."""
         s = self.state(a, omega, delta, log_focal)
         pose = head_to_camera(s.rotation, s.centroid, self.head)
         return s.code, pose, level_intrinsics(self.start.K, target.scale, log_focal.exp())
 
-    def __call__(self, target: Target, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor,
-                 log_focal: torch.Tensor, params: dict[str, torch.Tensor] | None = None,
-                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    def __call__(
+        self,
+        target: Target,
+        a: torch.Tensor,
+        omega: torch.Tensor,
+        delta: torch.Tensor,
+        log_focal: torch.Tensor,
+        params: dict[str, torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss, rgb, alpha) of the variables (`view`), rendering `params` (default: every Gaussian)."""
         cfg = self.cfg
         code, pose, K = self.view(target, a, omega, delta, log_focal)
@@ -316,9 +348,17 @@ class FrameObjective:
         return loss, rgb, alpha
 
 
-def fit_frame(avatar: Avatar, head: HeadFrame, cfg: TrackConfig, levels: list[Target], start: FrameState,
-              previous: FrameState | None, iterations: tuple[int, ...], fit_focal: bool,
-              gradient_scales: tuple[torch.Tensor, ...] = ()) -> FrameFit:  # fmt: skip
+def fit_frame(
+    avatar: Avatar,
+    head: HeadFrame,
+    cfg: TrackConfig,
+    levels: list[Target],
+    start: FrameState,
+    previous: FrameState | None,
+    iterations: tuple[int, ...],
+    fit_focal: bool,
+    gradient_scales: tuple[torch.Tensor, ...] = (),
+) -> FrameFit:
     """Fit one frame from `start`, coarse to fine; `previous` (None on the first frame) anchors smoothness.
 
     `gradient_scales`: the previous frame's Adam squared-gradient averages of the pose. Adam's first steps are
@@ -332,8 +372,11 @@ def fit_frame(avatar: Avatar, head: HeadFrame, cfg: TrackConfig, levels: list[Ta
     delta = torch.zeros(3, device=device, requires_grad=True)
     log_focal = torch.zeros((), device=device, requires_grad=fit_focal)
     k = 1.0 if previous is None else cfg.warm_lr_scale
-    groups = [{"params": [a], "lr": cfg.lr_code}, {"params": [omega], "lr": k * cfg.lr_rotation},
-              {"params": [delta], "lr": k * cfg.lr_translation}]  # fmt: skip
+    groups = [
+        {"params": [a], "lr": cfg.lr_code},
+        {"params": [omega], "lr": k * cfg.lr_rotation},
+        {"params": [delta], "lr": k * cfg.lr_translation},
+    ]
     if fit_focal:
         groups.append({"params": [log_focal], "lr": cfg.lr_focal})
     optimizer = torch.optim.Adam(groups)
@@ -369,8 +412,14 @@ def fit_frame(avatar: Avatar, head: HeadFrame, cfg: TrackConfig, levels: list[Ta
             problem = f"silhouette IoU {iou:.2f} < {cfg.min_iou} (the face is lost or occluded)"
         pose = head_to_camera(state.rotation, state.centroid, head)
     scales = tuple(optimizer.state[p]["exp_avg_sq"] for p in (omega, delta) if "exp_avg_sq" in optimizer.state[p])
-    return FrameFit(state=state, head_to_camera=pose.cpu().double().numpy(), residual=residual, iou=iou,
-                    problem=problem, gradient_scales=scales if len(scales) == 2 else ())  # fmt: skip
+    return FrameFit(
+        state=state,
+        head_to_camera=pose.cpu().double().numpy(),
+        residual=residual,
+        iou=iou,
+        problem=problem,
+        gradient_scales=scales if len(scales) == 2 else (),
+    )
 
 
 def _mask_stats(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -441,9 +490,14 @@ class TrackedFrame:
     fit: FrameFit
 
 
-def track_frames(avatar: Avatar, frames: Iterator[tuple[np.ndarray, np.ndarray]], K: np.ndarray | None,
-                 cfg: TrackConfig, resume_from: FrameState | None = None, first_index: int = 0,
-                 ) -> Iterator[TrackedFrame]:  # fmt: skip
+def track_frames(
+    avatar: Avatar,
+    frames: Iterator[tuple[np.ndarray, np.ndarray]],
+    K: np.ndarray | None,
+    cfg: TrackConfig,
+    resume_from: FrameState | None = None,
+    first_index: int = 0,
+) -> Iterator[TrackedFrame]:
     """Fit each (frame (H, W, 3) uint8, mask (H, W) in [0, 1]) in turn, each from the previous fit.
 
     `K` (3, 3): the video's intrinsics, or None to fit the focal length on the first frame (starting from the
@@ -483,17 +537,32 @@ class TrackLog:
 
     @classmethod
     def empty(cls, dim: int) -> TrackLog:
-        return cls(np.zeros((0, dim)), np.zeros((0, 3, 3)), np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros((0, 4, 4)),
-                   np.zeros(0), np.zeros(0), np.zeros(0, dtype=str))  # fmt: skip
+        return cls(
+            np.zeros((0, dim)),
+            np.zeros((0, 3, 3)),
+            np.zeros((0, 3)),
+            np.zeros((0, 3, 3)),
+            np.zeros((0, 4, 4)),
+            np.zeros(0),
+            np.zeros(0),
+            np.zeros(0, dtype=str),
+        )
 
     def __len__(self) -> int:
         return len(self.code)
 
     def appended(self, fit: FrameFit) -> TrackLog:
         s = fit.state
-        row = {"code": s.code, "rotation": s.rotation, "centroid": s.centroid, "intrinsics": s.K,
-               "head_to_camera": fit.head_to_camera, "residual": fit.residual, "iou": fit.iou,
-               "problem": fit.problem}  # fmt: skip
+        row = {
+            "code": s.code,
+            "rotation": s.rotation,
+            "centroid": s.centroid,
+            "intrinsics": s.K,
+            "head_to_camera": fit.head_to_camera,
+            "residual": fit.residual,
+            "iou": fit.iou,
+            "problem": fit.problem,
+        }
         grown = {}
         for name, value in row.items():
             value = value.detach().cpu().double().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
@@ -503,9 +572,8 @@ class TrackLog:
     def last_state(self, device: torch.device) -> FrameState | None:
         if not len(self):
             return None
-        t = lambda a: torch.from_numpy(a[-1]).float().to(device)  # noqa: E731
-        return FrameState(code=t(self.code), rotation=t(self.rotation), centroid=t(self.centroid),
-                          K=t(self.intrinsics))  # fmt: skip
+        t = lambda a: torch.from_numpy(a[-1]).float().to(device)
+        return FrameState(code=t(self.code), rotation=t(self.rotation), centroid=t(self.centroid), K=t(self.intrinsics))
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -513,8 +581,10 @@ class TrackLog:
     def with_smoothed_distance(self, sigma: float, head: HeadFrame) -> TrackLog:
         """The log with `smooth_distance` applied to its centroids, and the head poses that go with them."""
         centroid = smooth_distance(self.centroid, sigma)
-        poses = [head_to_camera(torch.from_numpy(r), torch.from_numpy(c), head).numpy()
-                 for r, c in zip(self.rotation, centroid, strict=True)]  # fmt: skip
+        poses = [
+            head_to_camera(torch.from_numpy(r), torch.from_numpy(c), head).numpy()
+            for r, c in zip(self.rotation, centroid, strict=True)
+        ]
         head_poses = np.stack(poses) if poses else self.head_to_camera
         return dataclasses.replace(self, centroid=centroid, head_to_camera=head_poses)
 

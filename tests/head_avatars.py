@@ -37,8 +37,16 @@ def head_avatar(seed: int, mesh_resolution: int = 48) -> Avatar:
     field_cfg = FieldConfig(width=64, depth=2)
     with torch.random.fork_rng(devices=[]):
         # A short, fast distillation (lr 1e-2: 300 steps recover the jaw's motion to ~5%).
-        brief = DistillConfig(field=field_cfg, pool_size=4096, rounds=1, steps=300, lr=1e-2, batch_size=1024,
-                              mesh_resolution=32, eval_points=256)  # fmt: skip
+        brief = DistillConfig(
+            field=field_cfg,
+            pool_size=4096,
+            rounds=1,
+            steps=300,
+            lr=1e-2,
+            batch_size=1024,
+            mesh_resolution=32,
+            eval_points=256,
+        )
         coarse, _ = distill(head, codes, brief)
     bounds = tuple(tuple(float(v) for v in row) for row in head.bounds)
     cfg = AvatarConfig(expression_dim=head.expression_dim, bounds=bounds, latent_dim=0, coarse=field_cfg)
@@ -49,14 +57,28 @@ def head_avatar(seed: int, mesh_resolution: int = 48) -> Avatar:
     cams = rig_cameras(round(HEIGHT * 1100 / 1604 / 2) * 2, HEIGHT)
     poses = torch.eye(4).repeat(len(codes), 1, 1)
     serials = tuple(c.serial for c in cams)
-    return Avatar(config=cfg, params=params, nets=nets,
-                  motions={"EXP": Motion(codes, poses, torch.arange(len(codes)))}, codes=code_stats(codes),
-                  cameras={c.serial: c for c in cams}, split=make_split(serials, ("EXP",), heldout_sequences=()),
-                  head_model=head.description(), provenance={"step": 0})  # fmt: skip
+    return Avatar(
+        config=cfg,
+        params=params,
+        nets=nets,
+        motions={"EXP": Motion(codes, poses, torch.arange(len(codes)))},
+        codes=code_stats(codes),
+        cameras={c.serial: c for c in cams},
+        split=make_split(serials, ("EXP",), heldout_sequences=()),
+        head_model=head.description(),
+        provenance={"step": 0},
+    )
 
 
-def filmed(avatar: Avatar, codes: torch.Tensor, poses: torch.Tensor, K: torch.Tensor, width: int, height: int,
-           wall: float = 0.6) -> tuple[list[np.ndarray], list[np.ndarray]]:  # fmt: skip
+def filmed(
+    avatar: Avatar,
+    codes: torch.Tensor,
+    poses: torch.Tensor,
+    K: torch.Tensor,
+    width: int,
+    height: int,
+    wall: float = 0.6,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A driver video of the avatar: uint8 frames (H, W, 3) on a grey wall and alpha maps (H, W) in [0, 1] for
     codes (T, D) and head -> camera poses (T, 4, 4), seen by a camera at the origin with intrinsics K (3, 3)."""
     from npga.track import render_view

@@ -14,8 +14,9 @@ import trimesh
 from scipy.spatial.transform import Rotation
 
 N_SHAPE = 300
-JOINT_TARGETS = np.array([[0.0, -0.09, -0.01], [0.0, -0.04, -0.01], [0.0, -0.03, 0.02], [0.03, 0.02, 0.06],
-                          [-0.03, 0.02, 0.06]])  # fmt: skip
+JOINT_TARGETS = np.array(
+    [[0.0, -0.09, -0.01], [0.0, -0.04, -0.01], [0.0, -0.03, 0.02], [0.03, 0.02, 0.06], [-0.03, 0.02, 0.06]]
+)
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

@@ -16,8 +16,9 @@ import yaml
 from npga.headmodel.mononphm import ExpressionNetwork, IdentityNetwork, MonoNPHMDims
 
 # The official anchor layout and neighbourhood, narrow MLPs so tests run in seconds.
-SMALL = MonoNPHMDims(hidden_dim_geo=32, n_layers_geo=2, hidden_dim_app=32, n_layers_app=2, hidden_dim_ex=32,
-                     n_layers_ex=2)  # fmt: skip
+SMALL = MonoNPHMDims(
+    hidden_dim_geo=32, n_layers_geo=2, hidden_dim_app=32, n_layers_app=2, hidden_dim_ex=32, n_layers_ex=2
+)
 
 
 def symmetric_anchors(dims: MonoNPHMDims, radius: float = 0.36, seed: int = 0) -> np.ndarray:
@@ -42,8 +43,13 @@ def random_networks(dims: MonoNPHMDims, seed: int = 0) -> tuple[IdentityNetwork,
     return IdentityNetwork(dims), ExpressionNetwork(dims)
 
 
-def write_experiment(root: Path, dims: MonoNPHMDims = SMALL, nets: tuple[IdentityNetwork, ExpressionNetwork] | None
-                     = None, epoch: int = 7, anchors: np.ndarray | None = None) -> tuple[Path, Path]:  # fmt: skip
+def write_experiment(
+    root: Path,
+    dims: MonoNPHMDims = SMALL,
+    nets: tuple[IdentityNetwork, ExpressionNetwork] | None = None,
+    epoch: int = 7,
+    anchors: np.ndarray | None = None,
+) -> tuple[Path, Path]:
     """(experiment folder, anchors file): configs.yaml, a checkpoint in the official layout, the template anchors."""
     identity, expression = nets if nets is not None else random_networks(dims)
     root.mkdir(parents=True, exist_ok=True)
@@ -69,8 +75,17 @@ def write_experiment(root: Path, dims: MonoNPHMDims = SMALL, nets: tuple[Identit
     return root, anchors_file
 
 
-def write_tracking(root: Path, seq: str, z_exp: np.ndarray, rot: np.ndarray, trans: np.ndarray, scale: np.ndarray,
-                   z_geo: np.ndarray, z_app: np.ndarray, stage: int) -> Path:  # fmt: skip
+def write_tracking(
+    root: Path,
+    seq: str,
+    z_exp: np.ndarray,
+    rot: np.ndarray,
+    trans: np.ndarray,
+    scale: np.ndarray,
+    z_geo: np.ndarray,
+    z_app: np.ndarray,
+    stage: int,
+) -> Path:
     """MonoNPHM's tracker output for one sequence (photometric_tracking/tracking.py, rec_and_save): per frame
     rot (1, 3, 3), trans (1, 3), scale (1,); stage 2: identity once and every frame's codes in each frame folder,
     stage 1: everything per frame. Poses are world -> model: x_model = scale x_world rot^T + trans."""

@@ -55,8 +55,13 @@ def trained_like_nets(head: SyntheticHead, feature_dim: int) -> AvatarNets:
 def test_init_on_the_canonical_surface(head, params):
     n = len(params["means"])
     assert {k: tuple(v.shape) for k, v in params.items()} == {
-        "means": (n, 3), "quats": (n, 4), "scales": (n, 3), "opacities": (n,), "colors": (n, 3), "features": (n, 8),
-    }  # fmt: skip
+        "means": (n, 3),
+        "quats": (n, 4),
+        "scales": (n, 3),
+        "opacities": (n,),
+        "colors": (n, 3),
+        "features": (n, 8),
+    }
     assert head.sdf(params["means"].detach()).abs().max() < 0.01
     # flat Gaussians: the short (z) axis lies along the outward normal
     z_axis = quat_to_matrix(params["quats"].detach())[:, :, 2]
@@ -186,11 +191,17 @@ def rotation_of(q: torch.Tensor) -> torch.Tensor:
 
 
 def random_params(n: int, feature_dim: int, gen: torch.Generator) -> torch.nn.ParameterDict:
-    r = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)  # noqa: E731
-    return torch.nn.ParameterDict({
-        "means": 0.08 * r(n, 3), "quats": r(n, 4), "scales": -5 + 0.3 * r(n, 3), "opacities": r(n),
-        "colors": r(n, 3), "features": r(n, feature_dim),
-    })  # fmt: skip
+    r = lambda *shape: torch.randn(*shape, generator=gen, dtype=torch.float64)
+    return torch.nn.ParameterDict(
+        {
+            "means": 0.08 * r(n, 3),
+            "quats": r(n, 4),
+            "scales": -5 + 0.3 * r(n, 3),
+            "opacities": r(n),
+            "colors": r(n, 3),
+            "features": r(n, feature_dim),
+        }
+    )
 
 
 def test_deform_matches_an_independent_computation_with_non_zero_residuals(head):
@@ -230,11 +241,16 @@ def test_deform_matches_an_independent_computation_with_non_zero_residuals(head)
 def _one_gaussian_scene(detail_bias: torch.Tensor | None):
     """One Gaussian 1 unit in front of a 32 x 32 pinhole camera (f = 200 px) at the origin (OpenCV axes)."""
     bounds = torch.tensor([[-1.0] * 3, [1.0] * 3])
-    params = torch.nn.ParameterDict({
-        "means": torch.tensor([[0.0, 0.0, 1.0]]), "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
-        "scales": torch.full((1, 3), math.log(0.01)), "opacities": torch.tensor([2.0]),
-        "colors": torch.zeros(1, 3), "features": torch.zeros(1, 4),
-    })  # fmt: skip
+    params = torch.nn.ParameterDict(
+        {
+            "means": torch.tensor([[0.0, 0.0, 1.0]]),
+            "quats": torch.tensor([[1.0, 0.0, 0.0, 0.0]]),
+            "scales": torch.full((1, 3), math.log(0.01)),
+            "opacities": torch.tensor([2.0]),
+            "colors": torch.zeros(1, 3),
+            "features": torch.zeros(1, 4),
+        }
+    )
     detail = None
     if detail_bias is not None:
         detail = DetailMLP(DetailConfig(width=8, depth=1, position_scale=0.01), 4, 3, bounds)
@@ -308,10 +324,21 @@ def test_the_cnn_sees_the_rendered_latent_features():
     g = deform(params, AvatarNets(None, None, None), torch.zeros(3), torch.eye(4))
     out, _, _ = render_gaussians(g, viewmats, Ks, 24, 24, bg, cnn)
     with torch.no_grad():
-        rgb_ref, _, _ = rasterize(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, 24, 24,
-                                  backgrounds=bg[None])  # fmt: skip
-        lat_ref, _, _ = rasterize(g.means, g.quats, g.scales, g.opacities, params["features"][:, :2], viewmats, Ks,
-                                  24, 24, backgrounds=torch.zeros(1, 2))  # fmt: skip
+        rgb_ref, _, _ = rasterize(
+            g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, 24, 24, backgrounds=bg[None]
+        )
+        lat_ref, _, _ = rasterize(
+            g.means,
+            g.quats,
+            g.scales,
+            g.opacities,
+            params["features"][:, :2],
+            viewmats,
+            Ks,
+            24,
+            24,
+            backgrounds=torch.zeros(1, 2),
+        )
     assert seen[0].shape == (1, 24, 24, 5)
     assert torch.allclose(seen[0][..., :3], rgb_ref, atol=1e-6) and torch.allclose(seen[0][..., 3:], lat_ref, atol=1e-6)
     assert lat_ref.abs().max() > 0.1
@@ -319,8 +346,9 @@ def test_the_cnn_sees_the_rendered_latent_features():
     assert params["features"].grad[:, :2].abs().sum() > 0 and params["features"].grad[:, 2:].abs().sum() == 0
     with torch.no_grad():
         params["features"][:, :2] += 1.0
-        changed, _, _ = render_gaussians(deform(params, AvatarNets(None, None, None), torch.zeros(3), torch.eye(4)),
-                                         viewmats, Ks, 24, 24, bg, cnn)  # fmt: skip
+        changed, _, _ = render_gaussians(
+            deform(params, AvatarNets(None, None, None), torch.zeros(3), torch.eye(4)), viewmats, Ks, 24, 24, bg, cnn
+        )
     assert (changed - out).abs().max() > 1e-3
 
 
@@ -344,7 +372,7 @@ def test_knn_graph_on_device_matches_a_kd_tree_oracle():
     twins = torch.where(torch.arange(3090) < 3000, torch.arange(3090) + 3040, torch.arange(3090) - 3040)
     assert (nbrs[clones, 0] == twins[clones]).all()  # a clone's nearest other point is its twin
     # Elsewhere the same neighbours, a clone and its twin (a tie) counting as one point.
-    canon = lambda i: torch.where(i >= 3040, i - 3040, i).sort(-1).values  # noqa: E731
+    canon = lambda i: torch.where(i >= 3040, i - 3040, i).sort(-1).values
     plain = ~clones
     assert torch.equal(canon(nbrs[plain]), canon(torch.from_numpy(idx[:, 1:])[plain]))
 
@@ -374,8 +402,9 @@ def test_blendshapes_let_each_gaussian_s_feature_learn_from_the_first_step(head)
     grads = {}
     for on in (False, True):
         torch.manual_seed(0)
-        detail = DetailMLP(DetailConfig(width=16, depth=1, blendshapes=2 if on else 0), 4, head.expression_dim,
-                           head.bounds)  # fmt: skip
+        detail = DetailMLP(
+            DetailConfig(width=16, depth=1, blendshapes=2 if on else 0), 4, head.expression_dim, head.bounds
+        )
         for code in (z, 2 * z, torch.zeros_like(z)):
             f = torch.zeros(5, 4, requires_grad=True)
             detail(x, f, code)[:, 10:13].sum().backward()
@@ -391,8 +420,10 @@ def test_blendshapes_hold_their_response_beyond_the_training_codes(head):
     """Outside the training codes' range the blendshape term is that of the nearest code inside it; the MLP's
     part still sees the code itself."""
     torch.manual_seed(4)
-    nets = {on: DetailMLP(DetailConfig(width=16, depth=1, blendshapes=3 if on else 0), 4, head.expression_dim,
-                          head.bounds) for on in (False, True)}  # fmt: skip
+    nets = {
+        on: DetailMLP(DetailConfig(width=16, depth=1, blendshapes=3 if on else 0), 4, head.expression_dim, head.bounds)
+        for on in (False, True)
+    }
     torch.nn.init.normal_(nets[False].net[-1].weight, std=0.1)
     nets[True].net.load_state_dict(nets[False].net.state_dict())  # the same MLP with and without blendshapes
     codes = torch.rand(7, head.expression_dim) - 0.5  # training codes within (-0.5, 0.5)
@@ -400,7 +431,7 @@ def test_blendshapes_hold_their_response_beyond_the_training_codes(head):
     x, f = torch.rand(6, 3) * 0.1, torch.randn(6, 4)
     far = torch.linspace(-2.0, 2.0, head.expression_dim)
     nearest = torch.minimum(torch.maximum(far, codes.min(0).values), codes.max(0).values)
-    blend = lambda z: nets[True].blend_out(nets[True].feature_proj(f) * nets[True].code_embed(z))  # noqa: E731
+    blend = lambda z: nets[True].blend_out(nets[True].feature_proj(f) * nets[True].code_embed(z))
     with torch.no_grad():
         assert torch.allclose(nets[True](x, f, far), nets[False](x, f, far) + blend(nearest), atol=1e-6)
         assert not torch.allclose(blend(far), blend(nearest), atol=1e-3)

@@ -44,7 +44,7 @@ def trained(tmp_path_factory, tiny_capture):
 def _corrupt(tmp_path: Path, src: Path, name: str, **meta_changes) -> Path:
     """A copy of the avatar file `src` with its JSON metadata changed (tensors unchanged)."""
     with safe_open(str(src), framework="pt") as f:
-        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = json.loads(f.metadata()["npga"])
     for key, value in meta_changes.items():
         meta[key] = value(meta[key]) if callable(value) else value
@@ -142,7 +142,7 @@ class _Payload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # noqa: ANN204
+    def __reduce__(self):
         return (open, (str(self.marker), "w"))
 
 

@@ -11,16 +11,25 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "ablation.py"
 
 
 def _run(row: str, seed: int, seq_psnr: float, mouth: float) -> dict:
-    return {"row": row, "seed": seed, "heldout_sequences": {"psnr": seq_psnr, "ssim": 0.9},
-            "heldout_cameras": {"psnr": seq_psnr + 1.0, "ssim": 0.95}, "regions": {"mouth": mouth}}  # fmt: skip
+    return {
+        "row": row,
+        "seed": seed,
+        "heldout_sequences": {"psnr": seq_psnr, "ssim": 0.9},
+        "heldout_cameras": {"psnr": seq_psnr + 1.0, "ssim": 0.95},
+        "regions": {"mouth": mouth},
+    }
 
 
 def test_summary_averages_each_row_over_its_seeds_in_table_order():
     summarize = runpy.run_path(str(SCRIPT))["summarize"]
     # Finished out of order, as the worker pool returns them; "+ detail MLP" has no run (it failed).
-    results = [_run("+ Laplacian", 1, 33.4, 23.0), _run("+ coarse field", 0, 33.0, 21.0),
-               _run("+ Laplacian", 0, 33.0, 22.0), _run("+ coarse field", 1, 32.8, 21.0),
-               _run("+ latent features", 0, 33.1, 22.0)]  # fmt: skip
+    results = [
+        _run("+ Laplacian", 1, 33.4, 23.0),
+        _run("+ coarse field", 0, 33.0, 21.0),
+        _run("+ Laplacian", 0, 33.0, 22.0),
+        _run("+ coarse field", 1, 32.8, 21.0),
+        _run("+ latent features", 0, 33.1, 22.0),
+    ]
     table = summarize(results, ["+ coarse field", "+ detail MLP", "+ latent features", "+ Laplacian"])
     assert [t["row"] for t in table] == ["+ coarse field", "+ latent features", "+ Laplacian"]
     coarse, latent, full = table

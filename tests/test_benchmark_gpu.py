@@ -29,7 +29,8 @@ def test_gpu_benchmark_small_on_cpu_writes_sane_json(tiny_capture, tmp_path, mon
     assert result["device"].startswith("cpu") and result["gaussians"] == 3000
     cases = [("32x48", False), ("32x48", True), ("64x96", False), ("64x96", True)]
     assert [(r["precision"], r["size"], r["cnn"]) for r in result["render"]] == [
-        (p, *c) for p in ("float32", "bfloat16") for c in cases]  # fmt: skip
+        (p, *c) for p in ("float32", "bfloat16") for c in cases
+    ]
     for r in result["render"]:
         assert all(_time(r[k]) for k in ("fps", "frame_ms", "deform_ms", "rasterize_ms", "still_ms"))
         assert r["fps"] == pytest.approx(1000 / r["frame_ms"])
@@ -55,8 +56,19 @@ def test_gpu_benchmark_small_on_cpu_writes_sane_json(tiny_capture, tmp_path, mon
 def test_train_overhead_trains_with_and_without_the_hooks(tiny_capture, tmp_path, monkeypatch, capsys):
     script = SCRIPT.with_name("train_overhead.py")
     out = tmp_path / "overhead.json"
-    argv = ["train_overhead.py", "--config", str(SCRIPT.parents[1] / "configs" / "tiny.yaml"), "--capture",
-            str(tiny_capture), "--device", "cpu", "--steps", "12", "--out", str(out)]  # fmt: skip
+    argv = [
+        "train_overhead.py",
+        "--config",
+        str(SCRIPT.parents[1] / "configs" / "tiny.yaml"),
+        "--capture",
+        str(tiny_capture),
+        "--device",
+        "cpu",
+        "--steps",
+        "12",
+        "--out",
+        str(out),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(script), run_name="__main__")
     result = json.loads(out.read_text())

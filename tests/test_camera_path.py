@@ -69,14 +69,45 @@ def avatar_file(tmp_path):
 
 def test_render_along_orbit_capture_and_json_paths(avatar_file, tmp_path):
     avatar, file = avatar_file
-    main(["render", str(file), "--camera-path", "orbit", "--frames", "6", "--size", "40x60",
-          "--out", str(tmp_path / "orbit.mp4"), "--device", "cpu"])  # fmt: skip
+    main(
+        [
+            "render",
+            str(file),
+            "--camera-path",
+            "orbit",
+            "--frames",
+            "6",
+            "--size",
+            "40x60",
+            "--out",
+            str(tmp_path / "orbit.mp4"),
+            "--device",
+            "cpu",
+        ]
+    )
     video = imageio.mimread(tmp_path / "orbit.mp4")
     assert len(video) == 6 and video[0].shape == (60, 40, 3)
     assert not np.array_equal(video[0], video[1])  # the camera moves
 
-    main(["render", str(file), "--camera-path", "capture:c1", "--sequence", "B", "--png-alpha", "--background",
-          "black", "--out", str(tmp_path / "pngs"), "--device", "cpu", "--precision", "float32"])  # fmt: skip
+    main(
+        [
+            "render",
+            str(file),
+            "--camera-path",
+            "capture:c1",
+            "--sequence",
+            "B",
+            "--png-alpha",
+            "--background",
+            "black",
+            "--out",
+            str(tmp_path / "pngs"),
+            "--device",
+            "cpu",
+            "--precision",
+            "float32",
+        ]
+    )
     pngs = sorted((tmp_path / "pngs").glob("*.png"))
     assert [p.name for p in pngs] == [f"frame_{t:05d}.png" for t in range(3)]  # sequence B has 3 frames
     frame = imageio.imread(pngs[1])
@@ -87,8 +118,18 @@ def test_render_along_orbit_capture_and_json_paths(avatar_file, tmp_path):
     assert np.abs(frame[..., :3] / 255.0 - on_black).max() <= 0.5 / 255 + 1e-5
 
     save_camera_path(_path(width=40, height=60, fps=2.0), tmp_path / "p.json")
-    main(["render", str(file), "--camera-path", str(tmp_path / "p.json"), "--out", str(tmp_path / "p.mp4"),
-          "--device", "cpu"])  # fmt: skip
+    main(
+        [
+            "render",
+            str(file),
+            "--camera-path",
+            str(tmp_path / "p.json"),
+            "--out",
+            str(tmp_path / "p.mp4"),
+            "--device",
+            "cpu",
+        ]
+    )
     assert len(imageio.mimread(tmp_path / "p.mp4")) == 3 * 2 + 1
 
     with pytest.raises(SystemExit, match="no camera 'nope'"):

@@ -19,8 +19,9 @@ def test_look_at_puts_target_on_the_optical_axis_with_up_pointing_up_in_the_imag
 
 
 def test_resized_camera_projects_to_scaled_pixels():
-    cam = Camera(K=[[300, 0, 110], [0, 310, 160], [0, 0, 1]], world_2_cam=look_at([0, 0, 1], [0, 0, 0]),
-                 width=220, height=320)  # fmt: skip
+    cam = Camera(
+        K=[[300, 0, 110], [0, 310, 160], [0, 0, 1]], world_2_cam=look_at([0, 0, 1], [0, 0, 0]), width=220, height=320
+    )
     pts = np.random.default_rng(0).normal(scale=0.05, size=(20, 3))
     small = cam.resized(110, 160)
     # Pixel centres sit at +0.5: a point seen at pixel coordinate u maps to u * scale.

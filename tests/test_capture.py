@@ -111,12 +111,16 @@ def test_color_correction_matches_a_hand_computation(raw_capture):
         (None, "camera calibration not found"),
         ("{not json", "not valid JSON"),
         (json.dumps({"world_2_cam": {}}), "expected"),
-        (json.dumps({"world_2_cam": {s: np.eye(3).tolist() for s in SERIALS}, "intrinsics": np.eye(3).tolist()}),
-         r"world_2_cam of serial \d+ has shape \(3, 3\)"),
-        (json.dumps({"world_2_cam": {s: np.eye(4).tolist() for s in SERIALS}, "intrinsics": [[1, 2], [3, 4]]}),
-         "shared 'intrinsics' has shape"),
+        (
+            json.dumps({"world_2_cam": {s: np.eye(3).tolist() for s in SERIALS}, "intrinsics": np.eye(3).tolist()}),
+            r"world_2_cam of serial \d+ has shape \(3, 3\)",
+        ),
+        (
+            json.dumps({"world_2_cam": {s: np.eye(4).tolist() for s in SERIALS}, "intrinsics": [[1, 2], [3, 4]]}),
+            "shared 'intrinsics' has shape",
+        ),
     ],
-)  # fmt: skip
+)
 def test_missing_or_malformed_camera_params(bench_capture, content, problem):
     path = ParticipantLayout(bench_capture).camera_params
     if content is None:

@@ -111,8 +111,14 @@ def test_effects_show_in_their_region_and_nowhere_else(captures, region):
 def test_deformed_normals_of_a_fold_match_the_analytic_tilt():
     """A fold h = a sin(k x) along the normal of the plane z = 0 tilts its normal to (-a k cos(k x), 0, 1)."""
     a, k = 5e-4, 2 * math.pi / 0.007
-    x = torch.stack([torch.linspace(-0.01, 0.01, 101, dtype=torch.float64), torch.zeros(101, dtype=torch.float64),
-                     torch.zeros(101, dtype=torch.float64)], -1)  # fmt: skip
+    x = torch.stack(
+        [
+            torch.linspace(-0.01, 0.01, 101, dtype=torch.float64),
+            torch.zeros(101, dtype=torch.float64),
+            torch.zeros(101, dtype=torch.float64),
+        ],
+        -1,
+    )
     up = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64).expand(101, 3)
     got = deformed_normals(lambda p: a * torch.sin(k * p[:, :1]) * up[: len(p)], x, up)
     slope = -a * k * torch.cos(k * x[:, 0])
@@ -138,12 +144,24 @@ def test_tracking_noise_keeps_the_truth_and_has_the_asked_size(tmp_path):
         reference = Tracking.load(clean_paths.tracking(seq))
         for name in ("expression", "rotation", "translation", "scale", "timesteps", "identity"):
             np.testing.assert_array_equal(getattr(truth, name), getattr(reference, name), err_msg=name)
-        np.testing.assert_array_equal(read_video(noisy_paths.video(seq, FRONT_SERIAL)),
-                                      read_video(clean_paths.video(seq, FRONT_SERIAL)))  # fmt: skip
+        np.testing.assert_array_equal(
+            read_video(noisy_paths.video(seq, FRONT_SERIAL)), read_video(clean_paths.video(seq, FRONT_SERIAL))
+        )
         relative = np.einsum("tij,tkj->tik", written.rotation.astype(np.float64), truth.rotation.astype(np.float64))
         # small-angle axis-angle vector of each frame's rotation error, in degrees
-        axis_angle = np.stack([relative[:, 2, 1] - relative[:, 1, 2], relative[:, 0, 2] - relative[:, 2, 0],
-                               relative[:, 1, 0] - relative[:, 0, 1]], -1) / 2 * 180 / math.pi  # fmt: skip
+        axis_angle = (
+            np.stack(
+                [
+                    relative[:, 2, 1] - relative[:, 1, 2],
+                    relative[:, 0, 2] - relative[:, 2, 0],
+                    relative[:, 1, 0] - relative[:, 0, 1],
+                ],
+                -1,
+            )
+            / 2
+            * 180
+            / math.pi
+        )
         rot_err.append(axis_angle)
         code_err.append(written.expression.astype(np.float64) - truth.expression)
     rot, code = np.concatenate(rot_err), np.concatenate(code_err)

@@ -118,7 +118,7 @@ def test_orbit_cameras_circle_the_target_and_look_at_it():
         assert np.isclose((cam.center - target) @ up, (eye - target) @ up)  # stays at the same height
     # quarter period: +60 degrees about up
     off0, off2 = ref.center - target, cams[2].center - target
-    horiz = lambda v: v - (v @ up) * up  # noqa: E731
+    horiz = lambda v: v - (v @ up) * up
     cos = horiz(off0) @ horiz(off2) / (np.linalg.norm(horiz(off0)) * np.linalg.norm(horiz(off2)))
     assert np.isclose(cos, 0.5)
 

@@ -67,8 +67,9 @@ def test_perfect_and_noisy_renders_score_as_expected(cache, tmp_path):
 
 
 def test_a_split_without_frames_is_an_error(cache):
-    split = Split(train_serials=cache.serials, heldout_serials=(), train_sequences=("EXP-1-jaw",),
-                  heldout_sequences=("FREE",))  # fmt: skip
+    split = Split(
+        train_serials=cache.serials, heldout_serials=(), train_sequences=("EXP-1-jaw",), heldout_sequences=("FREE",)
+    )
     with pytest.raises(ValueError, match="no frames to evaluate"):
         evaluate(_ground_truth_renderer(cache), cache, split, "heldout_cameras")
 

@@ -16,9 +16,11 @@ from npga.cli import main
 from npga.data.tracking import Tracking
 
 # The original 3D Gaussian Splatting layout, written out here rather than taken from the code under test.
-STANDARD_PROPERTIES = (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
-                       + [f"f_rest_{i}" for i in range(45)]
-                       + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])  # fmt: skip
+STANDARD_PROPERTIES = (
+    ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    + [f"f_rest_{i}" for i in range(45)]
+    + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+)
 C0 = 0.28209479177387814
 
 
@@ -42,11 +44,17 @@ def test_ply_read_back_by_an_independent_parser_renders_like_the_avatar(avatar_f
     v = _read_ply(tmp_path / "f.ply")
     assert list(v.dtype.names) == STANDARD_PROPERTIES
     assert all(v.dtype[n] == np.dtype("<f4") for n in v.dtype.names) and len(v) == avatar.n_gaussians
-    col = lambda *names: torch.tensor(np.stack([v[n] for n in names], -1), dtype=torch.float32)  # noqa: E731
+    col = lambda *names: torch.tensor(np.stack([v[n] for n in names], -1), dtype=torch.float32)
     assert col("nx", "ny", "nz").abs().max() == 0 and col(*(f"f_rest_{i}" for i in range(45))).abs().max() == 0
-    g = Gaussians(means=col("x", "y", "z"), quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
-                  scales=col("scale_0", "scale_1", "scale_2").exp(), opacities=torch.sigmoid(col("opacity")[:, 0]),
-                  colors=0.5 + C0 * col("f_dc_0", "f_dc_1", "f_dc_2"), features=None, residuals=None)  # fmt: skip
+    g = Gaussians(
+        means=col("x", "y", "z"),
+        quats=col("rot_0", "rot_1", "rot_2", "rot_3"),
+        scales=col("scale_0", "scale_1", "scale_2").exp(),
+        opacities=torch.sigmoid(col("opacity")[:, 0]),
+        colors=0.5 + C0 * col("f_dc_0", "f_dc_1", "f_dc_2"),
+        features=None,
+        residuals=None,
+    )
     cam = avatar.cameras["c0"]
     viewmats, Ks = stack_cameras([cam])
     from_file, _, _ = render_gaussians(g, viewmats, Ks, cam.width, cam.height, avatar.background)
@@ -60,8 +68,21 @@ def test_ply_read_back_by_an_independent_parser_renders_like_the_avatar(avatar_f
 
 def test_splat_records_and_all_frames(avatar_file, tmp_path):
     avatar, path = avatar_file
-    main(["export", str(path), "--ply", str(tmp_path / "frames"), "--format", "splat", "--all-frames",
-          "--sequence", "B", "--device", "cpu"])  # fmt: skip
+    main(
+        [
+            "export",
+            str(path),
+            "--ply",
+            str(tmp_path / "frames"),
+            "--format",
+            "splat",
+            "--all-frames",
+            "--sequence",
+            "B",
+            "--device",
+            "cpu",
+        ]
+    )
     files = sorted((tmp_path / "frames").glob("*.splat"))
     assert [f.name for f in files] == [f"frame_{t:05d}.splat" for t in range(3)]
     raw = np.frombuffer(files[2].read_bytes(), dtype=np.uint8).reshape(-1, 32)  # 32 bytes per Gaussian
@@ -90,12 +111,29 @@ def test_canonical_and_tracking_sources_and_bad_input(avatar_file, tmp_path):
     assert np.allclose(means, avatar.params["means"].numpy(), atol=1e-7)  # stored canonical positions
 
     T = 4
-    good = Tracking(expression=np.zeros((T, 4), np.float32), identity=np.zeros(3, np.float32),
-                    rotation=np.repeat(np.eye(3)[None], T, 0), translation=np.zeros((T, 3)), scale=np.ones(T),
-                    timesteps=np.arange(T))  # fmt: skip
+    good = Tracking(
+        expression=np.zeros((T, 4), np.float32),
+        identity=np.zeros(3, np.float32),
+        rotation=np.repeat(np.eye(3)[None], T, 0),
+        translation=np.zeros((T, 3)),
+        scale=np.ones(T),
+        timesteps=np.arange(T),
+    )
     good.save(tmp_path / "codes.npz")
-    main(["export", str(path), "--ply", str(tmp_path / "t.ply"), "--tracking", str(tmp_path / "codes.npz"),
-          "--frame", "1", "--device", "cpu"])  # fmt: skip
+    main(
+        [
+            "export",
+            str(path),
+            "--ply",
+            str(tmp_path / "t.ply"),
+            "--tracking",
+            str(tmp_path / "codes.npz"),
+            "--frame",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     assert (tmp_path / "t.ply").is_file()
     Tracking(**{**good.__dict__, "expression": np.zeros((T, 7), np.float32)}).save(tmp_path / "wide.npz")
     with pytest.raises(SystemExit, match="wide.npz: 7-d expression codes, the avatar's head model has 4"):

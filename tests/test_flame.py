@@ -62,8 +62,9 @@ def test_posed_vertices_match_an_independent_lbs(head, arrays):
     for z in codes:
         pose = np.zeros((5, 3))
         pose[2], pose[3], pose[4] = z[E : E + 3], z[E + 3 : E + 6], z[E + 6 :]
-        want = reference_lbs({**arrays, "v_template": arrays["v_template"] + head.static_offset}, head.shape,
-                             z[:E].numpy(), pose)  # fmt: skip
+        want = reference_lbs(
+            {**arrays, "v_template": arrays["v_template"] + head.static_offset}, head.shape, z[:E].numpy(), pose
+        )
         np.testing.assert_allclose(head.posed_vertices(z).numpy(), want, atol=1e-12)
         # off the vertices: a point inside a triangle moves with the triangle (barycentric)
         mesh = head.canonical_mesh()

@@ -73,8 +73,8 @@ def test_zero_level_mesh_of_a_sphere_lies_on_it_with_faces_wound_outward():
     """Against the analytic sphere: vertices on the radius, every face's winding normal pointing away from the
     centre (the orientation step, checked independently of the normals it is given), no zero crossing refused."""
     centre, radius = torch.tensor([0.1, -0.05, 0.02]), 0.3
-    sdf = lambda x: (x - centre.to(x)).norm(dim=-1) - radius  # noqa: E731
-    normals = lambda x: torch.nn.functional.normalize(x - centre.to(x), dim=-1)  # noqa: E731
+    sdf = lambda x: (x - centre.to(x)).norm(dim=-1) - radius
+    normals = lambda x: torch.nn.functional.normalize(x - centre.to(x), dim=-1)
     bounds = torch.stack([centre - 0.4, centre + 0.4])
     mesh = zero_level_mesh(sdf, normals, bounds, 40, dtype=torch.float64)
     r = (mesh.vertices.double() - centre.double()).norm(dim=-1)

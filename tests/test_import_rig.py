@@ -102,8 +102,9 @@ def write_colmap(folder: Path, cams: dict[str, Camera]) -> Path:
         fx, fy, cx, cy = c.K[0, 0], c.K[1, 1], c.K[0, 2], c.K[1, 2]
         cam_lines.append(f"{i} PINHOLE {W} {H} {float(fx)!r} {float(fy)!r} {float(cx)!r} {float(cy)!r}")
         q, t = quaternion(c.world_2_cam[:3, :3]), c.world_2_cam[:3, 3]
-        img_lines.append(f"{i} {' '.join(repr(float(v)) for v in q)} {' '.join(repr(float(v)) for v in t)} {i} "
-                         f"{name}/000000.png")  # fmt: skip
+        img_lines.append(
+            f"{i} {' '.join(repr(float(v)) for v in q)} {' '.join(repr(float(v)) for v in t)} {i} {name}/000000.png"
+        )
         img_lines.append("1.0 2.0 -1" if i == 1 else "")
     (folder / "cameras.txt").write_text("\n".join(cam_lines) + "\n")
     (folder / "images.txt").write_text("\n".join(img_lines) + "\n")
@@ -139,8 +140,14 @@ def test_opencv_yaml_colmap_and_json_import_to_the_same_cameras(tmp_path):
         K = c.K.copy()
         K[:2, 2] -= 0.5
         R, t = c.world_2_cam[:3, :3], c.world_2_cam[:3, 3]
-        cams[name] = {"K": K.tolist(), "dist": None, "rvec": cv2.Rodrigues(R)[0].ravel().tolist(),
-                      "tvec": t.tolist(), "width": W, "height": H}  # fmt: skip
+        cams[name] = {
+            "K": K.tolist(),
+            "dist": None,
+            "rvec": cv2.Rodrigues(R)[0].ravel().tolist(),
+            "tvec": t.tolist(),
+            "width": W,
+            "height": H,
+        }
     js = tmp_path / "calib.json"
     js.write_text(json.dumps({"cameras": cams}))
 
@@ -234,8 +241,19 @@ def test_cli_import_rig(tmp_path, capsys):
     truth = rig()
     videos = write_videos(tmp_path / "videos")
     yml = write_opencv_yaml(tmp_path / "calib.yml", truth)
-    cli.main(["import-rig", "--videos", str(videos), "--calibration", str(yml), "--out", str(tmp_path / "out"),
-              "--sequence", "FREE"])  # fmt: skip
+    cli.main(
+        [
+            "import-rig",
+            "--videos",
+            str(videos),
+            "--calibration",
+            str(yml),
+            "--out",
+            str(tmp_path / "out"),
+            "--sequence",
+            "FREE",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "silhouette" in printed and "3 cameras x 3 frames" in printed
     assert Capture.open(tmp_path / "out").sequences == ("FREE",)

@@ -98,8 +98,9 @@ def test_head_poses_move_into_the_rig_through_the_metrical_trackers_cameras(benc
         ours = (tr.head_to_world(t) @ np.c_[p, np.ones(20)].T).T[:, :3]
         np.testing.assert_allclose(ours, in_rig, atol=1e-5)
     with pytest.raises(ValueError, match="no camera 'nope'"):
-        import_mononphm_tracking(tmp_path / "out", bench_capture, "FREE", exp, anchors, metrical_tracker=cams,
-                                 camera="nope")  # fmt: skip
+        import_mononphm_tracking(
+            tmp_path / "out", bench_capture, "FREE", exp, anchors, metrical_tracker=cams, camera="nope"
+        )
 
 
 def _break_nan(folder):
@@ -123,8 +124,9 @@ def _break_rotation(folder):
 
 @pytest.mark.parametrize("breaker", [_break_nan, _break_missing, _break_rotation])
 @pytest.mark.parametrize("stage", [1, 2])
-def test_broken_tracking_is_refused_naming_the_file_and_nothing_is_written(bench_capture, tmp_path, experiment,
-                                                                          stage, breaker):  # fmt: skip
+def test_broken_tracking_is_refused_naming_the_file_and_nothing_is_written(
+    bench_capture, tmp_path, experiment, stage, breaker
+):
     exp, anchors = experiment
     folder = write_tracking(tmp_path / "out", "FREE", **mononphm_track(N_FRAMES), stage=stage)
     bad, message = breaker(folder)
@@ -155,8 +157,17 @@ def test_frame_counts_and_expression_dimension_must_match(bench_capture, tmp_pat
 def test_the_command_imports_and_names_missing_anchors(bench_capture, tmp_path, experiment, capsys):
     exp, anchors = experiment
     write_tracking(tmp_path / "out", "FREE", **mononphm_track(N_FRAMES), stage=2)
-    args = ["import-tracking", "--mononphm", str(tmp_path / "out"), "--capture", str(bench_capture),
-            "--sequence", "FREE", "--model", str(exp)]  # fmt: skip
+    args = [
+        "import-tracking",
+        "--mononphm",
+        str(tmp_path / "out"),
+        "--capture",
+        str(bench_capture),
+        "--sequence",
+        "FREE",
+        "--model",
+        str(exp),
+    ]
     with pytest.raises(SystemExit, match="anchors_65.npy"):
         cli(args)
     cli([*args, "--anchors", str(anchors)])

@@ -42,7 +42,7 @@ def test_terms_and_weighted_total():
     alpha, gt_alpha = torch.ones(1, 16, 16, 1), torch.full((1, 16, 16, 1), 0.5)
     g = _gaussians()
     neighbors = torch.tensor([[1], [0], [3], [2], [0]])
-    fake_lpips = lambda a, b: (a - b).abs().mean((1, 2, 3)) * 2  # noqa: E731  differentiable stand-in
+    fake_lpips = lambda a, b: (a - b).abs().mean((1, 2, 3)) * 2
     w = LossWeights(lpips=0.5, residual_l1=0.01)
     terms = compute_losses(rgb, alpha, gt, gt_alpha, g, neighbors, w, fake_lpips)
     assert set(terms) == set(LOSS_TERMS)
@@ -57,7 +57,7 @@ def test_terms_and_weighted_total():
     assert terms["residual_appearance"].item() == pytest.approx(sum(appearance_sq) / len(r), rel=1e-5)
     # each Gaussian's one neighbour: mean over edges of the squared difference, split the same way
     pairs = [(i, int(j)) for i, j in enumerate(neighbors[:, 0])]
-    lap = lambda cols: sum(sum((r[i][c] - r[j][c]) ** 2 for c in cols) for i, j in pairs) / len(pairs)  # noqa: E731
+    lap = lambda cols: sum(sum((r[i][c] - r[j][c]) ** 2 for c in cols) for i, j in pairs) / len(pairs)
     assert terms["laplacian_dynamics"].item() == pytest.approx(lap(range(10)), rel=1e-5)
     assert terms["laplacian_appearance"].item() == pytest.approx(lap(range(10, 14)), rel=1e-5)
     assert terms["residual_l1"].item() == pytest.approx(sum(abs(v) for row in r for v in row) / len(r), rel=1e-5)

@@ -35,11 +35,18 @@ def official_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
             for k in range(5):  # Linear at even positions, activations between
                 ident[f"{name}.layers.{t}.layers.{2 * k}.weight"] = (dims[k + 1], dims[k])
                 ident[f"{name}.layers.{t}.layers.{2 * k}.bias"] = (dims[k + 1],)
-    ident |= {"communcation_bottleneck1.weight": (16, hidden), "communcation_bottleneck1.bias": (16,),
-              "communcation_bottleneck2.weight": (16, 16), "communcation_bottleneck2.bias": (16,),
-              "mlp_pos.0.weight": (64, glob), "mlp_pos.0.bias": (64,), "mlp_pos.2.weight": (64, 64),
-              "mlp_pos.2.bias": (64,), "mlp_pos.4.weight": (3 * n_anchors, 64),
-              "mlp_pos.4.bias": (3 * n_anchors,)}  # fmt: skip
+    ident |= {
+        "communcation_bottleneck1.weight": (16, hidden),
+        "communcation_bottleneck1.bias": (16,),
+        "communcation_bottleneck2.weight": (16, 16),
+        "communcation_bottleneck2.bias": (16,),
+        "mlp_pos.0.weight": (64, glob),
+        "mlp_pos.0.bias": (64,),
+        "mlp_pos.2.weight": (64, 64),
+        "mlp_pos.2.bias": (64,),
+        "mlp_pos.4.weight": (3 * n_anchors, 64),
+        "mlp_pos.4.bias": (3 * n_anchors,),
+    }
     code = glob + loc * (n_anchors + 1)
     ex = {"compressor.0.weight": (16, code + 3 * n_anchors), "compressor.0.bias": (16,)}
     d_in = 3 + 16 + 100
@@ -93,14 +100,18 @@ def _tamper(tmp_path, edit) -> tuple:
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (lambda s: s["id_decoder"].pop("aggr_app.layers.35.layers.4.bias"),
-         "lacks key 'aggr_app.layers.35.layers.4.bias'"),
+        (
+            lambda s: s["id_decoder"].pop("aggr_app.layers.35.layers.4.bias"),
+            "lacks key 'aggr_app.layers.35.layers.4.bias'",
+        ),
         (lambda s: s["ex_decoder"].update(extra=torch.zeros(1)), "unexpected key 'extra'"),
-        (lambda s: s["ex_decoder"].update({"defDeepSDF.lin0.weight": torch.zeros(3, 3)}),
-         r"'defDeepSDF.lin0.weight' has shape \(3, 3\), expected \(32, 119\)"),
+        (
+            lambda s: s["ex_decoder"].update({"defDeepSDF.lin0.weight": torch.zeros(3, 3)}),
+            r"'defDeepSDF.lin0.weight' has shape \(3, 3\), expected \(32, 119\)",
+        ),
         (lambda s: s.pop("ex_decoder"), "no 'ex_decoder' state dict"),
     ],
-)  # fmt: skip
+)
 def test_a_checkpoint_that_does_not_fit_is_refused_naming_the_key_and_file(tmp_path, edit, message):
     ckpt, config, anchors = _tamper(tmp_path, edit)
     z_geo, z_app = random_codes(SMALL)
@@ -135,8 +146,13 @@ def test_loading_never_runs_code_and_missing_anchors_are_named(tmp_path):
 def _small_head(seed: int = 0, code_scale: float = 0.3) -> MonoNPHM:
     identity, expression = random_networks(SMALL, seed)
     z_geo, z_app = random_codes(SMALL, seed, code_scale)
-    return MonoNPHM(identity, expression, torch.from_numpy(symmetric_anchors(SMALL)), torch.from_numpy(z_geo),
-                    torch.from_numpy(z_app))  # fmt: skip
+    return MonoNPHM(
+        identity,
+        expression,
+        torch.from_numpy(symmetric_anchors(SMALL)),
+        torch.from_numpy(z_geo),
+        torch.from_numpy(z_app),
+    )
 
 
 def test_nearest_anchors_and_blend_weights_match_brute_force():
@@ -170,7 +186,7 @@ def reference_fields(head: MonoNPHM, x: torch.Tensor) -> tuple[torch.Tensor, tor
     """SDF and colour of canonical points (N, 5), one point and one neighbour at a time, from the official rules."""
     net, d = head.identity_net, head.dims
     glob, loc = d.lat_dim_glob, d.lat_dim_loc
-    softplus = lambda v: torch.nn.functional.softplus(v, beta=100)  # noqa: E731
+    softplus = lambda v: torch.nn.functional.softplus(v, beta=100)
     anchors = head.template + net.mlp_pos(head.z_geo[:glob]).view(-1, 3)
     sdfs, colors = [], []
     for p in x:
@@ -266,7 +282,7 @@ def test_sdf_gradients_match_finite_differences():
     net = head.identity_net.double()
     z_geo = head.z_geo.double()
     anchors = net.anchors(head.template.double(), z_geo)
-    sdf = lambda p: net(torch.cat([p, torch.zeros(len(p), 2, dtype=p.dtype)], 1), anchors, z_geo, None)[0]  # noqa: E731
+    sdf = lambda p: net(torch.cat([p, torch.zeros(len(p), 2, dtype=p.dtype)], 1), anchors, z_geo, None)[0]
     x = x.double().requires_grad_(True)
     (grad,) = torch.autograd.grad(sdf(x).sum(), x)
     h = 1e-6
@@ -359,8 +375,17 @@ def test_distill_init_train_and_evaluate_with_a_mononphm_head(tiny_capture, tmp_
         s = 4.0 / truth.scale  # model = 4 x synthetic head units; x_model = s x_world R^T + t
         rot = truth.rotation.transpose(0, 2, 1)
         trans = -s[:, None] * np.einsum("tji,tj->ti", truth.rotation, truth.translation)
-        write_tracking(tmp_path / "track", seq, (0.5 * rng.normal(size=(truth.n_frames, 100))).astype(np.float32),
-                       rot, trans, s, z_geo, z_app, stage=2)  # fmt: skip
+        write_tracking(
+            tmp_path / "track",
+            seq,
+            (0.5 * rng.normal(size=(truth.n_frames, 100))).astype(np.float32),
+            rot,
+            trans,
+            s,
+            z_geo,
+            z_app,
+            stage=2,
+        )
         import_mononphm_tracking(tmp_path / "track", capture, seq, exp, anchors)
         imported = Tracking.load(capture / "sequences" / seq / "tracking" / "nphm_tracking.npz")
         np.testing.assert_allclose(imported.scale, truth.scale / 4, rtol=1e-5)

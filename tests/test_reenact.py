@@ -48,8 +48,21 @@ def test_cross_reenactment_opens_the_driven_mouth_when_the_drivers_opens(tmp_pat
     write_video(tmp_path / "driver.mp4", frames, fps=25, quality=10)
     (tmp_path / "K.json").write_text(json.dumps({"K": K.tolist(), "width": W, "height": H}))
     out = tmp_path / "out"
-    main(["reenact", "--avatar", str(files[1]), "--video", str(tmp_path / "driver.mp4"), "--track-with",
-          str(files[0]), "--intrinsics", str(tmp_path / "K.json"), "--out", str(out)])  # fmt: skip
+    main(
+        [
+            "reenact",
+            "--avatar",
+            str(files[1]),
+            "--video",
+            str(tmp_path / "driver.mp4"),
+            "--track-with",
+            str(files[0]),
+            "--intrinsics",
+            str(tmp_path / "K.json"),
+            "--out",
+            str(out),
+        ]
+    )
 
     tracked = Tracking.load(out / "tracking.npz")
     assert np.corrcoef(tracked.expression[:, 0], jaw.numpy())[0, 1] > 0.9  # the tracker saw the jaw open
@@ -69,8 +82,14 @@ def test_cross_reenactment_opens_the_driven_mouth_when_the_drivers_opens(tmp_pat
 def _tracking(n: int, dim: int) -> Tracking:
     rng = np.random.default_rng(0)
     poses = np.repeat(np.eye(3)[None], n, 0)
-    return Tracking(expression=rng.normal(size=(n, dim)) * 0.1, identity=np.zeros(0), rotation=poses,
-                    translation=np.zeros((n, 3)), scale=np.ones(n), timesteps=np.arange(n))  # fmt: skip
+    return Tracking(
+        expression=rng.normal(size=(n, dim)) * 0.1,
+        identity=np.zeros(0),
+        rotation=poses,
+        translation=np.zeros((n, 3)),
+        scale=np.ones(n),
+        timesteps=np.arange(n),
+    )
 
 
 def test_reenact_from_a_tracking_file_without_a_camera_films_with_the_avatars_frontal_camera(tmp_path):
@@ -78,8 +97,19 @@ def test_reenact_from_a_tracking_file_without_a_camera_films_with_the_avatars_fr
     file = save_avatar(avatar, tmp_path / "b.npga")
     _tracking(4, avatar.config.expression_dim).save(tmp_path / "codes.npz")
     out = tmp_path / "out"
-    main(["reenact", "--avatar", str(file), "--tracking", str(tmp_path / "codes.npz"), "--out", str(out),
-          "--head-motion", "none"])  # fmt: skip
+    main(
+        [
+            "reenact",
+            "--avatar",
+            str(file),
+            "--tracking",
+            str(tmp_path / "codes.npz"),
+            "--out",
+            str(out),
+            "--head-motion",
+            "none",
+        ]
+    )
     cam = avatar.cameras["c0"]  # both rig cameras share one size, the frontal one among them
     for name, width in (("reenact", cam.width), ("novel_views", cam.width), ("side_by_side", 2 * cam.width)):
         info = probe_video(out / f"{name}.mp4")
@@ -97,8 +127,19 @@ def test_head_motion_none_holds_the_head_where_the_driver_moves_it(tmp_path):
     change = {}
     for motion in ("driver", "none"):
         out = tmp_path / motion
-        main(["reenact", "--avatar", file, "--tracking", str(tmp_path / "codes.npz"), "--out", str(out),
-              "--head-motion", motion])  # fmt: skip
+        main(
+            [
+                "reenact",
+                "--avatar",
+                file,
+                "--tracking",
+                str(tmp_path / "codes.npz"),
+                "--out",
+                str(out),
+                "--head-motion",
+                motion,
+            ]
+        )
         frames = read_video(out / "reenact.mp4").astype(np.float32)
         change[motion] = np.abs(frames[-1] - frames[0]).mean()
     assert change["driver"] > 5.0, "the driver's head motion does not show"
@@ -116,11 +157,13 @@ def test_reenact_refuses_codes_of_another_head_model_dimension_or_length(tmp_pat
     cases = [
         (["--tracking", str(tmp_path / "dim10.npz")], "10-d expression codes, the avatar's head model has 4"),
         (["--tracking", str(tmp_path / "flame.npz")], "codes of the 'flame' head model; "),
-        (["--tracking", str(tmp_path / "three.npz"), "--video", str(tmp_path / "five.mp4")],
-         "3 frames of codes, the video"),
+        (
+            ["--tracking", str(tmp_path / "three.npz"), "--video", str(tmp_path / "five.mp4")],
+            "3 frames of codes, the video",
+        ),
         ([], "give --tracking FILE, or --video VIDEO with --track-with AVATAR"),
         (["--track-with", file], "--track-with needs the --video"),
-    ]  # fmt: skip
+    ]
     for extra, message in cases:
         with pytest.raises(SystemExit) as e:
             main(["reenact", "--avatar", file, "--out", str(out), *extra])

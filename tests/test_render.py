@@ -29,8 +29,23 @@ def _rotation(q: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.stack(r, -1) for r in rows], -2)
 
 
-def reference_render(means, quats, scales, opacities, colors, viewmats, Ks, W, H, backgrounds=None, mode="RGB",
-                     eps2d=0.3, near=0.01, far=1e10, stats=None):  # fmt: skip
+def reference_render(
+    means,
+    quats,
+    scales,
+    opacities,
+    colors,
+    viewmats,
+    Ks,
+    W,
+    H,
+    backgrounds=None,
+    mode="RGB",
+    eps2d=0.3,
+    near=0.01,
+    far=1e10,
+    stats=None,
+):
     """Brute force, float64: colours (C, H, W, D') and alphas (C, H, W, 1), differentiable by autograd.
 
     `stats`, if a dict, gets the screen-space radii (C, N, 2) of the splats drawn and counts pixels that

@@ -134,7 +134,7 @@ def test_distance_smoothing_removes_depth_jitter_and_keeps_each_head_on_its_ray(
     noisy = rays * (depth + rng.normal(0, 0.002, len(t)))[:, None]  # 2 mm of jitter in depth
     smoothed = smooth_distance(noisy, 3.0)
     np.testing.assert_allclose(smoothed[:, :2] / smoothed[:, 2:], rays[:, :2], atol=1e-12)  # image positions
-    rms = lambda c: np.sqrt(((c - truth) ** 2).sum(1).mean())  # noqa: E731
+    rms = lambda c: np.sqrt(((c - truth) ** 2).sum(1).mean())
     assert rms(smoothed) < 0.5 * rms(noisy)
     approach = rays * (1.2 - 0.004 * t)[:, None]  # a steady approach stays as it is, away from the ends
     np.testing.assert_allclose(smooth_distance(approach, 3.0)[12:-12], approach[12:-12], atol=1e-9)
@@ -142,11 +142,16 @@ def test_distance_smoothing_removes_depth_jitter_and_keeps_each_head_on_its_ray(
 
     head = HeadFrame(centroid=torch.tensor([0.01, 0.02, -0.03], dtype=torch.float64), radius=0.1, scale=1.2)
     rotations = np.stack([axis_angle_to_matrix(torch.tensor([0.1, 0.02 * k, 0.0])).double().numpy() for k in t])
-    poses = np.stack([head_to_camera(torch.from_numpy(r), torch.from_numpy(c), head).numpy()
-                      for r, c in zip(rotations, noisy, strict=True)])  # fmt: skip
+    poses = np.stack(
+        [
+            head_to_camera(torch.from_numpy(r), torch.from_numpy(c), head).numpy()
+            for r, c in zip(rotations, noisy, strict=True)
+        ]
+    )
     n = len(t)
-    log_ = TrackLog(np.zeros((n, 2)), rotations, noisy, np.zeros((n, 3, 3)), poses, np.zeros(n), np.ones(n),
-                    np.full(n, ""))  # fmt: skip
+    log_ = TrackLog(
+        np.zeros((n, 2)), rotations, noisy, np.zeros((n, 3, 3)), poses, np.zeros(n), np.ones(n), np.full(n, "")
+    )
     moved = log_.with_smoothed_distance(3.0, head)
     np.testing.assert_allclose(moved.centroid, smoothed, atol=1e-12)
     centre = moved.head_to_camera[:, :3, :3] @ head.centroid.numpy() + moved.head_to_camera[:, :3, 3]
@@ -218,8 +223,12 @@ def saved_head(tmp_path):
 def _write_driver(tmp_path, frames, alphas=None):
     video = write_video(tmp_path / "driver.mp4", frames, fps=25, quality=10) and tmp_path / "driver.mp4"
     if alphas is not None:
-        write_video(tmp_path / "mask.mp4", [np.repeat((a[..., None] * 255).astype(np.uint8), 3, -1) for a in alphas],
-                    fps=25, quality=10)  # fmt: skip
+        write_video(
+            tmp_path / "mask.mp4",
+            [np.repeat((a[..., None] * 255).astype(np.uint8), 3, -1) for a in alphas],
+            fps=25,
+            quality=10,
+        )
     return video
 
 
@@ -228,9 +237,25 @@ def test_track_command_resumes_where_it_was_interrupted(saved_head, tmp_path, mo
     _, _, K, frames, alphas = _driver(head_avatar(0), 3)
     video = _write_driver(tmp_path, frames, alphas)
     (tmp_path / "K.json").write_text(json.dumps({"K": K.tolist(), "width": W, "height": H}))
-    args = ["track", "--avatar", str(saved_head), "--video", str(video), "--intrinsics", str(tmp_path / "K.json"),
-            "--mask", str(tmp_path / "mask.mp4"), "--out", str(tmp_path / "codes.npz"),
-            "--track.first-iterations", "40", "15", "--track.iterations", "6", "3"]  # fmt: skip
+    args = [
+        "track",
+        "--avatar",
+        str(saved_head),
+        "--video",
+        str(video),
+        "--intrinsics",
+        str(tmp_path / "K.json"),
+        "--mask",
+        str(tmp_path / "mask.mp4"),
+        "--out",
+        str(tmp_path / "codes.npz"),
+        "--track.first-iterations",
+        "40",
+        "15",
+        "--track.iterations",
+        "6",
+        "3",
+    ]
     save = track_command._save_partial
 
     def interrupted_after_two(path, track_log, fingerprint):
@@ -247,8 +272,9 @@ def test_track_command_resumes_where_it_was_interrupted(saved_head, tmp_path, mo
     monkeypatch.setattr(track_command, "_save_partial", save)
     fitted = []
     fit_frame = track_command.track_frames.__globals__["fit_frame"]
-    monkeypatch.setitem(track_command.track_frames.__globals__, "fit_frame",
-                        lambda *a, **k: fitted.append(1) or fit_frame(*a, **k))  # fmt: skip
+    monkeypatch.setitem(
+        track_command.track_frames.__globals__, "fit_frame", lambda *a, **k: fitted.append(1) or fit_frame(*a, **k)
+    )
     main(args)
     assert len(fitted) == 1  # only the third frame was fitted again
     tracking = Tracking.load(tmp_path / "codes.npz")
@@ -280,8 +306,19 @@ def test_track_command_refuses_bad_input_in_one_line(tmp_path, capsys):
             main(["track", "--avatar", str(avatar), "--video", str(tmp_path / video), "--out", str(out), *extra])
         assert message in str(e.value) and "\n" not in str(e.value)
     with pytest.raises(SystemExit) as e:
-        main(["track", "--avatar", str(avatar), "--video", str(tmp_path / "face.mp4"), "--fov", "30",
-              "--intrinsics", str(tmp_path / "K.json")])  # fmt: skip
+        main(
+            [
+                "track",
+                "--avatar",
+                str(avatar),
+                "--video",
+                str(tmp_path / "face.mp4"),
+                "--fov",
+                "30",
+                "--intrinsics",
+                str(tmp_path / "K.json"),
+            ]
+        )
     assert "not both" in str(e.value)
     assert not out.exists() and not list(tmp_path.glob(".codes*"))
 

@@ -103,8 +103,14 @@ class _Interrupt:
 
 def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, tmp_path):
     # Densification at steps 20 and 40 and graph rebuilds fall on both sides of the interruption at 30.
-    kw = dict(steps=50, checkpoint_every=1000, graph_every=15, densify=dataclasses.replace(
-        load_config(TrainConfig, TINY).densify, refine_start=20, refine_every=20, refine_stop=45))  # fmt: skip
+    kw = dict(
+        steps=50,
+        checkpoint_every=1000,
+        graph_every=15,
+        densify=dataclasses.replace(
+            load_config(TrainConfig, TINY).densify, refine_start=20, refine_every=20, refine_stop=45
+        ),
+    )
     full = build_trainer(tiny_config(tiny_capture, tmp_path / "full", **kw), hooks=[])
     full.fit()
 
@@ -122,8 +128,10 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, 
         assert torch.equal(full.params[k], second.params[k]), k
     for a, b in zip(full.nets.parameters(), second.nets.parameters(), strict=True):
         assert torch.equal(a, b)
-    assert torch.equal(full.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"],
-                       second.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"])  # fmt: skip
+    assert torch.equal(
+        full.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"],
+        second.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"],
+    )
 
 
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one(tiny_capture, tmp_path):
@@ -154,8 +162,13 @@ def test_a_resumed_run_takes_the_changed_config_s_learning_rates(tiny_capture, t
 
 
 def test_blendshapes_clamp_to_the_training_codes_and_keep_that_range_in_the_avatar_file(tiny_capture, tmp_path):
-    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=2, checkpoint_every=1000,
-                      detail=dataclasses.replace(load_config(TrainConfig, TINY).detail, blendshapes=2))  # fmt: skip
+    cfg = tiny_config(
+        tiny_capture,
+        tmp_path / "run",
+        steps=2,
+        checkpoint_every=1000,
+        detail=dataclasses.replace(load_config(TrainConfig, TINY).detail, blendshapes=2),
+    )
     trainer = build_trainer(cfg, hooks=[])
     layout = ParticipantLayout(tiny_capture)
     codes = np.concatenate([Tracking.load(layout.tracking(s)).expression for s in trainer.split.train_sequences])
@@ -196,8 +209,15 @@ def test_densification_keeps_every_row_paired(tiny_capture, tmp_path):
     that densifies, then check row by row: each row's entries and moments carry the same id, and its
     geometry is its tagged parent's (a clone: the same; a split child: nearby, 1.6 times smaller)."""
     # Without the detail MLP the features only meet the Laplacian, so the large tags below stay put.
-    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=12, use_detail=False, densify=dataclasses.replace(
-        load_config(TrainConfig, TINY).densify, refine_start=4, refine_every=5, grow_grad2d=0.0))  # fmt: skip
+    cfg = tiny_config(
+        tiny_capture,
+        tmp_path / "run",
+        steps=12,
+        use_detail=False,
+        densify=dataclasses.replace(
+            load_config(TrainConfig, TINY).densify, refine_start=4, refine_every=5, grow_grad2d=0.0
+        ),
+    )
     trainer = build_trainer(cfg, hooks=[])
     for _ in range(5):
         trainer.train_step(trainer.sample_batch())  # steps 0..4; step index 5 densifies (after 4, every 5)
@@ -281,9 +301,26 @@ def test_bad_input_fails_before_any_training(tiny_capture, tmp_path):
 def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
     """`kill` (or a scheduler's time limit) stops `npga train` like Ctrl-C: checkpoint, then exit."""
     run = tmp_path / "run"
-    cmd = [sys.executable, "-m", "npga.cli", "train", "--config", str(TINY), "--capture", str(tiny_capture),
-           "--out", str(run), "--steps", "100000", "--log-every", "5", "--val-every", "0",
-           "--device", "cpu"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "npga.cli",
+        "train",
+        "--config",
+        str(TINY),
+        "--capture",
+        str(tiny_capture),
+        "--out",
+        str(run),
+        "--steps",
+        "100000",
+        "--log-every",
+        "5",
+        "--val-every",
+        "0",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}  # no CUDA context for a CPU run, also on a GPU machine
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     log = RunLayout(run).log
@@ -297,8 +334,9 @@ def test_sigterm_saves_a_checkpoint_that_resumes(tiny_capture, tmp_path):
     (checkpoint,) = RunLayout(run).list_checkpoints()
     step = int(checkpoint.stem.split("_")[1])
     assert step >= 10
-    resumed = build_trainer(tiny_config(tiny_capture, run, steps=100000, log_every=5, val_every=0, resume=True),
-                            hooks=[])  # fmt: skip
+    resumed = build_trainer(
+        tiny_config(tiny_capture, run, steps=100000, log_every=5, val_every=0, resume=True), hooks=[]
+    )
     assert resumed.step == step
 
 
@@ -307,8 +345,14 @@ def test_every_preset_trains(preset, tiny_capture, tmp_path):
     """Each preset loads and trains a few steps (on the tiny capture, with the tiny preset's quick distillation)."""
     cfg = load_config(TrainConfig, TINY.parent / f"{preset}.yaml")
     tiny = load_config(TrainConfig, TINY)
-    cfg = dataclasses.replace(cfg, capture=tiny_capture, out=tmp_path / preset, steps=3, distill=tiny.distill,
-                              init=dataclasses.replace(cfg.init, mesh_resolution=32))  # fmt: skip
+    cfg = dataclasses.replace(
+        cfg,
+        capture=tiny_capture,
+        out=tmp_path / preset,
+        steps=3,
+        distill=tiny.distill,
+        init=dataclasses.replace(cfg.init, mesh_resolution=32),
+    )
     trainer = build_trainer(cfg, hooks=[])
     out = [trainer.train_step(trainer.sample_batch()) for _ in range(cfg.steps)]
     assert all(np.isfinite(o["loss"]) for o in out)
@@ -327,7 +371,11 @@ def test_a_longer_run_densifies_in_the_same_stages_of_training():
     cfg = TrainConfig(steps=600, densify=DensifyConfig(refine_start=120, refine_every=60, refine_stop=480))
     longer = with_steps(cfg, 1000)
     assert (longer.steps, longer.densify.refine_start, longer.densify.refine_every, longer.densify.refine_stop) == (
-        1000, 200, 100, 800)  # fmt: skip
+        1000,
+        200,
+        100,
+        800,
+    )
     assert dataclasses.replace(longer, steps=600, densify=cfg.densify) == cfg
     assert refinements(longer) == refinements(cfg) == [0.3, 0.4, 0.5, 0.6, 0.7]
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
@@ -422,8 +470,14 @@ def _line_of_read() -> int:
 def test_batches_kept_on_the_device_and_read_from_the_cache_are_the_cached_frames(tiny_capture, tmp_path):
     trainer = build_trainer(tiny_config(tiny_capture, tmp_path / "run", frames_on_device_gb=1.0), hooks=[])
     kept = trainer.batches
-    read = BatchSource(trainer.cache, trainer.motions, trainer.background, trainer.split.train_sequences,
-                       trainer.train_serials, budget_bytes=0)  # fmt: skip
+    read = BatchSource(
+        trainer.cache,
+        trainer.motions,
+        trainer.background,
+        trainer.split.train_sequences,
+        trainer.train_serials,
+        budget_bytes=0,
+    )
     assert set(kept.resident) == set(trainer.split.train_sequences) and not read.resident
     seq = trainer.split.train_sequences[0]
     tracking = trainer.cache.tracking(seq)

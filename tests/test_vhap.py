@@ -39,21 +39,37 @@ def opengl_camera_to_world(world_2_cam: np.ndarray) -> np.ndarray:
     return m
 
 
-def write_vhap(root: Path, cameras: dict[str, Camera], frames: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]],
-               params: list[dict[str, np.ndarray]] | None) -> Path:  # fmt: skip
+def write_vhap(
+    root: Path,
+    cameras: dict[str, Camera],
+    frames: dict[tuple[int, str], tuple[np.ndarray, np.ndarray]],
+    params: list[dict[str, np.ndarray]] | None,
+) -> Path:
     """A VHAP export: cameras split over the train/val/test files as VHAP splits them (by camera)."""
     serials = list(cameras)
-    split_of = {s: "train" if i < len(serials) - 2 else ("val" if i == len(serials) - 2 else "test")
-                for i, s in enumerate(serials)}  # fmt: skip
+    split_of = {
+        s: "train" if i < len(serials) - 2 else ("val" if i == len(serials) - 2 else "test")
+        for i, s in enumerate(serials)
+    }
     db: dict[str, list] = {"train": [], "val": [], "test": []}
     for (t, serial), (rgb, alpha) in sorted(frames.items()):
         cam, ci = cameras[serial], serials.index(serial)
         entry = {
-            "timestep_index": t, "timestep_index_original": t, "timestep_id": f"frame_{t:05d}", "camera_index": ci,
-            "camera_id": serial, "fl_x": cam.K[0, 0], "fl_y": cam.K[1, 1], "cx": cam.K[0, 2], "cy": cam.K[1, 2],
-            "w": cam.width, "h": cam.height, "transform_matrix": opengl_camera_to_world(cam.world_2_cam).tolist(),
-            "file_path": f"images/{t:05d}_{ci:02d}.png", "fg_mask_path": f"fg_masks/{t:05d}_{ci:02d}.png",
-        }  # fmt: skip
+            "timestep_index": t,
+            "timestep_index_original": t,
+            "timestep_id": f"frame_{t:05d}",
+            "camera_index": ci,
+            "camera_id": serial,
+            "fl_x": cam.K[0, 0],
+            "fl_y": cam.K[1, 1],
+            "cx": cam.K[0, 2],
+            "cy": cam.K[1, 2],
+            "w": cam.width,
+            "h": cam.height,
+            "transform_matrix": opengl_camera_to_world(cam.world_2_cam).tolist(),
+            "file_path": f"images/{t:05d}_{ci:02d}.png",
+            "fg_mask_path": f"fg_masks/{t:05d}_{ci:02d}.png",
+        }
         if params is not None:
             entry["flame_param_path"] = f"flame_param/{t:05d}.npz"
         for key, img in (("file_path", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)), ("fg_mask_path", alpha)):
@@ -71,12 +87,19 @@ def write_vhap(root: Path, cameras: dict[str, Camera], frames: dict[tuple[int, s
 def vhap_params(rng: np.random.Generator, n: int, n_vertices: int = 162) -> list[dict[str, np.ndarray]]:
     """VHAP's per-timestep parameters (axis-angle poses), with one identity (shape + static offset)."""
     shape, offset = rng.normal(size=300), rng.normal(scale=1e-3, size=(1, n_vertices + 120, 3))  # + teeth rows
-    return [{
-        "shape": shape, "static_offset": offset, "expr": rng.normal(size=(1, E)),
-        "rotation": rng.normal(scale=0.2, size=(1, 3)), "neck_pose": rng.normal(scale=0.1, size=(1, 3)),
-        "jaw_pose": np.array([[rng.uniform(0, 0.3), 0.0, 0.0]]), "eyes_pose": rng.normal(scale=0.05, size=(1, 6)),
-        "translation": rng.normal(scale=0.02, size=(1, 3)),
-    } for _ in range(n)]  # fmt: skip
+    return [
+        {
+            "shape": shape,
+            "static_offset": offset,
+            "expr": rng.normal(size=(1, E)),
+            "rotation": rng.normal(scale=0.2, size=(1, 3)),
+            "neck_pose": rng.normal(scale=0.1, size=(1, 3)),
+            "jaw_pose": np.array([[rng.uniform(0, 0.3), 0.0, 0.0]]),
+            "eyes_pose": rng.normal(scale=0.05, size=(1, 6)),
+            "translation": rng.normal(scale=0.02, size=(1, 3)),
+        }
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -193,11 +216,17 @@ def test_nersemble_flame_tracking_is_read_as_our_tracking(tmp_path):
     T = 3
     euler = rng.normal(scale=0.3, size=(T, 3))
     npz = {
-        "shape": rng.normal(size=(1, 300)), "expression": rng.normal(size=(T, E)), "rotation": euler,
-        "rotation_matrices": Rotation.from_euler("XYZ", euler).as_matrix(), "translation": rng.normal(size=(T, 3)),
-        "jaw": rng.normal(scale=0.1, size=(T, 3)), "frames": np.array([0, 3, 6]), "scale": np.array([[1.3]]),
-        "neck": rng.normal(scale=0.1, size=(T, 3)), "eyes": rng.normal(scale=0.05, size=(T, 6)),
-    }  # fmt: skip
+        "shape": rng.normal(size=(1, 300)),
+        "expression": rng.normal(size=(T, E)),
+        "rotation": euler,
+        "rotation_matrices": Rotation.from_euler("XYZ", euler).as_matrix(),
+        "translation": rng.normal(size=(T, 3)),
+        "jaw": rng.normal(scale=0.1, size=(T, 3)),
+        "frames": np.array([0, 3, 6]),
+        "scale": np.array([[1.3]]),
+        "neck": rng.normal(scale=0.1, size=(T, 3)),
+        "eyes": rng.normal(scale=0.05, size=(T, 6)),
+    }
     np.savez(tmp_path / "flame2023_tracking.npz", **npz)
     write_flame_head(tmp_path, path, tmp_path / "flame2023_tracking.npz")
     head = FlameHead.from_description(json.loads((tmp_path / "headmodel.json").read_text()))
@@ -213,8 +242,9 @@ def test_nersemble_flame_tracking_is_read_as_our_tracking(tmp_path):
         np.testing.assert_allclose(got[head_vertices], want[head_vertices], atol=1e-6)
 
 
-def render_flame_capture(root: Path, arrays: dict[str, np.ndarray], n_timesteps: int = 3,
-                         size: tuple[int, int] = (32, 40)) -> Path:  # fmt: skip
+def render_flame_capture(
+    root: Path, arrays: dict[str, np.ndarray], n_timesteps: int = 3, size: tuple[int, int] = (32, 40)
+) -> Path:
     """A VHAP export of the test's FLAME head, rendered with its own forward (reference_lbs) by the mesh
     rasterizer: 8 cameras on an arc, a surface pattern that moves with the skin, composited onto white."""
     W, H = size
@@ -226,8 +256,9 @@ def render_flame_capture(root: Path, arrays: dict[str, np.ndarray], n_timesteps:
     for k in range(8):
         angle = np.deg2rad(-70 + 20 * k)
         eye = 0.7 * np.array([np.sin(angle), 0.15, np.cos(angle)])
-        cams[f"{k:02d}"] = Camera(np.array([[1.6 * W, 0, W / 2], [0, 1.6 * W, H / 2], [0, 0, 1]]),
-                                  look_at(eye, np.zeros(3)), W, H, f"{k:02d}")  # fmt: skip
+        cams[f"{k:02d}"] = Camera(
+            np.array([[1.6 * W, 0, W / 2], [0, 1.6 * W, H / 2], [0, 0, 1]]), look_at(eye, np.zeros(3)), W, H, f"{k:02d}"
+        )
     v = arrays["v_template"]
     colour = torch.from_numpy(0.55 + 0.35 * np.sin(60 * v + [0.0, 1.0, 2.0]))  # (V, 3)
     faces = torch.from_numpy(arrays["f"])
@@ -252,11 +283,18 @@ def test_tiny_preset_trains_on_a_vhap_export_of_a_flame_head(tmp_path):
     root = render_flame_capture(tmp_path / "vhap", arrays)
     prepare(PrepareConfig(capture=root, height=None, flame_model=model))
     base = load_config(TrainConfig, TINY)
-    cfg = dataclasses.replace(base, capture=root, out=tmp_path / "run", steps=40, val_every=1000,
-                              checkpoint_every=1000, heldout_serials=("07",), heldout_sequences=(),
-                              distill=dataclasses.replace(base.distill, pool_size=1024, steps=60, eval_points=256),
-                              densify=dataclasses.replace(base.densify, refine_start=15, refine_every=15,
-                                                          refine_stop=35))  # fmt: skip
+    cfg = dataclasses.replace(
+        base,
+        capture=root,
+        out=tmp_path / "run",
+        steps=40,
+        val_every=1000,
+        checkpoint_every=1000,
+        heldout_serials=("07",),
+        heldout_sequences=(),
+        distill=dataclasses.replace(base.distill, pool_size=1024, steps=60, eval_points=256),
+        densify=dataclasses.replace(base.densify, refine_start=15, refine_every=15, refine_stop=35),
+    )
     trainer = build_trainer(cfg)
     assert trainer.head_model["type"] == "flame"
     trainer.fit()

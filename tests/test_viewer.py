@@ -59,11 +59,13 @@ def test_viewport_camera_projects_like_an_opencv_camera_at_the_viewport():
     cam = viewport_camera(_wxyz(R), position, fov, W, H)
     forward, right, down = R.apply([0, 0, 1]), R.apply([1, 0, 0]), R.apply([0, 1, 0])
     d = 1.7
-    points = np.stack([
-        position + d * forward,  # on the optical axis: the image centre
-        position + d * forward + 0.1 * right,  # right of it: larger u
-        position + d * forward - d * math.tan(fov / 2) * down,  # at the top edge of the vertical field of view
-    ])  # fmt: skip
+    points = np.stack(
+        [
+            position + d * forward,  # on the optical axis: the image centre
+            position + d * forward + 0.1 * right,  # right of it: larger u
+            position + d * forward - d * math.tan(fov / 2) * down,  # at the top edge of the vertical field of view
+        ]
+    )
     uv, z = cam.project(points)
     np.testing.assert_allclose(z, d, atol=1e-9)
     np.testing.assert_allclose(uv[0], [W / 2, H / 2], atol=1e-6)

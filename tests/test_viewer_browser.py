@@ -27,9 +27,19 @@ from npga.avatar.file import load_avatar, save_avatar
 from npga.viewer.app import ViewerApp, ViewerOptions
 
 CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--use-gl=angle", "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]  # fmt: skip
+LAUNCH_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--use-gl=angle",
+    "--use-angle=swiftshader",
+    "--enable-unsafe-swiftshader",
+]
 VIEWPORT = {"width": 900, "height": 700}
 BACKGROUND = np.array([26, 51, 76])  # vivid_avatar's background (0.1, 0.2, 0.3) in 8 bits
 
@@ -89,18 +99,33 @@ def _shows_avatar(image: np.ndarray) -> bool:
 def _steady_centre(page) -> np.ndarray:
     """The middle of the canvas once two screenshots in a row agree."""
     frames = [_centre(_screen(page))]
-    _wait_for(lambda: frames.append(_centre(_screen(page))) or np.abs(frames[-1] - frames[-2]).mean() < 1, 20,
-              "a steady image")  # fmt: skip
+    _wait_for(
+        lambda: frames.append(_centre(_screen(page))) or np.abs(frames[-1] - frames[-2]).mean() < 1,
+        20,
+        "a steady image",
+    )
     return frames[-1]
 
 
 @pytest.mark.parametrize("path", ["splats", "server"])
 def test_npga_view_shows_the_avatar_and_follows_an_expression_slider(browser, avatar_file, path, tmp_path):
     port = _free_port()
-    command = [sys.executable, "-m", "npga.cli", "view", str(avatar_file), "--port", str(port), "--path", path,
-               "--max-side", "256"]  # fmt: skip
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "npga.cli",
+        "view",
+        str(avatar_file),
+        "--port",
+        str(port),
+        "--path",
+        path,
+        "--max-side",
+        "256",
+    ]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     reader.start()

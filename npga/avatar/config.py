@@ -51,6 +51,8 @@ def build_nets(cfg: AvatarConfig, coarse: ForwardField | None = None) -> AvatarN
     elif coarse is None:
         coarse = ForwardField(cfg.coarse, cfg.expression_dim, bounds)
     elif coarse.expression_dim != cfg.expression_dim or coarse.cfg != cfg.coarse:
-        raise ValueError(f"the forward field ({coarse.expression_dim}-d codes, {coarse.cfg}) does not match the "
-                         f"avatar's ({cfg.expression_dim}-d codes, {cfg.coarse})")  # fmt: skip
+        raise ValueError(
+            f"the forward field ({coarse.expression_dim}-d codes, {coarse.cfg}) does not match the "
+            f"avatar's ({cfg.expression_dim}-d codes, {cfg.coarse})"
+        )
     return AvatarNets(coarse, detail, cnn)

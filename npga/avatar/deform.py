@@ -60,8 +60,13 @@ def apply_head_pose(
     return means_w, quat_multiply(q.expand_as(quats), quats), scales * s
 
 
-def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_pose: torch.Tensor,
-           detail_code: torch.Tensor | None = None) -> Gaussians:  # fmt: skip
+def deform(
+    params: nn.ParameterDict,
+    nets: AvatarNets,
+    z_ex: torch.Tensor,
+    head_pose: torch.Tensor,
+    detail_code: torch.Tensor | None = None,
+) -> Gaussians:
     """Posed Gaussians for expression code z_ex (D,) and head pose (4, 4) (`Tracking.head_to_world`);
     `detail_code` as in `express`."""
     return pose(express(params, nets, z_ex, detail_code), head_pose)
@@ -70,13 +75,14 @@ def deform(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, head_
 def pose(g: Gaussians, head_pose: torch.Tensor) -> Gaussians:
     """Gaussians in the head's frame moved by a head pose (4, 4); half-precision network outputs (bfloat16
     autocast) come back as float32, so the pose is applied at full precision."""
-    f = lambda t: t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t  # noqa: E731
+    f = lambda t: t.float() if t is not None and t.dtype in (torch.bfloat16, torch.float16) else t
     means, quats, scales = apply_head_pose(f(g.means), f(g.quats), f(g.scales), head_pose)
     return Gaussians(means, quats, scales, f(g.opacities), f(g.colors), f(g.features), g.residuals)
 
 
-def express(params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor,
-            detail_code: torch.Tensor | None = None) -> Gaussians:  # fmt: skip
+def express(
+    params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, detail_code: torch.Tensor | None = None
+) -> Gaussians:
     """The Gaussians of expression code z_ex (D,) in the head's frame (no head pose). `detail_code` (D,): the
     code the detail network sees instead of z_ex (training perturbs it: `TrainConfig.detail_code_noise`)."""
     x_c = params["means"]  # (N, 3) canonical

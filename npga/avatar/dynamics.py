@@ -57,8 +57,9 @@ class DetailMLP(nn.Module):
         self.cfg = cfg
         self.feature_dim = feature_dim
         self.encoding = PositionalEncoding(bounds, cfg.n_freqs)
-        self.net = mlp(self.encoding.out_dim + feature_dim + expression_dim, cfg.width, cfg.depth, RESIDUAL_DIM,
-                       zero_last=True)  # fmt: skip
+        self.net = mlp(
+            self.encoding.out_dim + feature_dim + expression_dim, cfg.width, cfg.depth, RESIDUAL_DIM, zero_last=True
+        )
         self.blendshapes = cfg.blendshapes > 0 and feature_dim > 0
         if self.blendshapes:
             self.code_embed = nn.Linear(expression_dim, cfg.blendshapes, bias=False)  # E (K, D)

@@ -55,7 +55,7 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> Path:
                 "world_2_cam": c.world_2_cam.tolist(),
             }
             for c in avatar.cameras.values()
-        ],  # fmt: skip
+        ],
         "split": dataclasses.asdict(avatar.split),
         "sequences": list(avatar.motions),
         "provenance": avatar.provenance,
@@ -90,8 +90,9 @@ def read_avatar_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not an npga avatar file (format {meta.get('format')!r})")
     version = meta.get("version")
     if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise ValueError(f"{path}: avatar format version {version!r} is newer than this npga reads "
-                         f"({FORMAT_VERSION}); upgrade npga")  # fmt: skip
+        raise ValueError(
+            f"{path}: avatar format version {version!r} is newer than this npga reads ({FORMAT_VERSION}); upgrade npga"
+        )
     return meta
 
 
@@ -101,10 +102,10 @@ def load_avatar(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
     meta = read_avatar_metadata(path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # safe_open has no __iter__
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path}: truncated or corrupt avatar file ({e})") from e
-    group = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}  # noqa: E731
+    group = lambda prefix: {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
     try:
         cfg = from_dict(AvatarConfig, meta["config"], where=f"{path}: config")
         split = Split(**{k: tuple(v) for k, v in meta["split"].items()})
@@ -122,10 +123,17 @@ def load_avatar(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise ValueError(f"{path}: network weights do not match the avatar's config ({problem})")
     nets.eval().requires_grad_(False)
     device = torch.device(device)
-    return Avatar(config=cfg, params={k: v.to(device) for k, v in params.items()}, nets=nets.to(device),
-                  motions={s: Motion(*(t.to(device) for t in dataclasses.astuple(m))) for s, m in motions.items()},
-                  codes=CodeStats(*(t.to(device) for t in dataclasses.astuple(codes))), cameras=cameras, split=split,
-                  head_model=meta["head_model"], provenance=meta.get("provenance", {}))  # fmt: skip
+    return Avatar(
+        config=cfg,
+        params={k: v.to(device) for k, v in params.items()},
+        nets=nets.to(device),
+        motions={s: Motion(*(t.to(device) for t in dataclasses.astuple(m))) for s, m in motions.items()},
+        codes=CodeStats(*(t.to(device) for t in dataclasses.astuple(codes))),
+        cameras=cameras,
+        split=split,
+        head_model=meta["head_model"],
+        provenance=meta.get("provenance", {}),
+    )
 
 
 def _check_params(path: Path, params: dict[str, torch.Tensor], cfg: AvatarConfig) -> None:
@@ -147,8 +155,11 @@ def _load_weights(module: torch.nn.Module, state: dict[str, torch.Tensor]) -> st
     own = module.state_dict()
     problems = [f"missing {k}" for k in own if k not in state]
     problems += [f"unexpected {k}" for k in state if k not in own]
-    problems += [f"{k} is {tuple(state[k].shape)}, expected {tuple(v.shape)}" for k, v in own.items()
-                 if k in state and state[k].shape != v.shape]  # fmt: skip
+    problems += [
+        f"{k} is {tuple(state[k].shape)}, expected {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if problems:
         return "; ".join(problems[:4]) + (f"; and {len(problems) - 4} more" if len(problems) > 4 else "")
     module.load_state_dict(state)

@@ -60,8 +60,9 @@ def _nearest(queries: torch.Tensor, candidates: torch.Tensor, m: int) -> tuple[t
     return best_d, best_i
 
 
-def _neighbours(points: torch.Tensor, queries: torch.Tensor, query_index: torch.Tensor, bound: torch.Tensor,
-                k: int) -> torch.Tensor:  # fmt: skip
+def _neighbours(
+    points: torch.Tensor, queries: torch.Tensor, query_index: torch.Tensor, bound: torch.Tensor, k: int
+) -> torch.Tensor:
     """Indices (B, k) of the k nearest other points of queries (B, 3), each no farther than its `bound` (B,)."""
     reach = bound.max()
     lo, hi = queries.min(0).values - reach, queries.max(0).values + reach

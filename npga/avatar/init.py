@@ -41,8 +41,9 @@ def _logit(p: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(p / (1 - p))
 
 
-def init_params(head: HeadModel, cfg: InitConfig, mesh: Mesh | None = None,
-                device: torch.device | str = "cpu") -> nn.ParameterDict:  # fmt: skip
+def init_params(
+    head: HeadModel, cfg: InitConfig, mesh: Mesh | None = None, device: torch.device | str = "cpu"
+) -> nn.ParameterDict:
     """Per-Gaussian parameters (on the CPU) on the canonical surface: keys PER_GAUSSIAN_KEYS ("features" only if
     latent_dim); the surface is extracted with the head's SDF on `device`."""
     mesh = mesh if mesh is not None else head.canonical_mesh(cfg.mesh_resolution, device)

@@ -54,10 +54,16 @@ def code_stats(codes: torch.Tensor) -> CodeStats:
     centred = codes - mean
     _, s, vh = torch.linalg.svd(centred, full_matrices=False)  # vh (K, D), K = min(T, D)
     proj = centred @ vh.T  # (T, K)
-    f = lambda t: t.float().contiguous()  # noqa: E731
-    return CodeStats(mean=f(mean), directions=f(vh), std=f(s / max(len(codes) - 1, 1) ** 0.5),
-                     low=f(proj.min(0).values), high=f(proj.max(0).values), min=f(codes.min(0).values),
-                     max=f(codes.max(0).values))  # fmt: skip
+    f = lambda t: t.float().contiguous()
+    return CodeStats(
+        mean=f(mean),
+        directions=f(vh),
+        std=f(s / max(len(codes) - 1, 1) ** 0.5),
+        low=f(proj.min(0).values),
+        high=f(proj.max(0).values),
+        min=f(codes.min(0).values),
+        max=f(codes.max(0).values),
+    )
 
 
 @dataclass
@@ -121,15 +127,19 @@ class Avatar:
         return deform(self.params, AvatarNets(None, None, None), z, torch.eye(4, device=self.device))
 
     @torch.no_grad()
-    def render_code(self, z_ex: torch.Tensor, head_pose: torch.Tensor, cameras: Sequence[Camera],
-                    background: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    def render_code(
+        self,
+        z_ex: torch.Tensor,
+        head_pose: torch.Tensor,
+        cameras: Sequence[Camera],
+        background: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """rgb (C, H, W, 3) and alpha (C, H, W, 1) for any code (D,) and pose (4, 4), on `background` (3,)
         (default: the avatar's own)."""
         viewmats, Ks = stack_cameras(cameras, device=self.device)
         g = self.gaussians(z_ex, head_pose)
         bg = self.background if background is None else background.to(self.device, torch.float32)
-        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, bg,
-                                         self.nets.cnn)  # fmt: skip
+        rgb, alpha, _ = render_gaussians(g, viewmats, Ks, cameras[0].width, cameras[0].height, bg, self.nets.cnn)
         return rgb.clamp(0, 1), alpha
 
     def render(self, sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:

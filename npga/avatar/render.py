@@ -28,7 +28,17 @@ def render_gaussians(
             raise ValueError(f"the CNN renders {cnn.latent_channels} latent channels; the avatar has too few features")
         colors = torch.cat([colors, g.features[:, : cnn.latent_channels]], -1)  # (N, 3 + L)
         bg = torch.cat([bg, bg.new_zeros(cnn.latent_channels)])
-    image, alpha, meta = rasterize(g.means, g.quats, g.scales, g.opacities, colors, viewmats, Ks, width, height,
-                                   backgrounds=bg.expand(C, -1).contiguous())  # fmt: skip
+    image, alpha, meta = rasterize(
+        g.means,
+        g.quats,
+        g.scales,
+        g.opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        backgrounds=bg.expand(C, -1).contiguous(),
+    )
     rgb = image if cnn is None else cnn(image)
     return rgb, alpha, meta

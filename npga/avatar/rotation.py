@@ -26,12 +26,18 @@ def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     w, x, y, z = F.normalize(q, dim=-1).unbind(-1)
     return torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         -1,
-    ).reshape(*q.shape[:-1], 3, 3)  # fmt: skip
+    ).reshape(*q.shape[:-1], 3, 3)
 
 
 def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
@@ -75,8 +81,15 @@ def matrix_to_quat(R: torch.Tensor) -> torch.Tensor:
         ],
         1,
     )  # (B, 4 candidates, 4); candidate k is 4 q_k q
-    k = torch.stack([1 + t.sum(-1), 1 + t[:, 0] - t[:, 1] - t[:, 2], 1 - t[:, 0] + t[:, 1] - t[:, 2],
-                     1 - t[:, 0] - t[:, 1] + t[:, 2]], -1).argmax(-1)  # fmt: skip
+    k = torch.stack(
+        [
+            1 + t.sum(-1),
+            1 + t[:, 0] - t[:, 1] - t[:, 2],
+            1 - t[:, 0] + t[:, 1] - t[:, 2],
+            1 - t[:, 0] - t[:, 1] + t[:, 2],
+        ],
+        -1,
+    ).argmax(-1)
     q = F.normalize(candidates.gather(1, k[:, None, None].expand(-1, 1, 4))[:, 0], dim=-1)
     q = torch.where(q[:, :1] < 0, -q, q)
     return q.reshape(*R.shape[:-2], 4)

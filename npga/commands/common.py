@@ -43,14 +43,18 @@ def open_training_cache(file: Path, avatar: Avatar, capture: Path | None) -> Fra
     recorded = Path(avatar.provenance["cache"])
     if capture is None:
         if read_manifest(recorded) is None:
-            raise FileNotFoundError(f"{file} was trained on the frames in {recorded}, which do not exist (any more); "
-                                    "pass --capture with the capture's new location")  # fmt: skip
+            raise FileNotFoundError(
+                f"{file} was trained on the frames in {recorded}, which do not exist (any more); "
+                "pass --capture with the capture's new location"
+            )
         return FrameCache.open(recorded)
     cache = Path(capture) / "cache" / recorded.name
     if read_manifest(cache) is None:
         height = recorded.name.split("x")[-1]
-        raise FileNotFoundError(f"{capture}: no frame cache {cache.name} (the size {file} was trained at); run "
-                                f"`npga prepare --capture {capture} --height {height}`")  # fmt: skip
+        raise FileNotFoundError(
+            f"{capture}: no frame cache {cache.name} (the size {file} was trained at); run "
+            f"`npga prepare --capture {capture} --height {height}`"
+        )
     return FrameCache.open(cache)
 
 
@@ -75,8 +79,10 @@ def expression_track(
     if tracking is not None:
         tr = Tracking.load(tracking)
         if tr.expression_dim != avatar.config.expression_dim:
-            raise ValueError(f"{tracking}: {tr.expression_dim}-d expression codes, the avatar's head model has "
-                             f"{avatar.config.expression_dim}")  # fmt: skip
+            raise ValueError(
+                f"{tracking}: {tr.expression_dim}-d expression codes, the avatar's head model has "
+                f"{avatar.config.expression_dim}"
+            )
         poses = torch.stack([torch.from_numpy(tr.head_to_world(t)) for t in range(tr.n_frames)])
         return torch.from_numpy(tr.expression), poses, str(tracking)
     name = sequence or avatar.split.train_sequences[0]

@@ -43,13 +43,17 @@ def main(cfg: Config) -> Path:
     head = load_head_model(cfg.capture)
     codes = tracked_codes(cfg.capture)
     if codes.shape[1] != head.expression_dim:
-        raise ValueError(f"{cfg.capture}: tracking has {codes.shape[1]}-d expression codes, "
-                         f"the head model expects {head.expression_dim}")  # fmt: skip
+        raise ValueError(
+            f"{cfg.capture}: tracking has {codes.shape[1]}-d expression codes, "
+            f"the head model expects {head.expression_dim}"
+        )
     g, report = distill(head, codes, cfg.distill, device=resolve_device(cfg.device))
     run = RunLayout(cfg.out)
     path = save_distilled(g, report, run.distill, run.distill_report)
     res = report["cycle_residual"]
-    print(f"forward field: {path}\ncycle residual median {res['median']:.2e} (p95 {res['p95']:.2e}), "
-          f"{100 * report['median_relative']:.2f}% of the largest displacement; {report['seconds']:.0f} s "
-          f"on {report['device']}")  # fmt: skip
+    print(
+        f"forward field: {path}\ncycle residual median {res['median']:.2e} (p95 {res['p95']:.2e}), "
+        f"{100 * report['median_relative']:.2f}% of the largest displacement; {report['seconds']:.0f} s "
+        f"on {report['device']}"
+    )
     return path

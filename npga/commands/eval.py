@@ -63,8 +63,10 @@ def main(cfg: Config) -> dict:
         for name in splits:
             if not _has_frames(avatar, cache, name):
                 sequences, serials = avatar.split.eval_views(name, cache.serials)
-                raise ValueError(f"{file}: split {name!r} has no frames to evaluate (sequences {list(sequences)}, "
-                                 f"cameras with frames {list(serials)}, cache {cache.root})")  # fmt: skip
+                raise ValueError(
+                    f"{file}: split {name!r} has no frames to evaluate (sequences {list(sequences)}, "
+                    f"cameras with frames {list(serials)}, cache {cache.root})"
+                )
     else:
         splits = [name for name in DEFAULT_SPLITS if _has_frames(avatar, cache, name)]
         for name in DEFAULT_SPLITS:
@@ -80,8 +82,13 @@ def main(cfg: Config) -> dict:
     results = [evaluate(render, cache, avatar.split, name, cfg.every, lpips, background) for name in splits]
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).eval
     metrics = write_report(out, results)
-    meta = {"avatar": str(file), "step": avatar.step, "cache": str(cache.root), "every": cfg.every,
-            "precision": avatar.precision}  # fmt: skip
+    meta = {
+        "avatar": str(file),
+        "step": avatar.step,
+        "cache": str(cache.root),
+        "every": cfg.every,
+        "precision": avatar.precision,
+    }
     (out / "eval_info.json").write_text(json.dumps(meta, indent=2))
     run = run_of(file)
     if run is not None and run.log.is_file():
@@ -96,9 +103,11 @@ def _has_frames(avatar: Avatar, cache: FrameCache, split: str) -> bool:
 
 
 def _print_summary(metrics: dict, out: Path, step: int) -> None:
-    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)  # noqa: E731
+    fmt = lambda v, spec: "n/a" if v is None else format(v, spec)
     print(f"evaluated step {step}; report in {out}")
     print(f"{'split':<20} {'frames':>7} {'PSNR':>7} {'SSIM':>7} {'LPIPS':>7}")
     for name, m in metrics.items():
-        print(f"{name:<20} {m['n_frames']:>7} {fmt(m['psnr'], '.2f'):>7} {fmt(m['ssim'], '.4f'):>7} "
-              f"{fmt(m['lpips'], '.4f'):>7}")  # fmt: skip
+        print(
+            f"{name:<20} {m['n_frames']:>7} {fmt(m['psnr'], '.2f'):>7} {fmt(m['ssim'], '.4f'):>7} "
+            f"{fmt(m['lpips'], '.4f'):>7}"
+        )

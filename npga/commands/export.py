@@ -57,8 +57,11 @@ def main(cfg: Config) -> list[Path]:
         raise ValueError("--canonical takes no --sequence, --tracking or --all-frames")
     file, avatar = open_avatar(cfg.avatar, cfg.device)
     if avatar.nets.cnn is not None:
-        log.warning("%s refines its renders with a screen-space CNN, which a splat file cannot carry: the "
-                    "exported colours are the Gaussians' own", file)  # fmt: skip
+        log.warning(
+            "%s refines its renders with a screen-space CNN, which a splat file cannot carry: the "
+            "exported colours are the Gaussians' own",
+            file,
+        )
     if cfg.canonical:
         paths = [_write(cfg, avatar.canonical_gaussians(), cfg.ply)]
     else:

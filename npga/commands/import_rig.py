@@ -33,11 +33,19 @@ class Config:
 
 def main(cfg: Config) -> ImportResult:
     res = import_rig(
-        cfg.videos, cfg.calibration, cfg.out, masks=cfg.masks, background_plates=cfg.background_plates,
-        sequence=cfg.sequence, fps=cfg.fps, plate_threshold=cfg.plate_threshold,
-    )  # fmt: skip
-    print(f"capture written to {res.out}: sequence {res.sequence}, {len(res.cameras)} cameras x {res.n_frames} "
-          f"frames at {res.width}x{res.height}")  # fmt: skip
+        cfg.videos,
+        cfg.calibration,
+        cfg.out,
+        masks=cfg.masks,
+        background_plates=cfg.background_plates,
+        sequence=cfg.sequence,
+        fps=cfg.fps,
+        plate_threshold=cfg.plate_threshold,
+    )
+    print(
+        f"capture written to {res.out}: sequence {res.sequence}, {len(res.cameras)} cameras x {res.n_frames} "
+        f"frames at {res.width}x{res.height}"
+    )
     if res.undistorted:
         print(f"undistorted the frames of {len(res.undistorted)} camera(s): {', '.join(res.undistorted)}")
     if res.alpha == "none":

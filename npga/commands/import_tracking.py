@@ -39,8 +39,17 @@ class Config:
 
 
 def main(cfg: Config) -> Path:
-    out = import_mononphm_tracking(cfg.mononphm, cfg.capture, cfg.sequence, cfg.model, cfg.anchors, cfg.epoch,
-                                   cfg.stage, cfg.metrical_tracker, cfg.camera)  # fmt: skip
+    out = import_mononphm_tracking(
+        cfg.mononphm,
+        cfg.capture,
+        cfg.sequence,
+        cfg.model,
+        cfg.anchors,
+        cfg.epoch,
+        cfg.stage,
+        cfg.metrical_tracker,
+        cfg.camera,
+    )
     tr = Tracking.load(out)
     print(f"{out}: {tr.n_frames} frames of {tr.expression_dim}-d MonoNPHM expression codes and head poses")
     print(f"head model: {cfg.capture / 'headmodel.json'} (MonoNPHM)")

@@ -14,6 +14,8 @@ def main(cfg: Config) -> Path:
     out = prepare(cfg)
     cache = FrameCache.open(out)
     frames = sum(cache.n_frames(s) for s in cache.sequences)
-    print(f"frame cache: {out} ({len(cache.sequences)} sequences, {frames} frames x {len(cache.serials)} cameras "
-          f"at {cache.width}x{cache.height})")  # fmt: skip
+    print(
+        f"frame cache: {out} ({len(cache.sequences)} sequences, {frames} frames x {len(cache.serials)} cameras "
+        f"at {cache.width}x{cache.height})"
+    )
     return out

@@ -84,12 +84,21 @@ def main(cfg: Config) -> list[Path]:
         a_type, b_type = (str(m.head_model.get("type", "")) for m in (driver_avatar, avatar))
         a_dim, b_dim = driver_avatar.config.expression_dim, avatar.config.expression_dim
         if a_type != b_type or a_dim != b_dim:
-            raise ValueError(f"{file_a} ({a_type} head model, {a_dim}-d codes) cannot drive {file_b} ({b_type} head "
-                             f"model, {b_dim}-d codes): they do not share one expression space")  # fmt: skip
+            raise ValueError(
+                f"{file_a} ({a_type} head model, {a_dim}-d codes) cannot drive {file_b} ({b_type} head "
+                f"model, {b_dim}-d codes): they do not share one expression space"
+            )
         tracking = cfg.out / "tracking.npz"
-        track_cfg = TrackCommandConfig(avatar=cfg.track_with, video=cfg.video, out=tracking, fov=cfg.fov,
-                                       intrinsics=cfg.intrinsics, mask=cfg.mask, track=cfg.track,
-                                       device=cfg.device)  # fmt: skip
+        track_cfg = TrackCommandConfig(
+            avatar=cfg.track_with,
+            video=cfg.video,
+            out=tracking,
+            fov=cfg.fov,
+            intrinsics=cfg.intrinsics,
+            mask=cfg.mask,
+            track=cfg.track,
+            device=cfg.device,
+        )
         track_video(track_cfg, driver_avatar, file_a)
     else:
         check_head_model(tracking, avatar, str(file_b))

@@ -45,8 +45,10 @@ def benchmark_target(capture: Path) -> tuple[int, str]:
     name = Path(capture).resolve().name
     if not name.isdigit():
         participants = sorted(nersemble.NVS_BENCHMARK_SEQUENCES)
-        raise ValueError(f"{capture}: the folder name {name!r} is not a participant id; a benchmark submission needs "
-                         f"a capture of one of the participants {participants}")  # fmt: skip
+        raise ValueError(
+            f"{capture}: the folder name {name!r} is not a participant id; a benchmark submission needs "
+            f"a capture of one of the participants {participants}"
+        )
     participant = int(name)
     check_benchmark_target(participant, nersemble.NVS_BENCHMARK_SEQUENCES.get(participant, ""))
     return participant, nersemble.NVS_BENCHMARK_SEQUENCES[participant]
@@ -55,13 +57,17 @@ def benchmark_target(capture: Path) -> tuple[int, str]:
 def _check_coverage(cache: FrameCache, sequence: str) -> int:
     """The sequence's number of timesteps, after checking that every one of them can be rendered."""
     if sequence not in cache.sequences:
-        raise ValueError(f"{cache.root}: {sequence}, the benchmark sequence of this participant, is not in the "
-                         "frame cache; run `npga prepare` on the capture")  # fmt: skip
+        raise ValueError(
+            f"{cache.root}: {sequence}, the benchmark sequence of this participant, is not in the "
+            "frame cache; run `npga prepare` on the capture"
+        )
     n = cache.n_video_frames(sequence)
     missing = sorted(set(range(n)) - set(cache.timesteps(sequence).tolist())) if cache.has_tracking(sequence) else [0]
     if missing:
-        raise ValueError(f"{cache.root}: {sequence} has no tracking for {len(missing)} of {n} timesteps "
-                         f"(first: {missing[:5]}); the benchmark needs every timestep")  # fmt: skip
+        raise ValueError(
+            f"{cache.root}: {sequence} has no tracking for {len(missing)} of {n} timesteps "
+            f"(first: {missing[:5]}); the benchmark needs every timestep"
+        )
     absent = [s for s in nersemble.HOLDOUT_SERIALS if s not in cache.cameras]
     if absent:
         raise ValueError(f"{cache.root}: hold-out cameras {absent} are not calibrated")
@@ -82,8 +88,11 @@ def main(cfg: Config) -> Path:
     cache = open_training_cache(file, avatar, cfg.capture)
     n = _check_coverage(cache, sequence)
     if sequence in avatar.split.heldout_sequences:
-        log.warning("%s was held out of training: the submission shows new expressions as well as new views "
-                    "(train with --heldout-sequences to include it)", sequence)  # fmt: skip
+        log.warning(
+            "%s was held out of training: the submission shows new expressions as well as new views "
+            "(train with --heldout-sequences to include it)",
+            sequence,
+        )
     render = tracked_renderer(avatar, cache)
     with SubmissionWriter(cfg.out) as writer:
         for serial in nersemble.HOLDOUT_SERIALS:
@@ -92,6 +101,8 @@ def main(cfg: Config) -> Path:
     problems = check_submission(cfg.out, expected)
     if problems:
         raise ValueError(f"{cfg.out} fails the benchmark's checks:\n  " + "\n  ".join(problems))
-    print(f"submission for participant {participant:03d} / {sequence} ({n} timesteps x "
-          f"{len(nersemble.HOLDOUT_SERIALS)} cameras): {cfg.out}")  # fmt: skip
+    print(
+        f"submission for participant {participant:03d} / {sequence} ({n} timesteps x "
+        f"{len(nersemble.HOLDOUT_SERIALS)} cameras): {cfg.out}"
+    )
     return cfg.out

@@ -99,8 +99,10 @@ def check_inputs(cfg: Config) -> tuple[VideoInfo, np.ndarray | None, np.ndarray 
     if cfg.mask is not None:
         m = probe_video(cfg.mask)
         if (m.width, m.height, m.n_frames) != (info.width, info.height, info.n_frames):
-            raise ValueError(f"{cfg.mask}: {m.n_frames} frames of {m.width}x{m.height}, the video has "
-                             f"{info.n_frames} of {info.width}x{info.height}")  # fmt: skip
+            raise ValueError(
+                f"{cfg.mask}: {m.n_frames} frames of {m.width}x{m.height}, the video has "
+                f"{info.n_frames} of {info.width}x{info.height}"
+            )
     if cfg.out.suffix != ".npz":
         raise ValueError(f"--out {cfg.out}: a tracking file ends in .npz")
     first = list(islice(iter_video(cfg.video), FIRST_FRAMES))
@@ -109,8 +111,10 @@ def check_inputs(cfg: Config) -> tuple[VideoInfo, np.ndarray | None, np.ndarray 
         share = float((fg > 0.5).mean())
         if not MIN_FOREGROUND <= share <= MAX_FOREGROUND:
             how = f"mask {cfg.mask}" if cfg.mask is not None else f"background estimate (colour {background.round(2)})"
-            raise ValueError(f"{cfg.video}: no face-sized foreground in frame {i} (the {how} marks {share:.1%} of "
-                             "the image)" + ("; give --mask" if cfg.mask is None else ""))  # fmt: skip
+            raise ValueError(
+                f"{cfg.video}: no face-sized foreground in frame {i} (the {how} marks {share:.1%} of "
+                "the image)" + ("; give --mask" if cfg.mask is None else "")
+            )
     return info, K, background
 
 
@@ -143,9 +147,16 @@ def track_video(cfg: Config, avatar: Avatar, avatar_file: Path) -> Path:
     """Check the input, fit every frame (resuming an interrupted run) and write cfg.out; returns it."""
     info, K, background = check_inputs(cfg)
     partial = _partial_path(cfg.out)
-    fingerprint = json.dumps({"video": str(cfg.video.resolve()), "size": [info.width, info.height, info.n_frames],
-                              "mask": str(cfg.mask), "K": None if K is None else K.tolist(),
-                              "avatar": str(avatar_file.resolve()), "track": to_dict(cfg.track)})  # fmt: skip
+    fingerprint = json.dumps(
+        {
+            "video": str(cfg.video.resolve()),
+            "size": [info.width, info.height, info.n_frames],
+            "mask": str(cfg.mask),
+            "K": None if K is None else K.tolist(),
+            "avatar": str(avatar_file.resolve()),
+            "track": to_dict(cfg.track),
+        }
+    )
     if cfg.fresh:
         partial.unlink(missing_ok=True)
     track_log = _resume(partial, fingerprint, avatar.config.expression_dim)
@@ -169,11 +180,24 @@ def write_tracking(out: Path, track_log: TrackLog, K: np.ndarray, info: VideoInf
     T = len(track_log)
     poses = track_log.head_to_camera  # (T, 4, 4) s R | t
     scale = head_frame(avatar).scale
-    tracking = Tracking(expression=track_log.code, identity=np.zeros(0), rotation=poses[:, :3, :3] / scale,
-                        translation=poses[:, :3, 3], scale=np.full(T, scale), timesteps=np.arange(T))  # fmt: skip
-    extras = {"intrinsics": K, "image_size": np.array([info.width, info.height]), "world_2_cam": np.eye(4),
-              "residual": track_log.residual, "iou": track_log.iou, "converged": track_log.problem == "",
-              "problem": track_log.problem, "head_model": np.array(str(avatar.head_model.get("type", "")))}  # fmt: skip
+    tracking = Tracking(
+        expression=track_log.code,
+        identity=np.zeros(0),
+        rotation=poses[:, :3, :3] / scale,
+        translation=poses[:, :3, 3],
+        scale=np.full(T, scale),
+        timesteps=np.arange(T),
+    )
+    extras = {
+        "intrinsics": K,
+        "image_size": np.array([info.width, info.height]),
+        "world_2_cam": np.eye(4),
+        "residual": track_log.residual,
+        "iou": track_log.iou,
+        "converged": track_log.problem == "",
+        "problem": track_log.problem,
+        "head_model": np.array(str(avatar.head_model.get("type", ""))),
+    }
     tracking.save(out, extras)
 
 

@@ -14,6 +14,8 @@ def main(cfg: Config) -> Path:
     trainer.hooks.insert(0, ProgressBar(trainer.step, cfg.steps))
     checkpoint = trainer.fit()
     psnr = float(trainer.latest.get("psnr", float("nan")))  # a device scalar: read once, at the end
-    print(f"avatar: {trainer.run.avatar} ({len(trainer.params['means'])} Gaussians, step {trainer.step})\n"
-          f"checkpoint (for --resume): {checkpoint}\nlast PSNR (training views): {psnr:.2f} dB")  # fmt: skip
+    print(
+        f"avatar: {trainer.run.avatar} ({len(trainer.params['means'])} Gaussians, step {trainer.step})\n"
+        f"checkpoint (for --resume): {checkpoint}\nlast PSNR (training views): {psnr:.2f} dB"
+    )
     return trainer.run.avatar

@@ -57,14 +57,20 @@ def main(cfg: Config) -> None:
     file, avatar = open_avatar(cfg.avatar, cfg.device)  # a bad file fails here, before any server starts
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
     if not _is_loopback(cfg.host):
-        log.warning("binding %s exposes the avatar to the network: anyone who can reach this machine on port %d "
-                    "can see it", cfg.host, cfg.port)  # fmt: skip
+        log.warning(
+            "binding %s exposes the avatar to the network: anyone who can reach this machine on port %d can see it",
+            cfg.host,
+            cfg.port,
+        )
     server = viser.ViserServer(host=cfg.host, port=cfg.port, verbose=False)
     app = ViewerApp(avatar, file, server, ViewerOptions(path=cfg.path, max_side=cfg.max_side, precision=cfg.precision))
     app.start()
-    print(f"npga view: {file} ({avatar.n_gaussians} Gaussians, {app.path} rendering, networks in "
-          f"{app.renderer.precision}) at "
-          f"http://{cfg.host}:{server.get_port()}  (Ctrl-C to stop)", flush=True)  # fmt: skip
+    print(
+        f"npga view: {file} ({avatar.n_gaussians} Gaussians, {app.path} rendering, networks in "
+        f"{app.renderer.precision}) at "
+        f"http://{cfg.host}:{server.get_port()}  (Ctrl-C to stop)",
+        flush=True,
+    )
     try:
         app.wait()
     finally:

@@ -105,10 +105,15 @@ class FrameCache:
         self.has_alpha: bool = manifest["channels"] == 4
         self.serials: tuple[str, ...] = tuple(manifest["serials"])  # cameras with frames
         self.cameras: dict[str, Camera] = {
-            s: Camera(K=np.array(c["K"]), world_2_cam=np.array(c["world_2_cam"]), width=self.width,
-                      height=self.height, serial=s)
+            s: Camera(
+                K=np.array(c["K"]),
+                world_2_cam=np.array(c["world_2_cam"]),
+                width=self.width,
+                height=self.height,
+                serial=s,
+            )
             for s, c in manifest["cameras"].items()
-        }  # fmt: skip
+        }
         self._sequences = {s: e for s, e in manifest["sequences"].items() if e["complete"]}
         self.sequences: tuple[str, ...] = tuple(self._sequences)
         self._arrays: dict[tuple[str, str], np.ndarray] = {}

@@ -197,10 +197,15 @@ class Capture:
         W, H = self.resolve_size(width, height)
         calib_size = RAW_SIZE if self.layout == "raw" else self.native_size
         return {
-            s: Camera(K=self._intrinsics[s], world_2_cam=self._world_2_cam[s], width=calib_size[0],
-                      height=calib_size[1], serial=s).resized(W, H)
+            s: Camera(
+                K=self._intrinsics[s],
+                world_2_cam=self._world_2_cam[s],
+                width=calib_size[0],
+                height=calib_size[1],
+                serial=s,
+            ).resized(W, H)
             for s in _serial_order(self._world_2_cam)
-        }  # fmt: skip
+        }
 
     def color_calibration(self) -> dict[str, np.ndarray]:
         """{serial: CCM (3, terms)} from `color_calibration.json` (raw NeRSemble v2)."""

@@ -58,12 +58,16 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 def capture_flame_head(root: Path) -> FlameHead:
     """The FLAME head model a capture names in its headmodel.json; a clear error when it names none."""
     if not (root / DESCRIPTION_FILE).is_file():
-        raise FileNotFoundError(f"{root / DESCRIPTION_FILE} is missing: FLAME-tracked captures need your FLAME model; "
-                                f"run `npga prepare --capture {root} --flame-model FLAME.npz` once")  # fmt: skip
+        raise FileNotFoundError(
+            f"{root / DESCRIPTION_FILE} is missing: FLAME-tracked captures need your FLAME model; "
+            f"run `npga prepare --capture {root} --flame-model FLAME.npz` once"
+        )
     head = load_head_model(root)
     if not isinstance(head, FlameHead):
-        raise ValueError(f"{root / DESCRIPTION_FILE}: FLAME tracking needs a head model of type 'flame', got "
-                         f"{head.description()['type']!r}")  # fmt: skip
+        raise ValueError(
+            f"{root / DESCRIPTION_FILE}: FLAME tracking needs a head model of type 'flame', got "
+            f"{head.description()['type']!r}"
+        )
     return head
 
 
@@ -77,50 +81,78 @@ def _expression_codes(head: FlameHead, expr: np.ndarray, jaw: np.ndarray, eyes: 
     return np.concatenate([padded, jaw, eyes], 1)
 
 
-def flame_head_pose(head: FlameHead, codes: np.ndarray, global_rot: np.ndarray, neck: np.ndarray,
-                    world_rot: np.ndarray, world_trans: np.ndarray, scale: np.ndarray):  # fmt: skip
+def flame_head_pose(
+    head: FlameHead,
+    codes: np.ndarray,
+    global_rot: np.ndarray,
+    neck: np.ndarray,
+    world_rot: np.ndarray,
+    world_trans: np.ndarray,
+    scale: np.ndarray,
+):
     """(rotation (T, 3, 3), translation (T, 3), scale (T,)) of our head pose from FLAME's rigid parameters
     (formula in the module docstring); codes (T, D) give each frame's joints, neck (T, 3) is axis-angle."""
     J = head.joints(torch.from_numpy(codes[:, : head.n_expression])).numpy()  # (T, 5, 3)
     j_root, j_neck = J[:, 0], J[:, 1]
     R_n = axis_angle_to_matrix(torch.from_numpy(neck)).numpy()  # (T, 3, 3)
     eye = np.eye(3)
-    apply = lambda m, x: np.einsum("tab,tb->ta", m, x)  # noqa: E731  (T, 3, 3) @ (T, 3)
+    apply = lambda m, x: np.einsum("tab,tb->ta", m, x)
     model_t = apply(global_rot @ (eye - R_n), j_neck) + apply(eye - global_rot, j_root)
     rotation = world_rot @ global_rot @ R_n
     translation = scale[:, None] * apply(world_rot, model_t) + world_trans
     return rotation, translation, scale
 
 
-def tracking_from_vhap(head: FlameHead, params: list[dict[str, np.ndarray]], timesteps: np.ndarray,
-                       where: str) -> Tracking:  # fmt: skip
+def tracking_from_vhap(
+    head: FlameHead, params: list[dict[str, np.ndarray]], timesteps: np.ndarray, where: str
+) -> Tracking:
     """One sequence's Tracking from VHAP's per-timestep parameters (each key shaped (1, n))."""
     stack = {k: np.concatenate([p[k].reshape(1, -1) for p in params]) for k in VHAP_KEYS}
     codes = _expression_codes(head, stack["expr"], stack["jaw_pose"], stack["eyes_pose"], where)
     T = len(codes)
     R_g = axis_angle_to_matrix(torch.from_numpy(stack["rotation"])).numpy()
-    rotation, translation, scale = flame_head_pose(head, codes, R_g, stack["neck_pose"], np.tile(np.eye(3), (T, 1, 1)),
-                                                   stack["translation"], np.ones(T))  # fmt: skip
-    return Tracking(expression=codes.astype(np.float32), identity=_identity(stack["shape"][0]), rotation=rotation,
-                    translation=translation, scale=scale, timesteps=np.asarray(timesteps, dtype=np.int64))  # fmt: skip
+    rotation, translation, scale = flame_head_pose(
+        head, codes, R_g, stack["neck_pose"], np.tile(np.eye(3), (T, 1, 1)), stack["translation"], np.ones(T)
+    )
+    return Tracking(
+        expression=codes.astype(np.float32),
+        identity=_identity(stack["shape"][0]),
+        rotation=rotation,
+        translation=translation,
+        scale=scale,
+        timesteps=np.asarray(timesteps, dtype=np.int64),
+    )
 
 
 def load_nersemble_flame_tracking(path: Path, head: FlameHead) -> Tracking:
     """The NeRSemble benchmark's `flame2023_tracking.npz` (monocular-avatar task) as our Tracking."""
     a = read_npz(path, NERSEMBLE_KEYS)
     T = len(a["expression"])
-    for k, shape in {"rotation_matrices": (T, 3, 3), "translation": (T, 3), "jaw": (T, 3), "neck": (T, 3),
-                     "eyes": (T, 6), "frames": (T,)}.items():  # fmt: skip
+    for k, shape in {
+        "rotation_matrices": (T, 3, 3),
+        "translation": (T, 3),
+        "jaw": (T, 3),
+        "neck": (T, 3),
+        "eyes": (T, 6),
+        "frames": (T,),
+    }.items():
         if a[k].shape != shape:
             raise ValueError(f"{path}: '{k}' has shape {a[k].shape}, expected {shape}")
     if a["scale"].size not in (1, T):
         raise ValueError(f"{path}: 'scale' has shape {a['scale'].shape}, expected one value or one per frame")
     codes = _expression_codes(head, a["expression"], a["jaw"], a["eyes"], str(path))
     scale = np.broadcast_to(a["scale"].reshape(-1), (T,)).copy()
-    rotation, translation, scale = flame_head_pose(head, codes, np.tile(np.eye(3), (T, 1, 1)), a["neck"],
-                                                   a["rotation_matrices"], a["translation"], scale)  # fmt: skip
-    return Tracking(expression=codes.astype(np.float32), identity=_identity(a["shape"].reshape(-1)), rotation=rotation,
-                    translation=translation, scale=scale, timesteps=a["frames"].astype(np.int64))  # fmt: skip
+    rotation, translation, scale = flame_head_pose(
+        head, codes, np.tile(np.eye(3), (T, 1, 1)), a["neck"], a["rotation_matrices"], a["translation"], scale
+    )
+    return Tracking(
+        expression=codes.astype(np.float32),
+        identity=_identity(a["shape"].reshape(-1)),
+        rotation=rotation,
+        translation=translation,
+        scale=scale,
+        timesteps=a["frames"].astype(np.int64),
+    )
 
 
 def _identity(shape: np.ndarray) -> np.ndarray:
@@ -136,8 +168,9 @@ def write_flame_head(root: Path, model: str | os.PathLike, identity_file: Path) 
     model = Path(model).expanduser().resolve()
     a = read_npz(identity_file, ("shape",))
     offset = a.get("static_offset")
-    head = FlameHead(load_flame_model(model), a["shape"].reshape(-1),
-                     None if offset is None else offset.reshape(-1, 3), model)  # fmt: skip
+    head = FlameHead(
+        load_flame_model(model), a["shape"].reshape(-1), None if offset is None else offset.reshape(-1, 3), model
+    )
     path, text = root / DESCRIPTION_FILE, json.dumps(head.description())
     if not path.is_file() or path.read_text() != text:  # unchanged: keep the file (a frame cache watches it)
         path.write_text(text)

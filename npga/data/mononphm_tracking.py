@@ -67,8 +67,7 @@ def align_to_rig(tracking: Tracking, metrical_tracker: Path, cam_to_world: np.nd
     """Head poses in the capture's world: MonoNPHM's world (4 x FLAME space of its metrical tracker) mapped through
     the tracker's per-frame camera (module docstring) and the tracked rig camera's cam_to_world (4, 4)."""
     flame_from_mononphm = np.diag([0.25, 0.25, 0.25, 1.0])
-    rotation, translation, scale = (np.empty_like(a) for a in (tracking.rotation, tracking.translation,
-                                                                tracking.scale))  # fmt: skip
+    rotation, translation, scale = (np.empty_like(a) for a in (tracking.rotation, tracking.translation, tracking.scale))
     for i in range(tracking.n_frames):
         file = Path(metrical_tracker) / f"{max(int(tracking.timesteps[i]) - 1, 0):05d}_cam_params_opencv.npz"
         if not file.is_file():
@@ -119,16 +118,20 @@ def _frame_folders(folder: Path, n_frames: int | None) -> list[Path]:
     expected = n_frames if n_frames is not None else numbers[-1] + 1
     missing = sorted(set(range(expected)) - set(numbers))
     if missing:
-        raise FileNotFoundError(f"{folder / f'{missing[0]:05d}'} is missing ({len(missing)} of {expected} frames "
-                                "untracked); MonoNPHM must track every frame of the videos")  # fmt: skip
+        raise FileNotFoundError(
+            f"{folder / f'{missing[0]:05d}'} is missing ({len(missing)} of {expected} frames "
+            "untracked); MonoNPHM must track every frame of the videos"
+        )
     if len(numbers) != expected:
-        raise ValueError(f"{folder}: {len(numbers)} tracked frames (up to {frames[-1].name}), but the videos have "
-                         f"{expected}")  # fmt: skip
+        raise ValueError(
+            f"{folder}: {len(numbers)} tracked frames (up to {frames[-1].name}), but the videos have {expected}"
+        )
     return frames
 
 
-def read_mononphm_tracking(root: Path, seq: str, expression_dim: int, n_frames: int | None = None,
-                           stage: Stage = "auto") -> MonoNPHMTracking:  # fmt: skip
+def read_mononphm_tracking(
+    root: Path, seq: str, expression_dim: int, n_frames: int | None = None, stage: Stage = "auto"
+) -> MonoNPHMTracking:
     """Read MonoNPHM's tracking of `seq` under its tracking output folder `root` (stage 2 when present, else
     stage 1) and convert it. `n_frames`: the videos' frame count, which the tracked frames must equal."""
     folder = _sequence_folder(Path(root), seq, stage)
@@ -154,15 +157,29 @@ def read_mononphm_tracking(root: Path, seq: str, expression_dim: int, n_frames: 
         if s <= 0:
             raise ValueError(f"{f / 'scale.npy'}: scale must be positive, got {s}")
         rotation[i], translation[i], scale[i] = pose_to_head_to_world(rot, _load(f / "trans.npy", (1, 3))[0], s)
-    tracking = Tracking(expression=expression.astype(np.float32), identity=z_geo.astype(np.float32),
-                        rotation=rotation, translation=translation, scale=scale, timesteps=np.arange(T))  # fmt: skip
+    tracking = Tracking(
+        expression=expression.astype(np.float32),
+        identity=z_geo.astype(np.float32),
+        rotation=rotation,
+        translation=translation,
+        scale=scale,
+        timesteps=np.arange(T),
+    )
     log.info("%s: %d frames of MonoNPHM tracking (stage %s)", folder, T, "2" if is_stage2 else "1")
     return MonoNPHMTracking(tracking, z_geo.astype(np.float32), z_app.astype(np.float32), folder)
 
 
-def import_mononphm_tracking(tracking_root: Path, capture: Path, seq: str, experiment: Path, anchors: Path | None,
-                             epoch: int | None = None, stage: Stage = "auto", metrical_tracker: Path | None = None,
-                             camera: str | None = None) -> Path:  # fmt: skip
+def import_mononphm_tracking(
+    tracking_root: Path,
+    capture: Path,
+    seq: str,
+    experiment: Path,
+    anchors: Path | None,
+    epoch: int | None = None,
+    stage: Stage = "auto",
+    metrical_tracker: Path | None = None,
+    camera: str | None = None,
+) -> Path:
     """Write the capture's `sequences/{seq}/tracking/nphm_tracking.npz` from MonoNPHM's tracking, and its
     `headmodel.json` naming the checkpoint, config, anchors and identity codes (a capture whose head model is
     already MonoNPHM keeps its identity: every sequence of an avatar shares one canonical head). With
@@ -180,8 +197,9 @@ def import_mononphm_tracking(tracking_root: Path, capture: Path, seq: str, exper
         raise ValueError("aligning MonoNPHM's world to the rig needs both the metrical tracker folder and the camera")
     if metrical_tracker is None:
         hint = "pass the metrical tracker's cameras and the tracked camera to move them into the rig's"
-        log.warning("%s: head poses stay in MonoNPHM's world (its tracker's FLAME space x 4); %s", converted.folder,
-                    hint)  # fmt: skip
+        log.warning(
+            "%s: head poses stay in MonoNPHM's world (its tracker's FLAME space x 4); %s", converted.folder, hint
+        )
     else:
         cams = cap.cameras()
         if camera not in cams:
@@ -189,15 +207,20 @@ def import_mononphm_tracking(tracking_root: Path, capture: Path, seq: str, exper
         aligned = align_to_rig(converted.tracking, metrical_tracker, cams[camera].cam_2_world)
         converted = dataclasses.replace(converted, tracking=aligned)
     ckpt = checkpoint_path(experiment, epoch).resolve()
-    head = MonoNPHM.load(ckpt, config.resolve(), Path(anchors).resolve() if anchors else None, converted.z_geo,
-                         converted.z_app)  # fmt: skip
+    head = MonoNPHM.load(
+        ckpt, config.resolve(), Path(anchors).resolve() if anchors else None, converted.z_geo, converted.z_app
+    )
     description_file = cap.paths.headmodel
     current = _current_mononphm(description_file)
     if current is not None:
         change = float(np.abs(current.z_geo.numpy() - converted.z_geo).max())
         if change > 0:
-            log.warning("%s keeps its MonoNPHM identity; %s was tracked with z_geo differing by up to %.3g",
-                        description_file, converted.folder, change)  # fmt: skip
+            log.warning(
+                "%s keeps its MonoNPHM identity; %s was tracked with z_geo differing by up to %.3g",
+                description_file,
+                converted.folder,
+                change,
+            )
     else:
         save_description(head, description_file)
     out = cap.paths.tracking(seq)

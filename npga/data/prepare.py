@@ -140,8 +140,10 @@ def prepare(cfg: PrepareConfig) -> Path:
     if cfg.flame_model is not None:
         identity = cap.flame_identity_file()
         if identity is None:
-            raise ValueError(f"--flame-model: {cap.root} has no FLAME tracking (a VHAP export's flame_param/ or "
-                             "the NeRSemble benchmark's tracking/flame2023_tracking.npz)")  # fmt: skip
+            raise ValueError(
+                f"--flame-model: {cap.root} has no FLAME tracking (a VHAP export's flame_param/ or "
+                "the NeRSemble benchmark's tracking/flame2023_tracking.npz)"
+            )
         write_flame_head(cap.root, cfg.flame_model, identity)
     unknown = [s for s in cfg.sequences if s not in cap.sequences]
     if unknown:
@@ -185,13 +187,16 @@ def prepare(cfg: PrepareConfig) -> Path:
     for seq in stale:
         del entries[seq]
     for seq in sequences:
-        entries.setdefault(seq, {
-            "complete": False,
-            "n_video_frames": cap.n_frames(seq),
-            "timesteps": timesteps[seq].tolist(),
-            "tracking": cap.has_tracking(seq),
-            "sources": sources[seq],
-        })  # fmt: skip
+        entries.setdefault(
+            seq,
+            {
+                "complete": False,
+                "n_video_frames": cap.n_frames(seq),
+                "timesteps": timesteps[seq].tolist(),
+                "tracking": cap.has_tracking(seq),
+                "sources": sources[seq],
+            },
+        )
     cameras = cap.cameras(*size)
     manifest = {
         **settings,

@@ -141,8 +141,10 @@ def _camera_from_fields(name: str, get: Callable[[str], object | None], where: s
     if dist is not None:
         dist = _array(dist, f"{where}: {key} of camera {name}").reshape(-1)
         if dist.size not in DIST_LENGTHS:
-            raise ValueError(f"{where}: {key} of camera {name} has {dist.size} coefficients, expected one of "
-                             f"{DIST_LENGTHS} (k1 k2 p1 p2 [k3 ...])")  # fmt: skip
+            raise ValueError(
+                f"{where}: {key} of camera {name} has {dist.size} coefficients, expected one of "
+                f"{DIST_LENGTHS} (k1 k2 p1 p2 [k3 ...])"
+            )
 
     key, R = first("R", "Rot", "rvec")
     if R is None:
@@ -179,8 +181,10 @@ def check_rotation(R: np.ndarray, where: str) -> None:
         raise ValueError(f"{where} contains NaN or inf")
     det = float(np.linalg.det(R))
     if abs(det - 1) > ROTATION_TOL or np.abs(R @ R.T - np.eye(3)).max() > ROTATION_TOL:
-        raise ValueError(f"{where} is not a rotation (det {det:.4g}, max |R R^T - I| "
-                         f"{np.abs(R @ R.T - np.eye(3)).max():.3g}); singular, scaled or mirrored")  # fmt: skip
+        raise ValueError(
+            f"{where} is not a rotation (det {det:.4g}, max |R R^T - I| "
+            f"{np.abs(R @ R.T - np.eye(3)).max():.3g}); singular, scaled or mirrored"
+        )
 
 
 def _fs_value(node: cv2.FileNode) -> object | None:
@@ -288,8 +292,10 @@ def read_colmap(path: Path) -> dict[str, RigCamera]:
         parts = line.split()
         where = f"{cameras_txt}:{lineno}"
         if len(parts) < 4 or parts[1] not in _COLMAP_MODELS:
-            raise ValueError(f"{where}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...' with MODEL one of "
-                             f"{sorted(_COLMAP_MODELS)}, got {line!r}")  # fmt: skip
+            raise ValueError(
+                f"{where}: expected 'CAMERA_ID MODEL WIDTH HEIGHT PARAMS...' with MODEL one of "
+                f"{sorted(_COLMAP_MODELS)}, got {line!r}"
+            )
         names = _COLMAP_MODELS[parts[1]]
         if len(parts) != 4 + len(names):
             raise ValueError(f"{where}: model {parts[1]} takes {len(names)} parameters ({' '.join(names)})")
@@ -323,8 +329,10 @@ def read_colmap(path: Path) -> dict[str, RigCamera]:
         if name in cams:
             old = cams[name]
             if not (np.allclose(old.world_2_cam, cam.world_2_cam, atol=1e-6) and np.array_equal(old.K, cam.K)):
-                raise ValueError(f"{where}: image {image} of camera {name} has another pose or camera than an "
-                                 "earlier image of that camera")  # fmt: skip
+                raise ValueError(
+                    f"{where}: image {image} of camera {name} has another pose or camera than an "
+                    "earlier image of that camera"
+                )
         cams[name] = cam
     if not cams:
         raise ValueError(f"{images_txt}: lists no image")
@@ -343,8 +351,10 @@ def read_calibration(path: str | os.PathLike) -> dict[str, RigCamera]:
     elif path.suffix.lower() == ".json":
         cams = read_json(path)
     else:
-        raise ValueError(f"{path}: unknown calibration format (expected .yml/.yaml/.xml, .json, or a COLMAP "
-                         "folder / cameras.txt / images.txt)")  # fmt: skip
+        raise ValueError(
+            f"{path}: unknown calibration format (expected .yml/.yaml/.xml, .json, or a COLMAP "
+            "folder / cameras.txt / images.txt)"
+        )
     if not cams:
         raise ValueError(f"{path}: lists no camera")
     return cams
@@ -373,8 +383,9 @@ class FrameSource:
         n = 0
         for frame in it:
             if frame.shape[:2] != (self.height, self.width):
-                raise ValueError(f"{self.path}: frame {n} is {frame.shape[1]}x{frame.shape[0]}, expected "
-                                 f"{self.width}x{self.height}")  # fmt: skip
+                raise ValueError(
+                    f"{self.path}: frame {n} is {frame.shape[1]}x{frame.shape[0]}, expected {self.width}x{self.height}"
+                )
             n += 1
             if n > self.n_frames:
                 break
@@ -450,23 +461,30 @@ class ImportResult:
 def _match(calib: dict[str, RigCamera], sources: dict[str, Path], calib_path: Path, folder: Path, what: str) -> None:
     missing = sorted(set(calib) - set(sources))
     if missing:
-        raise ValueError(f"{calib_path}: camera {missing[0]} has no {what} in {folder} "
-                         f"(expected {folder / missing[0]}.mp4 or a folder {folder / missing[0]}/)")  # fmt: skip
+        raise ValueError(
+            f"{calib_path}: camera {missing[0]} has no {what} in {folder} "
+            f"(expected {folder / missing[0]}.mp4 or a folder {folder / missing[0]}/)"
+        )
     extra = sorted(set(sources) - set(calib))
     if extra:
-        raise ValueError(f"{sources[extra[0]]}: camera {extra[0]} is not in the calibration {calib_path} "
-                         f"(it lists {sorted(calib)})")  # fmt: skip
+        raise ValueError(
+            f"{sources[extra[0]]}: camera {extra[0]} is not in the calibration {calib_path} (it lists {sorted(calib)})"
+        )
 
 
 def _check_intrinsics(cam: RigCamera, src: FrameSource, calib_path: Path) -> None:
     W, H = src.width, src.height
     if cam.size is not None and cam.size != (W, H):
-        raise ValueError(f"{calib_path}: camera {cam.name} is calibrated for {cam.size[0]}x{cam.size[1]} images, "
-                         f"but {src.path} is {W}x{H}")  # fmt: skip
+        raise ValueError(
+            f"{calib_path}: camera {cam.name} is calibrated for {cam.size[0]}x{cam.size[1]} images, "
+            f"but {src.path} is {W}x{H}"
+        )
     cx, cy = cam.K[0, 2], cam.K[1, 2]
     if not (0 < cx < W and 0 < cy < H):
-        raise ValueError(f"{calib_path}: principal point ({cx:.1f}, {cy:.1f}) of camera {cam.name} lies outside "
-                         f"the {W}x{H} images of {src.path}; the intrinsics are for another resolution")  # fmt: skip
+        raise ValueError(
+            f"{calib_path}: principal point ({cx:.1f}, {cy:.1f}) of camera {cam.name} lies outside "
+            f"the {W}x{H} images of {src.path}; the intrinsics are for another resolution"
+        )
 
 
 def _undistorter(cam: RigCamera, size: tuple[int, int]) -> Callable[[np.ndarray], np.ndarray]:
@@ -515,8 +533,10 @@ def import_rig(
         if (s.width, s.height) != (ref.width, ref.height):
             raise ValueError(f"{s.path}: {s.width}x{s.height} frames, but {ref.path} has {ref.width}x{ref.height}")
         if s.n_frames != ref.n_frames:
-            raise ValueError(f"{s.path}: {s.n_frames} frames, but {ref.path} has {ref.n_frames}; "
-                             "the videos must be synchronised and equally long")  # fmt: skip
+            raise ValueError(
+                f"{s.path}: {s.n_frames} frames, but {ref.path} has {ref.n_frames}; "
+                "the videos must be synchronised and equally long"
+            )
         _check_intrinsics(calib[n], s, calibration)
     W, H = ref.width, ref.height
     Wc, Hc = W - W % 2, H - H % 2  # H.264 needs even sizes: drop the last column / row
@@ -533,8 +553,10 @@ def import_rig(
         for n in names:
             m = open_source(found[n])
             if (m.width, m.height, m.n_frames) != (W, H, ref.n_frames):
-                raise ValueError(f"{m.path}: {m.n_frames} masks of {m.width}x{m.height}, but {srcs[n].path} has "
-                                 f"{ref.n_frames} frames of {W}x{H}")  # fmt: skip
+                raise ValueError(
+                    f"{m.path}: {m.n_frames} masks of {m.width}x{m.height}, but {srcs[n].path} has "
+                    f"{ref.n_frames} frames of {W}x{H}"
+                )
             mask_srcs[n] = m
     elif background_plates is not None:
         background_plates = Path(background_plates)
@@ -545,8 +567,9 @@ def import_rig(
                 raise ValueError(f"{found[n]}: a background plate must be one image ({', '.join(IMAGE_EXTENSIONS)})")
             plate = _read_image(found[n])
             if plate.shape[:2] != (H, W):
-                raise ValueError(f"{found[n]}: {plate.shape[1]}x{plate.shape[0]} plate, but the frames of camera "
-                                 f"{n} are {W}x{H}")  # fmt: skip
+                raise ValueError(
+                    f"{found[n]}: {plate.shape[1]}x{plate.shape[0]} plate, but the frames of camera {n} are {W}x{H}"
+                )
             plates[n] = plate
 
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -583,6 +606,7 @@ def import_rig(
         raise
     alpha = "masks" if mask_srcs else "background plates" if plates else "none"
     undistorted = tuple(n for n in names if calib[n].distorted)
-    log.info("imported %d cameras x %d frames at %dx%d into %s (alpha: %s)", len(names), ref.n_frames, Wc, Hc,
-             out, alpha)  # fmt: skip
+    log.info(
+        "imported %d cameras x %d frames at %dx%d into %s (alpha: %s)", len(names), ref.n_frames, Wc, Hc, out, alpha
+    )
     return ImportResult(out, sequence, tuple(names), ref.n_frames, Wc, Hc, alpha, undistorted)

@@ -100,9 +100,16 @@ class VhapCapture:
     layout = "vhap"
     resolve_size = Capture.resolve_size  # the same size rules: it only needs `native_size` and `root`
 
-    def __init__(self, root: Path, views: dict[str, _View], images: dict[tuple[int, str], Path],
-                 masks: dict[tuple[int, str], Path] | None, flame_params: dict[int, Path] | None,
-                 n_timesteps: int, files: list[Path]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        root: Path,
+        views: dict[str, _View],
+        images: dict[tuple[int, str], Path],
+        masks: dict[tuple[int, str], Path] | None,
+        flame_params: dict[int, Path] | None,
+        n_timesteps: int,
+        files: list[Path],
+    ) -> None:
         self.root = root
         self.sequences = (root.name,)
         self.serials = tuple(sorted(views))
@@ -133,8 +140,10 @@ class VhapCapture:
                 known = views.setdefault(serial, view)
                 same = np.allclose(known.K, view.K) and np.allclose(known.world_2_cam, view.world_2_cam, atol=1e-6)
                 if known.size != view.size or not same:
-                    raise ValueError(f"{view.where}: camera {serial} differs from its calibration in {known.where} "
-                                     "(one calibration per camera)")  # fmt: skip
+                    raise ValueError(
+                        f"{view.where}: camera {serial} differs from its calibration in {known.where} "
+                        "(one calibration per camera)"
+                    )
                 if (t, serial) in entries:
                     raise ValueError(f"{view.where}: timestep {t} of camera {serial} is listed twice")
                 entries[(t, serial)] = paths
@@ -189,8 +198,10 @@ class VhapCapture:
     def cameras(self, width: int | None = None, height: int | None = None) -> dict[str, Camera]:
         W0, H0 = self.native_size
         W, H = self.resolve_size(width, height)
-        return {s: Camera(K=v.K, world_2_cam=v.world_2_cam, width=W0, height=H0, serial=s).resized(W, H)
-                for s, v in sorted(self._views.items())}  # fmt: skip
+        return {
+            s: Camera(K=v.K, world_2_cam=v.world_2_cam, width=W0, height=H0, serial=s).resized(W, H)
+            for s, v in sorted(self._views.items())
+        }
 
     def color_calibration(self) -> dict[str, np.ndarray]:
         raise ValueError(f"{self.root}: a VHAP export has no colour calibration (VHAP corrects colours itself)")

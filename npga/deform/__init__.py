@@ -4,5 +4,12 @@ from npga.deform.distill import DistillConfig, distill, load_distilled, save_dis
 from npga.deform.encoding import PositionalEncoding
 from npga.deform.field import FieldConfig, ForwardField
 
-__all__ = ["DistillConfig", "FieldConfig", "ForwardField", "PositionalEncoding", "distill", "load_distilled",
-           "save_distilled"]  # fmt: skip
+__all__ = [
+    "DistillConfig",
+    "FieldConfig",
+    "ForwardField",
+    "PositionalEncoding",
+    "distill",
+    "load_distilled",
+    "save_distilled",
+]

@@ -75,8 +75,15 @@ def cycle_residual(head: HeadModel, g: ForwardField, x_c: torch.Tensor, z: torch
     return (_backward_chunked(head, x_p, z) - x_c).norm(dim=-1)
 
 
-def _fit(g: ForwardField, x_c: torch.Tensor, dx: torch.Tensor, z: torch.Tensor, cfg: DistillConfig,
-         generator: torch.Generator, desc: str) -> float:  # fmt: skip
+def _fit(
+    g: ForwardField,
+    x_c: torch.Tensor,
+    dx: torch.Tensor,
+    z: torch.Tensor,
+    cfg: DistillConfig,
+    generator: torch.Generator,
+    desc: str,
+) -> float:
     """Regress G(x_c, z) on dx; returns the last batch's RMS error in head units."""
     opt = torch.optim.Adam(g.parameters(), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(
@@ -139,8 +146,9 @@ def distill(
     return g, report
 
 
-def evaluate_field(head: HeadModel, g: ForwardField, mesh: Mesh, codes: torch.Tensor, n: int,
-                   generator: torch.Generator) -> dict[str, Any]:  # fmt: skip
+def evaluate_field(
+    head: HeadModel, g: ForwardField, mesh: Mesh, codes: torch.Tensor, n: int, generator: torch.Generator
+) -> dict[str, Any]:
     """Cycle residual statistics on canonical surface points, each under a random tracked code."""
     device = next(g.parameters()).device
     x, _ = sample_surface(mesh, n, generator)
@@ -157,7 +165,7 @@ def evaluate_field(head: HeadModel, g: ForwardField, mesh: Mesh, codes: torch.Te
                 ("p95", lambda a: np.percentile(a, 95)),
                 ("max", np.max),
             )
-        },  # fmt: skip
+        },
         "largest_displacement": largest,
         "median_relative": float(np.median(res)) / max(largest, 1e-12),
         "n_points": n,

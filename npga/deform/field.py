@@ -83,7 +83,7 @@ class ForwardField(nn.Module):
             "expression_dim": self.expression_dim,
             "bounds": torch.stack(
                 [self.encoding.center - self.encoding.half_extent, self.encoding.center + self.encoding.half_extent]
-            ),  # fmt: skip
+            ),
             "state_dict": self.state_dict(),
         }
 

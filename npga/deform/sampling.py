@@ -31,8 +31,9 @@ def sample_near_surface(
     """Points (n, 3): a `surface_fraction` within ~`jitter` of the surface, the rest uniform in a +-`shell` band."""
     points, normals = sample_surface(mesh, n, generator)
     near = torch.rand(n, generator=generator) < surface_fraction  # (n,)
-    offset = torch.where(near, torch.randn(n, generator=generator) * jitter,
-                         (torch.rand(n, generator=generator) * 2 - 1) * shell)  # fmt: skip
+    offset = torch.where(
+        near, torch.randn(n, generator=generator) * jitter, (torch.rand(n, generator=generator) * 2 - 1) * shell
+    )
     return points + offset[:, None] * normals + torch.randn(n, 3, generator=generator) * jitter / 2
 
 

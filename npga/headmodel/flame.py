@@ -71,8 +71,10 @@ def load_flame_model(path: str | os.PathLike) -> FlameModel:
     """Read and check a FLAME model `.npz`; every error names the file and the offending array."""
     path = Path(path)
     if path.suffix == ".pkl":
-        raise ValueError(f"{path}: the official FLAME .pkl needs unpickling (which can run code) and chumpy; "
-                         "convert it once to .npz as the README's FLAME section shows")  # fmt: skip
+        raise ValueError(
+            f"{path}: the official FLAME .pkl needs unpickling (which can run code) and chumpy; "
+            "convert it once to .npz as the README's FLAME section shows"
+        )
     if not path.is_file():
         raise FileNotFoundError(f"FLAME model file not found: {path} (pass your own licensed model, .npz)")
     try:
@@ -93,8 +95,10 @@ def load_flame_model(path: str | os.PathLike) -> FlameModel:
         if not np.issubdtype(a.dtype, np.number) or not np.isfinite(a).all():
             raise ValueError(f"{path}: '{name}' is not finite numbers")
     if arrays["shapedirs"].shape[2] <= N_SHAPE:
-        raise ValueError(f"{path}: 'shapedirs' has {arrays['shapedirs'].shape[2]} components; FLAME has "
-                         f"{N_SHAPE} shape components followed by the expression ones")  # fmt: skip
+        raise ValueError(
+            f"{path}: 'shapedirs' has {arrays['shapedirs'].shape[2]} components; FLAME has "
+            f"{N_SHAPE} shape components followed by the expression ones"
+        )
     faces = arrays["f"].astype(np.int64)
     if faces.min() < 0 or faces.max() >= V:
         raise ValueError(f"{path}: 'f' indexes vertices outside [0, {V})")
@@ -102,9 +106,16 @@ def load_flame_model(path: str | os.PathLike) -> FlameModel:
     parents[0] = -1
     if any(not 0 <= parents[j] < j for j in range(1, N_JOINTS)):
         raise ValueError(f"{path}: 'kintree_table' must list each joint's parent before the joint")
-    f64 = lambda k: torch.from_numpy(arrays[k].astype(np.float64))  # noqa: E731
-    return FlameModel(f64("v_template"), f64("shapedirs"), f64("posedirs"), f64("J_regressor"), f64("weights"),
-                      torch.from_numpy(parents), torch.from_numpy(faces))  # fmt: skip
+    f64 = lambda k: torch.from_numpy(arrays[k].astype(np.float64))
+    return FlameModel(
+        f64("v_template"),
+        f64("shapedirs"),
+        f64("posedirs"),
+        f64("J_regressor"),
+        f64("weights"),
+        torch.from_numpy(parents),
+        torch.from_numpy(faces),
+    )
 
 
 def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
@@ -161,8 +172,13 @@ def vertex_normals(vertices: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
 class FlameHead:
     """One FLAME identity (shape coefficients + static offsets) behind npga's head-model protocol."""
 
-    def __init__(self, model: FlameModel, shape: np.ndarray | None = None, static_offset: np.ndarray | None = None,
-                 model_path: str | os.PathLike | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        model: FlameModel,
+        shape: np.ndarray | None = None,
+        static_offset: np.ndarray | None = None,
+        model_path: str | os.PathLike | None = None,
+    ) -> None:
         self.model = model
         self.model_path = None if model_path is None else Path(model_path).resolve()
         V = model.v_template.shape[0]
@@ -201,8 +217,12 @@ class FlameHead:
         if not path.is_absolute() and base_dir is not None:
             path = base_dir / path
         offset = description.get("static_offset")
-        return cls(load_flame_model(path), np.asarray(description.get("shape", []), dtype=np.float64),
-                   None if offset is None else np.asarray(offset, dtype=np.float64), path)  # fmt: skip
+        return cls(
+            load_flame_model(path),
+            np.asarray(description.get("shape", []), dtype=np.float64),
+            None if offset is None else np.asarray(offset, dtype=np.float64),
+            path,
+        )
 
     def description(self) -> dict[str, Any]:
         if self.model_path is None:
@@ -289,8 +309,9 @@ class FlameHead:
         expression-shaped, pose-corrected vertices, only for the vertices asked for."""
         m, E = self.model, self.n_expression
         if z.shape[-1] != self.expression_dim:
-            raise ValueError(f"FLAME codes are {self.expression_dim}-d ({E} expression + jaw 3 + eyes 6), "
-                             f"got {z.shape[-1]}")  # fmt: skip
+            raise ValueError(
+                f"FLAME codes are {self.expression_dim}-d ({E} expression + jaw 3 + eyes 6), got {z.shape[-1]}"
+            )
         expr = z[:, :E]  # (N, E)
         pose = torch.zeros(len(z), N_JOINTS, 3, dtype=z.dtype)
         pose[:, JAW] = z[:, E : E + 3]

@@ -131,15 +131,33 @@ class MonoNPHMDims:
 
     def to_config(self) -> dict[str, Any]:
         """The `configs.yaml` layout of these dimensions (what `from_config` reads)."""
-        return {"decoder": {
-            "id": {"lat_dim_glob": self.lat_dim_glob, "lat_dim_loc_geo": self.lat_dim_loc,
-                   "lat_dim_loc_app": self.lat_dim_loc, "nloc": self.n_anchors, "nsymm_pairs": self.n_symm_pairs,
-                   "nneigh": self.n_neighbors, "blend_std": self.blend_std,
-                   "gnn": {"hidden_dim_geo": self.hidden_dim_geo, "nlayers_geo": self.n_layers_geo,
-                           "hidden_dim_app": self.hidden_dim_app, "nlayers_app": self.n_layers_app}},
-            "ex": {"mode": "compress", "lat_dim_ex": self.lat_dim_ex, "lat_dim_id": self.lat_dim_id,
-                   "hidden_dim": self.hidden_dim_ex, "nlayers": self.n_layers_ex, "nhyper": self.n_hyper},
-        }}  # fmt: skip
+        return {
+            "decoder": {
+                "id": {
+                    "lat_dim_glob": self.lat_dim_glob,
+                    "lat_dim_loc_geo": self.lat_dim_loc,
+                    "lat_dim_loc_app": self.lat_dim_loc,
+                    "nloc": self.n_anchors,
+                    "nsymm_pairs": self.n_symm_pairs,
+                    "nneigh": self.n_neighbors,
+                    "blend_std": self.blend_std,
+                    "gnn": {
+                        "hidden_dim_geo": self.hidden_dim_geo,
+                        "nlayers_geo": self.n_layers_geo,
+                        "hidden_dim_app": self.hidden_dim_app,
+                        "nlayers_app": self.n_layers_app,
+                    },
+                },
+                "ex": {
+                    "mode": "compress",
+                    "lat_dim_ex": self.lat_dim_ex,
+                    "lat_dim_id": self.lat_dim_id,
+                    "hidden_dim": self.hidden_dim_ex,
+                    "nlayers": self.n_layers_ex,
+                    "nhyper": self.n_hyper,
+                },
+            }
+        }
 
 
 # ---- the pure parts: neighbourhoods and blending ------------------------------------------------------------------
@@ -196,8 +214,7 @@ class _Ensemble(nn.Module):
     """The local MLPs, one per type. A member's first layer sees [node codes, per-edge input]; the codes part is
     the same for every edge to a node, so it is computed once per node (`node_response`) instead of once per edge."""
 
-    def __init__(self, n: int, d_in: int, hidden: int, n_hidden: int, d_out: int,
-                 activation: type[nn.Module]) -> None:  # fmt: skip
+    def __init__(self, n: int, d_in: int, hidden: int, n_hidden: int, d_out: int, activation: type[nn.Module]) -> None:
         super().__init__()
         self.layers = nn.ModuleList(_Member(d_in, hidden, n_hidden, d_out, activation) for _ in range(n))
 
@@ -207,8 +224,9 @@ class _Ensemble(nn.Module):
         b = torch.stack([m.layers[0].bias for m in self.layers])  # (T, hidden)
         return torch.einsum("mhc,mc->mh", w[types], codes) + b[types]
 
-    def forward(self, x: torch.Tensor, counts: list[int], response: torch.Tensor, tap: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def forward(
+        self, x: torch.Tensor, counts: list[int], response: torch.Tensor, tap: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Outputs (E, d_out) of edges sorted by type (`counts[t]` edges of type t), from their per-edge inputs
         x (E, D) and their nodes' `response` (E, hidden); with `tap`, also the pre-activation of the last hidden
         layer (E, hidden) (the colour branch's input), else None."""
@@ -239,12 +257,24 @@ class IdentityNetwork(nn.Module):
         super().__init__()
         self.dims = dims
         d_pos = 3 + dims.n_hyper
-        self.deepSDFensemble = _Ensemble(dims.n_mlps, dims.lat_dim_glob + dims.lat_dim_loc + d_pos,
-                                         dims.hidden_dim_geo, dims.n_layers_geo, 1, _softplus100)  # fmt: skip
+        self.deepSDFensemble = _Ensemble(
+            dims.n_mlps,
+            dims.lat_dim_glob + dims.lat_dim_loc + d_pos,
+            dims.hidden_dim_geo,
+            dims.n_layers_geo,
+            1,
+            _softplus100,
+        )
         self.communcation_bottleneck1 = nn.Linear(dims.hidden_dim_geo, COMMUNICATION_DIM)  # sic: the official name
         self.communcation_bottleneck2 = nn.Linear(COMMUNICATION_DIM, COMMUNICATION_DIM)
-        self.aggr_app = _Ensemble(dims.n_mlps, dims.lat_dim_glob + dims.lat_dim_loc + COMMUNICATION_DIM,
-                                  dims.hidden_dim_app, dims.n_layers_app, 3, nn.ReLU)  # fmt: skip
+        self.aggr_app = _Ensemble(
+            dims.n_mlps,
+            dims.lat_dim_glob + dims.lat_dim_loc + COMMUNICATION_DIM,
+            dims.hidden_dim_app,
+            dims.n_layers_app,
+            3,
+            nn.ReLU,
+        )
         self.mlp_pos = _mlp(dims.lat_dim_glob, ANCHOR_MLP_WIDTH, 2, dims.n_anchors * 3, nn.ReLU)
         self.register_buffer("types", anchor_types(dims), persistent=False)
         self.register_buffer("mirrored", mirrored_anchors(dims), persistent=False)
@@ -253,8 +283,9 @@ class IdentityNetwork(nn.Module):
         """(A, 3) this identity's anchors: the template (A, 3) moved by an MLP of the global geometry code."""
         return template + self.mlp_pos(z_geo[: self.dims.lat_dim_glob]).view(-1, 3)
 
-    def forward(self, x: torch.Tensor, anchors: torch.Tensor, z_geo: torch.Tensor, z_app: torch.Tensor | None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:  # fmt: skip
+    def forward(
+        self, x: torch.Tensor, anchors: torch.Tensor, z_geo: torch.Tensor, z_app: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """SDF (N,) and colour (N, 3) in [-1, 1] (None without z_app) of canonical points x (N, 3 + n_hyper)."""
         d = self.dims
         n, k = len(x), d.n_neighbors + 1
@@ -325,11 +356,13 @@ class ExpressionNetwork(nn.Module):
         self.dims = dims
         id_in = dims.code_dim + 3 * dims.n_anchors
         self.compressor = nn.Sequential(nn.Linear(id_in, dims.lat_dim_id))
-        self.defDeepSDF = _SkipMLP(3 + dims.lat_dim_id + dims.lat_dim_ex, dims.hidden_dim_ex, dims.n_layers_ex,
-                                   3 + dims.n_hyper)  # fmt: skip
+        self.defDeepSDF = _SkipMLP(
+            3 + dims.lat_dim_id + dims.lat_dim_ex, dims.hidden_dim_ex, dims.n_layers_ex, 3 + dims.n_hyper
+        )
 
-    def forward(self, x_posed: torch.Tensor, z_ex: torch.Tensor, z_geo: torch.Tensor,
-                anchors: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self, x_posed: torch.Tensor, z_ex: torch.Tensor, z_geo: torch.Tensor, anchors: torch.Tensor
+    ) -> torch.Tensor:
         """Canonical coordinates (N, 3 + n_hyper) = [x + offsets, hyper] of posed points (N, 3), codes (N, D_ex)."""
         identity = self.compressor(torch.cat([z_geo, anchors.reshape(-1)]))  # (lat_dim_id,)
         n = len(x_posed)
@@ -348,11 +381,15 @@ def _check_state_dict(net: nn.Module, state: Any, name: str, source: Path) -> No
     missing = [k for k in expected if k not in state]
     extra = [k for k in state if k not in expected]
     if missing:
-        raise ValueError(f"{source}: '{name}' lacks key {missing[0]!r} ({len(missing)} missing); the checkpoint does "
-                         "not fit this configs.yaml")  # fmt: skip
+        raise ValueError(
+            f"{source}: '{name}' lacks key {missing[0]!r} ({len(missing)} missing); the checkpoint does "
+            "not fit this configs.yaml"
+        )
     if extra:
-        raise ValueError(f"{source}: '{name}' has unexpected key {extra[0]!r} ({len(extra)} extra); the checkpoint "
-                         "does not fit this configs.yaml")  # fmt: skip
+        raise ValueError(
+            f"{source}: '{name}' has unexpected key {extra[0]!r} ({len(extra)} extra); the checkpoint "
+            "does not fit this configs.yaml"
+        )
     for k, v in expected.items():
         if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape:
             got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
@@ -374,12 +411,15 @@ def read_dims(config: Path) -> MonoNPHMDims:
 def read_anchors(path: Path | None, dims: MonoNPHMDims) -> torch.Tensor:
     """(A, 3) template anchors from `assets/anchors_{A}.npy` of the MonoNPHM repository (not in the checkpoint)."""
     if path is None:
-        raise FileNotFoundError(f"MonoNPHM's template anchors are not in its checkpoint: pass the anchors file "
-                                f"(assets/anchors_{dims.n_anchors}.npy of the MonoNPHM repository)")  # fmt: skip
+        raise FileNotFoundError(
+            f"MonoNPHM's template anchors are not in its checkpoint: pass the anchors file "
+            f"(assets/anchors_{dims.n_anchors}.npy of the MonoNPHM repository)"
+        )
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"MonoNPHM anchors file not found: {path} (assets/anchors_{dims.n_anchors}.npy of "
-                                "the MonoNPHM repository)")  # fmt: skip
+        raise FileNotFoundError(
+            f"MonoNPHM anchors file not found: {path} (assets/anchors_{dims.n_anchors}.npy of the MonoNPHM repository)"
+        )
     try:
         anchors = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as e:
@@ -430,9 +470,16 @@ def _resolve(path: str | Path, base_dir: Path | None) -> Path:
 class MonoNPHM:
     """One identity (z_geo, z_app) of MonoNPHM: the `HeadModel` protocol on CPU or CUDA (device of the inputs)."""
 
-    def __init__(self, identity: IdentityNetwork, expression: ExpressionNetwork, template: torch.Tensor,
-                 z_geo: torch.Tensor, z_app: torch.Tensor, bounds: torch.Tensor | None = None,
-                 files: Mapping[str, str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        identity: IdentityNetwork,
+        expression: ExpressionNetwork,
+        template: torch.Tensor,
+        z_geo: torch.Tensor,
+        z_app: torch.Tensor,
+        bounds: torch.Tensor | None = None,
+        files: Mapping[str, str] | None = None,
+    ) -> None:
         dims = identity.dims
         for name, z in (("z_geo", z_geo), ("z_app", z_app)):
             if z.numel() != dims.code_dim:
@@ -449,8 +496,15 @@ class MonoNPHM:
         self.files = dict(files or {})  # checkpoint, config, anchors: what `description` points at
 
     @classmethod
-    def load(cls, checkpoint: Path, config: Path, anchors: Path | None, z_geo: np.ndarray, z_app: np.ndarray,
-             bounds: torch.Tensor | None = None) -> MonoNPHM:  # fmt: skip
+    def load(
+        cls,
+        checkpoint: Path,
+        config: Path,
+        anchors: Path | None,
+        z_geo: np.ndarray,
+        z_app: np.ndarray,
+        bounds: torch.Tensor | None = None,
+    ) -> MonoNPHM:
         """From the official files: a checkpoint, its experiment's `configs.yaml` and the template anchors."""
         dims = read_dims(Path(config))
         template = read_anchors(anchors, dims)

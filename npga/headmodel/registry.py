@@ -26,8 +26,9 @@ HEAD_MODEL_TYPES: Mapping[str, Callable[[dict[str, Any], Path | None], HeadModel
 }
 
 
-def head_model_from_description(description: Mapping[str, Any], base_dir: Path | None = None,
-                                source: str = "head model description") -> HeadModel:  # fmt: skip
+def head_model_from_description(
+    description: Mapping[str, Any], base_dir: Path | None = None, source: str = "head model description"
+) -> HeadModel:
     """The head model a description names; `source` (a file, an avatar) prefixes every error."""
     if not isinstance(description, Mapping) or "type" not in description:
         raise ValueError(f"{source}: a head model description is a mapping with a 'type'")
@@ -45,10 +46,12 @@ def load_head_model(path: str | os.PathLike) -> HeadModel:
     path = Path(path)
     file = path / DESCRIPTION_FILE if path.is_dir() else path
     if not file.is_file():
-        raise FileNotFoundError(f"no head model description at {file}: a capture names its head model there "
-                                "(`npga synth` writes one; for FLAME-tracked data, e.g. a VHAP export, "
-                                "`npga prepare --flame-model FLAME.npz` does; "
-                                f"types: {sorted(HEAD_MODEL_TYPES)})")  # fmt: skip
+        raise FileNotFoundError(
+            f"no head model description at {file}: a capture names its head model there "
+            "(`npga synth` writes one; for FLAME-tracked data, e.g. a VHAP export, "
+            "`npga prepare --flame-model FLAME.npz` does; "
+            f"types: {sorted(HEAD_MODEL_TYPES)})"
+        )
     try:
         description = json.loads(file.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -12,8 +12,14 @@ from npga.headmodel.base import Mesh
 PointFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
-def zero_level_mesh(sdf: PointFunction, normals: PointFunction, bounds: torch.Tensor, resolution: int,
-                    dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> Mesh:  # fmt: skip
+def zero_level_mesh(
+    sdf: PointFunction,
+    normals: PointFunction,
+    bounds: torch.Tensor,
+    resolution: int,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Mesh:
     """Marching cubes of `sdf` on a `resolution`^3 grid over `bounds` (2, 3), faces wound to agree with the
     outward `normals`. The grid is evaluated one x-slab at a time, in `dtype` on `device`, so a 256^3 grid of a
     network SDF needs its values and one slab of activations, not its 16.7M points at once."""
@@ -28,8 +34,10 @@ def zero_level_mesh(sdf: PointFunction, normals: PointFunction, bounds: torch.Te
             pts = torch.cat([yz.new_full((len(yz), 1), float(xv)), yz], 1).to(device, dtype)  # (R^2, 3)
             values[i] = sdf(pts).double().cpu().numpy().reshape(resolution, resolution)
     if not values.min() < 0 < values.max():
-        raise ValueError(f"the SDF has no zero crossing inside its bounds {bounds.tolist()} "
-                         f"(values {values.min():.3g}..{values.max():.3g})")  # fmt: skip
+        raise ValueError(
+            f"the SDF has no zero crossing inside its bounds {bounds.tolist()} "
+            f"(values {values.min():.3g}..{values.max():.3g})"
+        )
     spacing = tuple(float((hi[i] - lo[i]) / (resolution - 1)) for i in range(3))
     verts, faces, _, _ = marching_cubes(values, level=0.0, spacing=spacing)
     vertices = (torch.from_numpy(verts.copy()) + lo).to(dtype)  # (V, 3)

@@ -58,7 +58,7 @@ class HeadIdentity:
     @classmethod
     def from_seed(cls, seed: int) -> HeadIdentity:
         rng = np.random.default_rng(seed)
-        u = lambda lo, hi: float(rng.uniform(lo, hi))  # noqa: E731
+        u = lambda lo, hi: float(rng.uniform(lo, hi))
         skin_tone = u(0.0, 1.0)
         skin = tuple(float(v) for v in np.array([0.93, 0.76, 0.64]) * (1 - 0.45 * skin_tone) + [0.02, 0.01, 0.0])
         hair_kind = rng.integers(0, 3)
@@ -143,8 +143,17 @@ class SyntheticHead:
     def identity_vector(self) -> np.ndarray:
         """A 16-d summary of the identity, stored in the tracking file like NPHM's identity code."""
         i = self.identity
-        v = [*i.head_scale, i.jaw_width, i.nose_length, i.ear_size, *i.skin, *i.hair, *i.lips[:1], i.hairline,
-             i.strand_frequency / 100.0]  # fmt: skip
+        v = [
+            *i.head_scale,
+            i.jaw_width,
+            i.nose_length,
+            i.ear_size,
+            *i.skin,
+            *i.hair,
+            *i.lips[:1],
+            i.hairline,
+            i.strand_frequency / 100.0,
+        ]
         return np.asarray(v, dtype=np.float32)
 
     @property

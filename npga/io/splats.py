@@ -29,9 +29,14 @@ _EPS = 1e-6
 
 def ply_property_names() -> list[str]:
     """The vertex properties of a 3DGS PLY, in file order."""
-    return (["x", "y", "z", "nx", "ny", "nz"] + [f"f_dc_{i}" for i in range(3)]
-            + [f"f_rest_{i}" for i in range(SH_REST)] + ["opacity"] + [f"scale_{i}" for i in range(3)]
-            + [f"rot_{i}" for i in range(4)])  # fmt: skip
+    return (
+        ["x", "y", "z", "nx", "ny", "nz"]
+        + [f"f_dc_{i}" for i in range(3)]
+        + [f"f_rest_{i}" for i in range(SH_REST)]
+        + ["opacity"]
+        + [f"scale_{i}" for i in range(3)]
+        + [f"rot_{i}" for i in range(4)]
+    )
 
 
 def _numpy(t: torch.Tensor) -> np.ndarray:
@@ -50,9 +55,15 @@ def write_ply(
     n = len(means)
     q = _numpy(quats)
     o = np.clip(_numpy(opacities), _EPS, 1 - _EPS)
-    columns = [_numpy(means), np.zeros((n, 3)), (_numpy(colors) - 0.5) / SH_C0, np.zeros((n, SH_REST)),
-               np.log(o / (1 - o))[:, None], np.log(np.maximum(_numpy(scales), 1e-12)),
-               q / np.linalg.norm(q, axis=1, keepdims=True)]  # fmt: skip
+    columns = [
+        _numpy(means),
+        np.zeros((n, 3)),
+        (_numpy(colors) - 0.5) / SH_C0,
+        np.zeros((n, SH_REST)),
+        np.log(o / (1 - o))[:, None],
+        np.log(np.maximum(_numpy(scales), 1e-12)),
+        q / np.linalg.norm(q, axis=1, keepdims=True),
+    ]
     data = np.concatenate(columns, 1).astype(np.float32)  # (N, 62)
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
     header += [f"property float {name}" for name in ply_property_names()] + ["end_header"]
@@ -77,8 +88,9 @@ def write_splat(
     q = _numpy(quats)
     q = q / np.linalg.norm(q, axis=1, keepdims=True)
     rgba = np.concatenate([_numpy(colors), o[:, None]], 1)
-    record = np.empty(len(o), dtype=[("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4),
-                                     ("rotation", "u1", 4)])  # fmt: skip
+    record = np.empty(
+        len(o), dtype=[("position", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rotation", "u1", 4)]
+    )
     record["position"] = _numpy(means)[order]
     record["scale"] = s[order]
     record["rgba"] = np.clip(np.round(rgba[order] * 255), 0, 255)

@@ -34,9 +34,14 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
     n = 0
     try:
         with imageio.get_writer(
-            tmp, fps=fps, codec="libx264", quality=quality, macro_block_size=1, pixelformat="yuv420p",
+            tmp,
+            fps=fps,
+            codec="libx264",
+            quality=quality,
+            macro_block_size=1,
+            pixelformat="yuv420p",
             ffmpeg_log_level="error",
-        ) as writer:  # fmt: skip
+        ) as writer:
             for frame in frames:
                 frame = np.asarray(frame)
                 if frame.dtype != np.uint8:

@@ -156,7 +156,7 @@ def _splat_params(means2d: torch.Tensor, conics: torch.Tensor, opacities: torch.
 
 class _Composite(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, means2d, conics, opacities, colors, bins: TileBins):  # noqa: ANN001, ANN205
+    def forward(ctx, means2d, conics, opacities, colors, bins: TileBins):
         C, N, D = colors.shape
         dtype, device = colors.dtype, colors.device
         Hp, Wp = bins.tiles_y * bins.tile_size, bins.tiles_x * bins.tile_size
@@ -200,7 +200,7 @@ class _Composite(torch.autograd.Function):
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad_acc, grad_T):  # noqa: ANN001, ANN205
+    def backward(ctx, grad_acc, grad_T):
         params, opacities, cols, acc_img, T_img, stop_img = ctx.saved_tensors
         C, N = opacities.shape
         D = cols.shape[1]

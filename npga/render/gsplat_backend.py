@@ -37,10 +37,24 @@ def rasterize_gsplat(
     from gsplat import rasterization
 
     render_colors, render_alphas, meta = rasterization(
-        means, quats, scales, opacities, colors, viewmats, Ks, width, height,
-        near_plane=near_plane, far_plane=far_plane, radius_clip=radius_clip, eps2d=eps2d,
-        backgrounds=backgrounds, render_mode=render_mode, packed=packed, absgrad=absgrad,
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane=near_plane,
+        far_plane=far_plane,
+        radius_clip=radius_clip,
+        eps2d=eps2d,
+        backgrounds=backgrounds,
+        render_mode=render_mode,
+        packed=packed,
+        absgrad=absgrad,
         rasterize_mode="classic",
-    )  # fmt: skip
+    )
     meta["backend"] = "gsplat"
     return render_colors, render_alphas, meta

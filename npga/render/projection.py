@@ -29,12 +29,18 @@ def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tens
     w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
     R = torch.stack(
         [
-            1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y),
-            2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x),
-            2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y),
+            1 - 2 * (y * y + z * z),
+            2 * (x * y - w * z),
+            2 * (x * z + w * y),
+            2 * (x * y + w * z),
+            1 - 2 * (x * x + z * z),
+            2 * (y * z - w * x),
+            2 * (x * z - w * y),
+            2 * (y * z + w * x),
+            1 - 2 * (x * x + y * y),
         ],
         dim=-1,
-    ).reshape(-1, 3, 3)  # fmt: skip
+    ).reshape(-1, 3, 3)
     M = R * scales[:, None, :]  # (N, 3, 3) = R @ diag(s)
     return M @ M.transpose(-1, -2)
 

@@ -45,16 +45,63 @@ def rasterize(
     `packed` defaults to False, the default of gsplat's strategies: pass the same value to both. The
     PyTorch backend is unpacked only and has no absgrad.
     """
-    validate_arguments(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-                       eps2d, backgrounds, render_mode, backend)  # fmt: skip
+    validate_arguments(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane,
+        far_plane,
+        eps2d,
+        backgrounds,
+        render_mode,
+        backend,
+    )
     if backend == "auto":
         backend = "gsplat" if means.is_cuda else "torch"
     if backend == "gsplat":
-        return rasterize_gsplat(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane,
-                                far_plane, radius_clip, eps2d, backgrounds, render_mode, packed, absgrad)  # fmt: skip
+        return rasterize_gsplat(
+            means,
+            quats,
+            scales,
+            opacities,
+            colors,
+            viewmats,
+            Ks,
+            width,
+            height,
+            near_plane,
+            far_plane,
+            radius_clip,
+            eps2d,
+            backgrounds,
+            render_mode,
+            packed,
+            absgrad,
+        )
     if packed:
         raise ValueError("packed=True needs the gsplat backend; the torch backend is unpacked (packed=False)")
     if absgrad:
         raise ValueError("absgrad=True needs the gsplat backend")
-    return rasterize_torch(means, quats, scales, opacities, colors, viewmats, Ks, width, height, near_plane, far_plane,
-                           radius_clip, eps2d, backgrounds, render_mode)  # fmt: skip
+    return rasterize_torch(
+        means,
+        quats,
+        scales,
+        opacities,
+        colors,
+        viewmats,
+        Ks,
+        width,
+        height,
+        near_plane,
+        far_plane,
+        radius_clip,
+        eps2d,
+        backgrounds,
+        render_mode,
+    )

@@ -38,8 +38,9 @@ def rasterize_torch(
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Same outputs as gsplat.rasterization(..., packed=False, rasterize_mode="classic")."""
     C, N = viewmats.shape[0], means.shape[0]
-    proj = project(means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d,
-                   radius_clip)  # fmt: skip
+    proj = project(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near_plane, far_plane, eps2d, radius_clip
+    )
     cols = colors if colors.ndim == 3 else colors.expand(C, N, colors.shape[-1])  # (C, N, D)
     depth = proj.depths[..., None]  # (C, N, 1)
     if render_mode in ("D", "ED"):

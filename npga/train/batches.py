@@ -49,29 +49,46 @@ def byte_to_unit_table(device: torch.device) -> torch.Tensor:
 class BatchSource:
     """Makes `Batch`es of any (sequence, frame, cameras) of a frame cache on one device."""
 
-    def __init__(self, cache: FrameCache, motions: Mapping[str, Motion], background: torch.Tensor,
-                 resident_sequences: Sequence[str], resident_serials: Sequence[str],
-                 budget_bytes: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cache: FrameCache,
+        motions: Mapping[str, Motion],
+        background: torch.Tensor,
+        resident_sequences: Sequence[str],
+        resident_serials: Sequence[str],
+        budget_bytes: float,
+    ) -> None:
         self.cache = cache
         self.device = background.device
         self.background = background  # (3,)
         self.table = byte_to_unit_table(self.device)
-        self.motions = {s: Motion(m.expression.to(self.device), m.head_pose.to(self.device), m.timesteps)
-                        for s, m in motions.items()}  # fmt: skip
+        self.motions = {
+            s: Motion(m.expression.to(self.device), m.head_pose.to(self.device), m.timesteps)
+            for s, m in motions.items()
+        }
         self.serial_index = {s: i for i, s in enumerate(cache.serials)}
         self.viewmats, self.Ks = stack_cameras([cache.cameras[s] for s in cache.serials], device=self.device)
         self.resident: dict[str, torch.Tensor] = {}  # seq -> uint8 (T, S, H, W, ch) of `resident_serials`
         self.resident_index = {s: i for i, s in enumerate(resident_serials)}
         channels = 4 if cache.has_alpha else 3
-        size = sum(cache.n_frames(s) for s in resident_sequences) * len(resident_serials) * cache.height * \
-            cache.width * channels  # fmt: skip
+        size = (
+            sum(cache.n_frames(s) for s in resident_sequences)
+            * len(resident_serials)
+            * cache.height
+            * cache.width
+            * channels
+        )
         if size <= budget_bytes:
             for seq in tqdm(resident_sequences, desc=f"frames to {self.device}", unit="seq", leave=False):
                 frames = np.stack([cache.array(seq, s) for s in resident_serials], axis=1)  # (T, S, H, W, ch)
                 self.resident[seq] = torch.from_numpy(frames).to(self.device)
-        log.info("training frames (%.2f GB as uint8) %s", size / 1e9,
-                 f"kept on {self.device}" if self.resident else f"read from {cache.root} per batch "
-                 f"(over the budget of {budget_bytes / 1e9:.2f} GB)")  # fmt: skip
+        log.info(
+            "training frames (%.2f GB as uint8) %s",
+            size / 1e9,
+            f"kept on {self.device}"
+            if self.resident
+            else f"read from {cache.root} per batch (over the budget of {budget_bytes / 1e9:.2f} GB)",
+        )
 
     def _rows(self, seq: str, t: int, serials: Sequence[str]) -> torch.Tensor:
         """uint8 (C, H, W, ch) frames of row `t` on the device."""
@@ -79,8 +96,9 @@ class BatchSource:
             frames = self.resident[seq][t]  # (S, H, W, ch)
             return torch.stack([frames[self.resident_index[s]] for s in serials])
         if not 0 <= t < self.cache.n_frames(seq):
-            raise IndexError(f"{self.cache.root}: frame index {t} out of range for {seq} "
-                             f"({self.cache.n_frames(seq)} frames)")  # fmt: skip
+            raise IndexError(
+                f"{self.cache.root}: frame index {t} out of range for {seq} ({self.cache.n_frames(seq)} frames)"
+            )
         rows = torch.from_numpy(np.stack([self.cache.array(seq, s)[t] for s in serials]))
         if self.device.type == "cuda":
             rows = rows.pin_memory()  # the caching host allocator keeps it until the copy has run

@@ -39,17 +39,22 @@ def check_split(cfg: TrainConfig, cache: FrameCache, head: HeadModel) -> Split:
     split = make_split(cache.serials, cache.sequences, cfg.heldout_serials, cfg.heldout_sequences)
     for seq in split.train_sequences + split.heldout_sequences:
         if not cache.has_tracking(seq):
-            raise FileNotFoundError(f"{cfg.capture}: sequence {seq} has no tracking (frame cache {cache.root}); "
-                                    "an avatar needs per-frame expression codes and head poses")  # fmt: skip
+            raise FileNotFoundError(
+                f"{cfg.capture}: sequence {seq} has no tracking (frame cache {cache.root}); "
+                "an avatar needs per-frame expression codes and head poses"
+            )
         dim = cache.tracking(seq).expression_dim
         if dim != head.expression_dim:
-            raise ValueError(f"{cfg.capture}: sequence {seq} has {dim}-d expression codes, but the head model "
-                             f"has {head.expression_dim}")  # fmt: skip
+            raise ValueError(
+                f"{cfg.capture}: sequence {seq} has {dim}-d expression codes, but the head model "
+                f"has {head.expression_dim}"
+            )
     if cfg.cameras_per_step < 1:
         raise ValueError(f"cameras_per_step must be at least 1, got {cfg.cameras_per_step}")
     if cfg.cnn.enabled and cfg.cnn.latent_channels > cfg.init.latent_dim:
-        raise ValueError(f"the CNN renders {cfg.cnn.latent_channels} latent channels but latent_dim is "
-                         f"{cfg.init.latent_dim}")  # fmt: skip
+        raise ValueError(
+            f"the CNN renders {cfg.cnn.latent_channels} latent channels but latent_dim is {cfg.init.latent_dim}"
+        )
     return split
 
 
@@ -68,8 +73,10 @@ def _check_resume_config(cfg: TrainConfig, run: RunLayout) -> None:
     fa, fb = flat(a), flat(b)
     diff = [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
     if not cfg.override_config:
-        raise ValueError(f"{run.config} differs from this command's config ({'; '.join(diff)}); pass the "
-                         "run's --config preset again, or --override-config to resume with the new values")  # fmt: skip
+        raise ValueError(
+            f"{run.config} differs from this command's config ({'; '.join(diff)}); pass the "
+            "run's --config preset again, or --override-config to resume with the new values"
+        )
     log.warning("resuming %s with a changed config: %s", run.root, "; ".join(diff))
 
 
@@ -80,8 +87,9 @@ def _truncate_log(path: Path, step: int) -> None:
         path.write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
-def coarse_field(cfg: TrainConfig, head: HeadModel, cache: FrameCache, split: Split,
-                 device: torch.device) -> ForwardField:  # fmt: skip
+def coarse_field(
+    cfg: TrainConfig, head: HeadModel, cache: FrameCache, split: Split, device: torch.device
+) -> ForwardField:
     """The run's distilled field, distilled now on `device` (from the training sequences' codes) when it has none."""
     run = RunLayout(cfg.out)
     if not run.distill.is_file():
@@ -89,8 +97,11 @@ def coarse_field(cfg: TrainConfig, head: HeadModel, cache: FrameCache, split: Sp
         log.info("no %s yet: distilling the forward field from %d tracked codes on %s", run.distill, len(codes), device)
         g, report = distill(head, codes.float(), cfg.distill, device=device)
         save_distilled(g, report, run.distill, run.distill_report)
-        log.info("cycle residual median %.2e (%.2f%% of the largest displacement)",
-                 report["cycle_residual"]["median"], 100 * report["median_relative"])  # fmt: skip
+        log.info(
+            "cycle residual median %.2e (%.2f%% of the largest displacement)",
+            report["cycle_residual"]["median"],
+            100 * report["median_relative"],
+        )
     g = load_distilled(run.distill)
     if g.expression_dim != head.expression_dim:
         raise ValueError(
@@ -129,8 +140,11 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
     scene_scale = float((head.bounds[1] - head.bounds[0]).norm() / 2)
     trainer = Trainer(cfg, cache, split, params, nets, scene_scale, arch, head.description(), hooks or [])
     if hooks is None:
-        trainer.hooks = [Validation(trainer, cfg.val_every), JsonlLog(run.log, cfg.log_every),
-                         PeriodicCheckpoint(cfg.checkpoint_every)]  # fmt: skip
+        trainer.hooks = [
+            Validation(trainer, cfg.val_every),
+            JsonlLog(run.log, cfg.log_every),
+            PeriodicCheckpoint(cfg.checkpoint_every),
+        ]
     if cfg.resume:
         last = run.list_checkpoints()[-1]
         trainer.load_state_dict(read_checkpoint(last, device), source=last)

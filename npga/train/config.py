@@ -103,8 +103,12 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     d, f = cfg.densify, steps / cfg.steps
-    densify = replace(d, refine_start=round(d.refine_start * f), refine_every=max(1, round(d.refine_every * f)),
-                      refine_stop=round(d.refine_stop * f))  # fmt: skip
+    densify = replace(
+        d,
+        refine_start=round(d.refine_start * f),
+        refine_every=max(1, round(d.refine_every * f)),
+        refine_stop=round(d.refine_stop * f),
+    )
     return replace(cfg, steps=steps, densify=densify)
 
 

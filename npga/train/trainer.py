@@ -74,16 +74,28 @@ def motion_of(tracking: Tracking) -> Motion:
     """A sequence's tracking as the avatar's playback motion (float32 tensors)."""
     T = tracking.n_frames
     poses = np.stack([tracking.head_to_world(t) for t in range(T)]) if T else np.zeros((0, 4, 4))
-    return Motion(expression=torch.from_numpy(tracking.expression).float(), head_pose=torch.from_numpy(poses).float(),
-                  timesteps=torch.from_numpy(np.asarray(tracking.timesteps, dtype=np.int64)))  # fmt: skip
+    return Motion(
+        expression=torch.from_numpy(tracking.expression).float(),
+        head_pose=torch.from_numpy(poses).float(),
+        timesteps=torch.from_numpy(np.asarray(tracking.timesteps, dtype=np.int64)),
+    )
 
 
 class Trainer:
     """One avatar's optimisation: parameters, networks, optimisers, densification state, data."""
 
-    def __init__(self, cfg: TrainConfig, cache: FrameCache, split: Split, params: nn.ParameterDict, nets: AvatarNets,
-                 scene_scale: float, avatar_cfg: AvatarConfig, head_model: dict[str, Any],
-                 hooks: Sequence[Hook] = ()) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        cache: FrameCache,
+        split: Split,
+        params: nn.ParameterDict,
+        nets: AvatarNets,
+        scene_scale: float,
+        avatar_cfg: AvatarConfig,
+        head_model: dict[str, Any],
+        hooks: Sequence[Hook] = (),
+    ) -> None:
         self.cfg = cfg
         self.run = RunLayout(cfg.out)
         self.avatar_cfg = avatar_cfg
@@ -109,8 +121,14 @@ class Trainer:
         if nets.detail is not None:
             nets.detail.set_code_range(self.training_codes().to(self.device))
         self.train_serials = tuple(s for s in split.train_serials if s in cache.serials)
-        self.batches = BatchSource(cache, self.motions, self.background, split.train_sequences, self.train_serials,
-                                   cfg.frames_on_device_gb * 1e9)  # fmt: skip
+        self.batches = BatchSource(
+            cache,
+            self.motions,
+            self.background,
+            split.train_sequences,
+            self.train_serials,
+            cfg.frames_on_device_gb * 1e9,
+        )
         self.sync_timers: Callable[[], None] = lambda: None  # benchmarks: torch.cuda.synchronize, to time each part
         self.lpips = LPIPS(self.device) if cfg.loss.lpips > 0 else None
         if self.lpips is not None and not self.lpips.available:
@@ -135,14 +153,15 @@ class Trainer:
 
     def rasterize(self, g: Gaussians, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """rgb (C, H, W, 3) on the background, alpha (C, H, W, 1) and the rasterizer's meta, in the batch's cameras."""
-        return render_gaussians(g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height, self.background,
-                                self.nets.cnn)  # fmt: skip
+        return render_gaussians(
+            g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height, self.background, self.nets.cnn
+        )
 
     def train_step(self, batch: Batch) -> dict[str, Value]:
         """Render, score, back-propagate, update, densify; returns the logged values of this step (loss terms and
         PSNR as 0-d device tensors: reading them here would make the host wait for the device every step)."""
         clock = [time.perf_counter()]
-        tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))  # noqa: E731
+        tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))
         detail_code = None
         if self.cfg.detail_code_noise > 0:  # torch's generators are saved in checkpoints: a resumed run draws alike
             detail_code = batch.z + self.cfg.detail_code_noise * torch.randn_like(batch.z)
@@ -171,8 +190,11 @@ class Trainer:
             self._graph_of = self.params["means"]
         tick()
         with torch.no_grad():
-            out: dict[str, Value] = {"step": self.step, "loss": loss.detach(),
-                                     "psnr": psnr(rgb.clamp(0, 1), batch.rgb).mean()}  # fmt: skip
+            out: dict[str, Value] = {
+                "step": self.step,
+                "loss": loss.detach(),
+                "psnr": psnr(rgb.clamp(0, 1), batch.rgb).mean(),
+            }
         out |= {f"loss_{k}": v.detach() for k, v in terms.items()}
         out["n_gaussians"] = len(self.params["means"])
         names = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
@@ -203,8 +225,9 @@ class Trainer:
 
     def reset_optimizers(self) -> None:
         """Fresh Adam states for the current parameters (fused on CUDA)."""
-        self.optimizers, self.net_optimizer = make_optimizers(self.params, self.nets, self.cfg.lr,
-                                                              fused=self.device.type == "cuda")  # fmt: skip
+        self.optimizers, self.net_optimizer = make_optimizers(
+            self.params, self.nets, self.cfg.lr, fused=self.device.type == "cuda"
+        )
 
     def replace_gaussians(self, params: dict[str, torch.Tensor]) -> None:
         """Go on from other Gaussians (the same entries, any number) with fresh Adam moments, densification
@@ -237,12 +260,16 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any], source: Path | str = "checkpoint") -> None:
         """Restore a checkpoint into a trainer built from the same config (parameters of any size)."""
         if set(state["params"]) != set(self.params):
-            raise ValueError(f"{source}: Gaussian parameters {sorted(state['params'])} do not match the config's "
-                             f"{sorted(self.params)}")  # fmt: skip
+            raise ValueError(
+                f"{source}: Gaussian parameters {sorted(state['params'])} do not match the config's "
+                f"{sorted(self.params)}"
+            )
         for k, v in state["params"].items():
             if v.shape[1:] != self.params[k].shape[1:]:
-                raise ValueError(f"{source}: params/{k} has shape {tuple(v.shape)}, the config makes "
-                                 f"(N, {', '.join(map(str, self.params[k].shape[1:]))})")  # fmt: skip
+                raise ValueError(
+                    f"{source}: params/{k} has shape {tuple(v.shape)}, the config makes "
+                    f"(N, {', '.join(map(str, self.params[k].shape[1:]))})"
+                )
             self.params[k] = nn.Parameter(v.to(self.device), requires_grad=True)
         try:
             self.nets.load_state_dict(state["nets"])
@@ -299,9 +326,17 @@ class Trainer:
             "config": to_dict(self.cfg),
             **to_host([self.latest])[0],
         }
-        return Avatar(config=self.avatar_cfg, params={k: v.detach() for k, v in self.params.items()}, nets=self.nets,
-                      motions=self.motions, codes=code_stats(self.training_codes()), cameras=self.cache.cameras,
-                      split=self.split, head_model=self.head_model, provenance=provenance)  # fmt: skip
+        return Avatar(
+            config=self.avatar_cfg,
+            params={k: v.detach() for k, v in self.params.items()},
+            nets=self.nets,
+            motions=self.motions,
+            codes=code_stats(self.training_codes()),
+            cameras=self.cache.cameras,
+            split=self.split,
+            head_model=self.head_model,
+            provenance=provenance,
+        )
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:

@@ -86,8 +86,9 @@ class Readout:
 class ViewerApp:
     """The viewer of one avatar on one viser server. `start()` runs the loop in a thread, `stop()` ends it."""
 
-    def __init__(self, avatar: Avatar, avatar_file: Path, server: viser.ViserServer,
-                 options: ViewerOptions = ViewerOptions()) -> None:  # fmt: skip
+    def __init__(
+        self, avatar: Avatar, avatar_file: Path, server: viser.ViserServer, options: ViewerOptions = ViewerOptions()
+    ) -> None:
         self.avatar = avatar
         self.file = Path(avatar_file)
         self.server = server
@@ -127,16 +128,31 @@ class ViewerApp:
         for serial, cam in self.avatar.cameras.items():
             pose = camera_viewport(cam, self.head_centre)
             # Lines in pixels, not metres: a viewport snapped to a camera sits inside that camera's frustum.
-            frustum = scene.add_camera_frustum(f"/rig/{serial}", fov=pose.fov, aspect=cam.width / cam.height,
-                                               scale=0.08 * distance, wxyz=pose.wxyz, position=pose.position,
-                                               color=(90, 90, 90), thickness=1.5,
-                                               thickness_units="screen")  # fmt: skip
+            frustum = scene.add_camera_frustum(
+                f"/rig/{serial}",
+                fov=pose.fov,
+                aspect=cam.width / cam.height,
+                scale=0.08 * distance,
+                wxyz=pose.wxyz,
+                position=pose.position,
+                color=(90, 90, 90),
+                thickness=1.5,
+                thickness_units="screen",
+            )
             frustum.on_click(lambda event, s=serial: self.snap(event.client, s))
             self.frusta[serial] = frustum
         buffer, pose = self.renderer.splats()
         self.splat_handle = scene.add_gaussian_splats(
-            "/avatar", buffer.centers, buffer.covariances, buffer.rgbs, buffer.opacities, scale=buffer.node_scale,
-            wxyz=pose.wxyz, position=pose.translation, visible=self.path == "splats")  # fmt: skip
+            "/avatar",
+            buffer.centers,
+            buffer.covariances,
+            buffer.rgbs,
+            buffer.opacities,
+            scale=buffer.node_scale,
+            wxyz=pose.wxyz,
+            position=pose.translation,
+            visible=self.path == "splats",
+        )
         self._splats_dirty = False
         self.readout.splat_bytes = buffer.wire_bytes
         self._set_scene_background()
@@ -154,8 +170,9 @@ class ViewerApp:
             self.sliders = [gui.add_slider(f"PC {k + 1} (std)", -3.0, 3.0, 0.05, 0.0) for k in range(n)]
             reset = gui.add_button("reset expression")
         with gui.add_folder("View"):
-            self.path_choice = gui.add_dropdown("rendering", tuple(PATH_LABELS.values()),
-                                                initial_value=PATH_LABELS[self.path])  # fmt: skip
+            self.path_choice = gui.add_dropdown(
+                "rendering", tuple(PATH_LABELS.values()), initial_value=PATH_LABELS[self.path]
+            )
             self.mode = gui.add_dropdown("render mode", RENDER_MODES, initial_value=state.mode)
             self.background = gui.add_rgb("background", tuple(int(round(255 * c)) for c in state.background))
             self.rig_camera = gui.add_dropdown("capture camera", tuple(avatar.cameras))
@@ -349,8 +366,10 @@ class ViewerApp:
             fps = 1000 / r.ms_per_frame if r.ms_per_frame else 0.0
             line = f"**server render** {fps:.1f} fps ({r.ms_per_frame:.0f} ms/frame, {r.size[0]}x{r.size[1]})"
         else:
-            line = (f"**browser splats** {self.avatar.n_gaussians} Gaussians; last update "
-                    f"{r.splat_ms:.0f} ms, {r.splat_bytes / 1e6:.2f} MB")  # fmt: skip
+            line = (
+                f"**browser splats** {self.avatar.n_gaussians} Gaussians; last update "
+                f"{r.splat_ms:.0f} ms, {r.splat_bytes / 1e6:.2f} MB"
+            )
             if self.renderer.state.mode not in SPLAT_MODES:
                 line += f"  \n{self.renderer.state.mode} needs the server render: showing RGB"
         if self.last_error:
@@ -390,10 +409,13 @@ class ViewerApp:
         camera = self._saved_view(client)
         state = self.renderer.state
         n = len(self.avatar.motion(state.sequence))
-        note = client.add_notification("recording", f"{n} frames of {state.sequence}", loading=True,
-                                       with_close_button=False)  # fmt: skip
-        frames = (to_uint8(self.renderer.render(camera, dataclasses.replace(state, frame=t)))
-                  for t in tqdm(range(n), desc="record", unit="frame"))  # fmt: skip
+        note = client.add_notification(
+            "recording", f"{n} frames of {state.sequence}", loading=True, with_close_button=False
+        )
+        frames = (
+            to_uint8(self.renderer.render(camera, dataclasses.replace(state, frame=t)))
+            for t in tqdm(range(n), desc="record", unit="frame")
+        )
         path = self._output_path("playback", ".mp4")
         try:
             write_video(path, frames, fps=float(self.fps.value))

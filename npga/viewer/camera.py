@@ -62,8 +62,13 @@ def camera_viewport(camera: Camera, target: np.ndarray) -> ViewportPose:
     centre = camera.center
     distance = max(float((np.asarray(target, dtype=np.float64) - centre) @ forward), 1e-3)
     fov = 2.0 * math.atan(0.5 * camera.height / camera.K[1, 1])
-    return ViewportPose(wxyz=_matrix_to_quat(R_world_cam), position=centre, look_at=centre + distance * forward,
-                        up_direction=-R_world_cam[:, 1], fov=fov)  # fmt: skip
+    return ViewportPose(
+        wxyz=_matrix_to_quat(R_world_cam),
+        position=centre,
+        look_at=centre + distance * forward,
+        up_direction=-R_world_cam[:, 1],
+        fov=fov,
+    )
 
 
 def fit_resolution(width: int, height: int, longest_side: int) -> tuple[int, int]:

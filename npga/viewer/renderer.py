@@ -108,8 +108,9 @@ class ViewRenderer:
             rgb, _, _ = render_gaussians(g, viewmats, Ks, W, H, bg, self.avatar.nets.cnn)
             return rgb[0].clamp(0, 1).cpu().numpy()
         if state.mode in ("alpha", "depth"):
-            depth, alpha, _ = rasterize(g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, W, H,
-                                        render_mode="ED")  # fmt: skip
+            depth, alpha, _ = rasterize(
+                g.means, g.quats, g.scales, g.opacities, g.colors, viewmats, Ks, W, H, render_mode="ED"
+            )
             alpha = alpha[0, ..., 0].clamp(0, 1).cpu().numpy()  # (H, W)
             if state.mode == "alpha":
                 return np.repeat(alpha[..., None], 3, -1).astype(np.float32)

@@ -35,8 +35,9 @@ def split_head_pose(head_pose: torch.Tensor) -> HeadPose:
     """Rotation, translation and uniform scale of a similarity (4, 4)."""
     A = head_pose[:3, :3].double().cpu()  # (3, 3) = s R
     s = float(torch.linalg.det(A).abs().pow(1.0 / 3.0))
-    return HeadPose(wxyz=matrix_to_quat(A / s).reshape(4).numpy(),
-                    translation=head_pose[:3, 3].double().cpu().numpy(), scale=s)  # fmt: skip
+    return HeadPose(
+        wxyz=matrix_to_quat(A / s).reshape(4).numpy(), translation=head_pose[:3, 3].double().cpu().numpy(), scale=s
+    )
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,9 @@ def splat_unit(scales: torch.Tensor) -> float:
     return 1.0 / max(float(scales.median()), 1e-12)
 
 
-def splat_buffer(head: Gaussians, scale: float, unit: float, colors: torch.Tensor | None = None,
-                 size: float | None = None) -> SplatBuffer:  # fmt: skip
+def splat_buffer(
+    head: Gaussians, scale: float, unit: float, colors: torch.Tensor | None = None, size: float | None = None
+) -> SplatBuffer:
     """The buffer for Gaussians posed in the head's frame (no head pose applied), scaled by the pose's `scale`,
     in `unit`s (`splat_unit`).
 
@@ -73,7 +75,11 @@ def splat_buffer(head: Gaussians, scale: float, unit: float, colors: torch.Tenso
     covariances = quat_scale_to_covar(head.quats, scales * (scale * unit))  # (N, 3, 3)
     opacities = head.opacities if size is None else torch.ones_like(head.opacities)  # (N,)
     rgbs = head.colors if colors is None else colors  # (N, 3)
-    as_numpy = lambda t: t.detach().float().cpu().numpy()  # noqa: E731
-    return SplatBuffer(centers=as_numpy(head.means * (scale * unit)), covariances=as_numpy(covariances),
-                       rgbs=as_numpy(rgbs.clamp(0, 1)), opacities=as_numpy(opacities[:, None]),
-                       node_scale=1.0 / unit)  # fmt: skip
+    as_numpy = lambda t: t.detach().float().cpu().numpy()
+    return SplatBuffer(
+        centers=as_numpy(head.means * (scale * unit)),
+        covariances=as_numpy(covariances),
+        rgbs=as_numpy(rgbs.clamp(0, 1)),
+        opacities=as_numpy(opacities[:, None]),
+        node_scale=1.0 / unit,
+    )
