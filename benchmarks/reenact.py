@@ -33,12 +33,12 @@ import torch
 from npga.avatar.file import load_avatar
 from npga.cameras import Camera
 from npga.data.layout import ParticipantLayout
-from npga.data.tracking import Tracking
-from npga.foreground import border_color, foreground_mask
+from npga.data.tracking import Tracking, TrackingExtras
+from npga.drive.fit import TrackConfig, TrackLog, head_frame, track_frames
+from npga.drive.foreground import border_color, foreground_mask
 from npga.io.video import iter_video
 from npga.metrics import composite, psnr
 from npga.nersemble import FRONTAL_SERIAL
-from npga.track import TrackConfig, TrackLog, head_frame, track_frames
 
 
 def _frames(path: Path, size: tuple[int, int], grey: bool = False) -> list[np.ndarray]:
@@ -108,8 +108,7 @@ def main() -> None:
         tracked_file = Tracking.load(args.tracking)
         to_camera = [tracked_file.head_to_world(t) for t in range(tracked_file.n_frames)][: len(inputs)]
         tracked_codes = torch.from_numpy(tracked_file.expression[: len(to_camera)]).float()
-        with np.load(args.tracking) as npz:
-            ious = list(npz["iou"][: len(to_camera)])
+        ious = list(TrackingExtras.load(args.tracking).iou[: len(to_camera)])
     else:
         times, track_log = [], TrackLog.empty(avatar.config.expression_dim)
         start = time.perf_counter()

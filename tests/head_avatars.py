@@ -81,7 +81,7 @@ def filmed(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A driver video of the avatar: uint8 frames (H, W, 3) on a grey wall and alpha maps (H, W) in [0, 1] for
     codes (T, D) and head -> camera poses (T, 4, 4), seen by a camera at the origin with intrinsics K (3, 3)."""
-    from npga.track import render_view
+    from npga.drive.fit import render_view
 
     frames, alphas = [], []
     with torch.no_grad():

@@ -136,7 +136,7 @@ def test_canonical_and_tracking_sources_and_bad_input(avatar_file, tmp_path):
     )
     assert (tmp_path / "t.ply").is_file()
     Tracking(**{**good.__dict__, "expression": np.zeros((T, 7), np.float32)}).save(tmp_path / "wide.npz")
-    with pytest.raises(SystemExit, match="wide.npz: 7-d expression codes, the avatar's head model has 4"):
+    with pytest.raises(SystemExit, match="wide.npz: 7-d codes; .* takes 4-d codes of the 'synthetic' head model"):
         main(["export", str(path), "--ply", str(tmp_path / "w.ply"), "--tracking", str(tmp_path / "wide.npz")])
     with pytest.raises(SystemExit, match="frame 9 out of range for A .5 frames."):
         main(["export", str(path), "--ply", str(tmp_path / "x.ply"), "--sequence", "A", "--frame", "9"])

@@ -13,9 +13,9 @@ from small_avatars import random_avatar
 
 from npga.avatar.file import save_avatar
 from npga.cli import main
-from npga.data.tracking import Tracking
+from npga.data.tracking import Tracking, TrackingExtras
+from npga.drive.fit import head_frame, head_to_camera, intrinsics_matrix, reference_view
 from npga.io.video import probe_video, read_video, write_video
-from npga.track import head_frame, head_to_camera, intrinsics_matrix, reference_view
 
 W, H = 66, 96
 MOUTH = np.array([0.0, -0.047, 0.078])  # the synthetic head's lips (npga/headmodel/synthetic.py), head units
@@ -150,13 +150,16 @@ def test_reenact_refuses_codes_of_another_head_model_dimension_or_length(tmp_pat
     avatar = random_avatar(torch.Generator().manual_seed(0))  # a 4-d "synthetic" avatar
     file = str(save_avatar(avatar, tmp_path / "b.npga"))
     _tracking(3, 10).save(tmp_path / "dim10.npz")
-    _tracking(3, 4).save(tmp_path / "flame.npz", {"head_model": np.array("flame")})
+    _tracking(3, 4).save(tmp_path / "flame.npz", TrackingExtras(head_model="flame"))
     _tracking(3, 4).save(tmp_path / "three.npz")
     write_video(tmp_path / "five.mp4", [np.zeros((48, 32, 3), np.uint8)] * 5, fps=25)
     out = tmp_path / "out"
     cases = [
-        (["--tracking", str(tmp_path / "dim10.npz")], "10-d expression codes, the avatar's head model has 4"),
-        (["--tracking", str(tmp_path / "flame.npz")], "codes of the 'flame' head model; "),
+        (
+            ["--tracking", str(tmp_path / "dim10.npz")],
+            "dim10.npz: 10-d codes; ",
+        ),
+        (["--tracking", str(tmp_path / "flame.npz")], "flame.npz: 4-d codes of the 'flame' head model; "),
         (
             ["--tracking", str(tmp_path / "three.npz"), "--video", str(tmp_path / "five.mp4")],
             "3 frames of codes, the video",

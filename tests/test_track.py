@@ -14,19 +14,16 @@ import torch
 from head_avatars import filmed, head_avatar
 from small_avatars import random_avatar
 
-import npga.commands.track as track_command
+import npga.drive.video as track_video
 from npga.avatar.deform import deform
 from npga.avatar.file import save_avatar
 from npga.cli import main
 from npga.data.tracking import Tracking
-from npga.foreground import border_color, foreground_mask
-from npga.io.video import write_video
-from npga.track import (
+from npga.drive.fit import (
     HeadFrame,
     TrackConfig,
     TrackLog,
     axis_angle_to_matrix,
-    code_from_whitened,
     code_penalties,
     head_frame,
     head_to_camera,
@@ -36,8 +33,9 @@ from npga.track import (
     robust_l1,
     smooth_distance,
     track_frames,
-    whitened_from_code,
 )
+from npga.drive.foreground import border_color, foreground_mask
+from npga.io.video import write_video
 
 W, H = 66, 96  # driver video size: small, and large enough for the head's features
 FAST = TrackConfig()
@@ -78,8 +76,8 @@ def test_whitened_codes_round_trip_and_the_range_penalty_counts_standard_deviati
     avatar = random_avatar(torch.Generator().manual_seed(1))
     c = avatar.codes
     train = avatar.motions["A"].expression  # its codes are the training codes
-    a = whitened_from_code(avatar, train[2])
-    torch.testing.assert_close(code_from_whitened(avatar, a), train[2], atol=1e-5, rtol=0)
+    a = avatar.codes.whiten(train[2])
+    torch.testing.assert_close(avatar.codes.unwhiten(a), train[2], atol=1e-5, rtol=0)
     prior, excess = code_penalties(avatar, a)
     assert excess.item() == pytest.approx(0.0, abs=1e-9)  # a training code is inside the range
     assert prior.item() == pytest.approx(a.square().mean().item())
@@ -256,24 +254,24 @@ def test_track_command_resumes_where_it_was_interrupted(saved_head, tmp_path, mo
         "6",
         "3",
     ]
-    save = track_command._save_partial
+    save = track_video._save_partial
 
     def interrupted_after_two(path, track_log, fingerprint):
         save(path, track_log, fingerprint)
         if len(track_log) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(track_command, "_save_partial", interrupted_after_two)
+    monkeypatch.setattr(track_video, "_save_partial", interrupted_after_two)
     with pytest.raises(SystemExit):
         main(args)
     assert not (tmp_path / "codes.npz").exists()
     with np.load(tmp_path / ".codes.partial.npz") as npz:
         first_two = npz["code"]
-    monkeypatch.setattr(track_command, "_save_partial", save)
+    monkeypatch.setattr(track_video, "_save_partial", save)
     fitted = []
-    fit_frame = track_command.track_frames.__globals__["fit_frame"]
+    fit_frame = track_video.track_frames.__globals__["fit_frame"]
     monkeypatch.setitem(
-        track_command.track_frames.__globals__, "fit_frame", lambda *a, **k: fitted.append(1) or fit_frame(*a, **k)
+        track_video.track_frames.__globals__, "fit_frame", lambda *a, **k: fitted.append(1) or fit_frame(*a, **k)
     )
     main(args)
     assert len(fitted) == 1  # only the third frame was fitted again

@@ -21,6 +21,9 @@ from npga.avatar.render import render_gaussians
 from npga.cameras import Camera, stack_cameras
 from npga.split import Split
 
+MIN_CODE_STD = 1e-6
+"""Training codes spreading less than this along a principal direction do not move along it."""
+
 
 @dataclass(frozen=True)
 class Motion:
@@ -36,7 +39,9 @@ class Motion:
 
 @dataclass(frozen=True)
 class CodeStats:
-    """Where the training codes lie: the viewer's sliders move along `directions` within `low`..`high`."""
+    """Where the training codes lie, and the whitened coordinates along them that the viewer's sliders and the
+    tracker move: one unit along a direction is one standard deviation of the training codes, so one step size
+    (or slider range) suits every direction."""
 
     mean: torch.Tensor  # (D,)
     directions: torch.Tensor  # (K, D) orthonormal principal directions, largest variance first
@@ -45,6 +50,30 @@ class CodeStats:
     high: torch.Tensor  # (K,) largest projection
     min: torch.Tensor  # (D,) per-component range of the training codes
     max: torch.Tensor  # (D,)
+
+    @property
+    def unit(self) -> torch.Tensor:
+        """(K,) one whitened unit along each direction: its standard deviation, floored at MIN_CODE_STD so that a
+        direction the training codes never moved along neither divides by zero nor counts as moving."""
+        return self.std.clamp_min(MIN_CODE_STD)
+
+    @property
+    def n_moving(self) -> int:
+        """How many directions the training codes really spread along (the rest are rounding noise)."""
+        return int((self.std > MIN_CODE_STD).sum())
+
+    def whiten(self, code: torch.Tensor) -> torch.Tensor:
+        """(..., D) code -> (..., K) whitened coordinates about the mean."""
+        return ((code - self.mean) @ self.directions.T) / self.unit
+
+    def offset(self, a: torch.Tensor) -> torch.Tensor:
+        """(k,) whitened coordinates along the first k <= K directions -> (D,) change of a code."""
+        k = a.shape[-1]
+        return (a * self.unit[:k]) @ self.directions[:k]
+
+    def unwhiten(self, a: torch.Tensor) -> torch.Tensor:
+        """(k,) whitened coordinates -> (D,) code: the mean moved by `offset(a)`."""
+        return self.mean + self.offset(a)
 
 
 def code_stats(codes: torch.Tensor) -> CodeStats:

@@ -13,7 +13,6 @@ from npga.avatar.precision import Precision, resolve_precision
 from npga.cameras import Camera
 from npga.config import resolve_device
 from npga.data.cache import FrameCache, read_manifest
-from npga.data.tracking import Tracking
 from npga.evaluate import Renderer
 from npga.runs import avatar_path
 
@@ -68,23 +67,3 @@ def tracked_renderer(avatar: Avatar, cache: FrameCache) -> Renderer:
         return avatar.render_code(z, pose, cameras)
 
     return render
-
-
-def expression_track(
-    avatar: Avatar, sequence: str | None, tracking: Path | None
-) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """Codes (T, D), head poses (T, 4, 4) and a name of what drives the avatar: a tracking file (our
-    `nphm_tracking.npz` layout, of the avatar's expression dimension), else one of the avatar's sequences
-    (default: its first training sequence)."""
-    if tracking is not None:
-        tr = Tracking.load(tracking)
-        if tr.expression_dim != avatar.config.expression_dim:
-            raise ValueError(
-                f"{tracking}: {tr.expression_dim}-d expression codes, the avatar's head model has "
-                f"{avatar.config.expression_dim}"
-            )
-        poses = torch.stack([torch.from_numpy(tr.head_to_world(t)) for t in range(tr.n_frames)])
-        return torch.from_numpy(tr.expression), poses, str(tracking)
-    name = sequence or avatar.split.train_sequences[0]
-    m = avatar.motion(name)
-    return m.expression, m.head_pose, name

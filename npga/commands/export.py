@@ -18,8 +18,9 @@ import tyro
 from tqdm import tqdm
 
 from npga.avatar.deform import Gaussians
-from npga.commands.common import expression_track, open_avatar
+from npga.commands.common import open_avatar
 from npga.config import DeviceName
+from npga.drive.reenact import driving_codes
 from npga.io.splats import write_ply, write_splat
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def main(cfg: Config) -> list[Path]:
     if cfg.canonical:
         paths = [_write(cfg, avatar.canonical_gaussians(), cfg.ply)]
     else:
-        codes, poses, name = expression_track(avatar, cfg.sequence, cfg.tracking)
+        codes, poses, name = driving_codes(avatar, str(file), cfg.sequence, cfg.tracking)
         frames = range(len(codes)) if cfg.all_frames else [cfg.frame]
         if not all(0 <= t < len(codes) for t in frames):
             raise ValueError(f"frame {cfg.frame} out of range for {name} ({len(codes)} frames)")

@@ -20,13 +20,19 @@ from tqdm import tqdm
 
 from npga.avatar.precision import Precision
 from npga.cameras import orbit_cameras
-from npga.commands.common import expression_track, open_avatar
-from npga.commands.track import Config as TrackCommandConfig
-from npga.commands.track import track_video
+from npga.commands.common import open_avatar
 from npga.config import DeviceName
+from npga.drive.fit import TrackConfig
+from npga.drive.reenact import (
+    check_expression_space,
+    driver_camera,
+    driving_codes,
+    head_centers,
+    reenactment_camera,
+    view_up,
+)
+from npga.drive.video import DriverVideo, track_video
 from npga.io.video import iter_video, probe_video, to_uint8, write_video
-from npga.reenact import check_head_model, driver_camera, head_centers, reenactment_camera, view_up
-from npga.track import TrackConfig
 
 log = logging.getLogger(__name__)
 
@@ -81,28 +87,12 @@ def main(cfg: Config) -> list[Path]:
     tracking = cfg.tracking
     if cfg.track_with is not None:
         file_a, driver_avatar = open_avatar(cfg.track_with, cfg.device)
-        a_type, b_type = (str(m.head_model.get("type", "")) for m in (driver_avatar, avatar))
-        a_dim, b_dim = driver_avatar.config.expression_dim, avatar.config.expression_dim
-        if a_type != b_type or a_dim != b_dim:
-            raise ValueError(
-                f"{file_a} ({a_type} head model, {a_dim}-d codes) cannot drive {file_b} ({b_type} head "
-                f"model, {b_dim}-d codes): they do not share one expression space"
-            )
+        a_type = str(driver_avatar.head_model.get("type", ""))
+        check_expression_space(str(file_a), a_type, driver_avatar.config.expression_dim, avatar, str(file_b))
         tracking = cfg.out / "tracking.npz"
-        track_cfg = TrackCommandConfig(
-            avatar=cfg.track_with,
-            video=cfg.video,
-            out=tracking,
-            fov=cfg.fov,
-            intrinsics=cfg.intrinsics,
-            mask=cfg.mask,
-            track=cfg.track,
-            device=cfg.device,
-        )
-        track_video(track_cfg, driver_avatar, file_a)
-    else:
-        check_head_model(tracking, avatar, str(file_b))
-    codes, poses, source = expression_track(avatar, None, tracking)
+        video = DriverVideo(video=cfg.video, fov=cfg.fov, intrinsics=cfg.intrinsics, mask=cfg.mask)
+        track_video(video, driver_avatar, file_a, tracking, cfg.track)
+    codes, poses, source = driving_codes(avatar, str(file_b), None, tracking)
     if info is not None and info.n_frames != len(codes):
         raise ValueError(f"{tracking}: {len(codes)} frames of codes, the video {cfg.video} has {info.n_frames}")
     if cfg.head_motion == "none":

@@ -27,9 +27,10 @@ from npga.avatar.model import Avatar
 from npga.avatar.precision import Precision
 from npga.camera_path import load_camera_path, path_cameras
 from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
-from npga.commands.common import expression_track, open_avatar, open_training_cache
+from npga.commands.common import open_avatar, open_training_cache
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
+from npga.drive.reenact import driving_codes
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -198,7 +199,7 @@ def render_path(cfg: Config) -> list[Path]:
     file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
     size = _size(cfg.size) if cfg.size is not None else None
     background = _background(cfg.background, avatar)
-    codes, poses, _ = expression_track(avatar, cfg.sequence, cfg.tracking)
+    codes, poses, _ = driving_codes(avatar, str(file), cfg.sequence, cfg.tracking)
     cams = path_cameras_for(cfg.camera_path, avatar, cfg.frames or len(codes), size)
     frames = []
     for i, cam in enumerate(tqdm(cams, desc="render", unit="frame")):

@@ -2,7 +2,8 @@
 
 The head pose is a similarity head -> world per frame: x_world = scale * rotation @ x_head + translation.
 Real captures get these from an NPHM tracker (MonoNPHM); the synthetic capture writes its ground truth
-in exactly this layout.
+in exactly this layout, and `npga track` writes it with `TrackingExtras` beside it. This module is the one
+place that reads and writes the file.
 """
 
 from __future__ import annotations
@@ -87,16 +88,56 @@ class Tracking:
         obj.validate(str(path))
         return obj
 
-    def save(self, path: str | os.PathLike, extras: dict[str, np.ndarray] | None = None) -> None:
-        """Write atomically: a reader never sees a half-written file. `extras`: more arrays in the same file
-        (a monocular tracker's intrinsics and residuals); readers of the layout ignore them."""
+    def save(self, path: str | os.PathLike, extras: TrackingExtras | None = None) -> None:
+        """Write atomically: a reader never sees a half-written file. `extras`: what a monocular tracker adds
+        in the same file; readers of the layout ignore it."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
         os.close(fd)
         try:
-            np.savez(tmp, **(extras or {}), **{f: getattr(self, f) for f in _FIELDS})
+            arrays = extras.arrays() if extras is not None else {}
+            np.savez(tmp, **arrays, **{f: getattr(self, f) for f in _FIELDS})
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+@dataclass(frozen=True)
+class TrackingExtras:
+    """What a tracking file may hold beside the layout, each part optional (other trackers write none of it):
+    the camera of the video the codes were fitted to (its poses live in that camera's world), the head model
+    whose codes these are, and how well each frame fitted. `npga track` writes all of it; the keys are the
+    arrays' names in the file."""
+
+    intrinsics: np.ndarray | None = None  # (3, 3) K at the video's size
+    image_size: tuple[int, int] | None = None  # (W, H) of the video
+    world_2_cam: np.ndarray | None = None  # (4, 4) the video camera's extrinsics (npga track: the identity)
+    head_model: str | None = None  # the head model's type, e.g. "synthetic", "mononphm", "flame"
+    residual: np.ndarray | None = None  # (T,) L1 colour error of each frame's final fit
+    iou: np.ndarray | None = None  # (T,) silhouette IoU of each frame's final fit
+    problem: np.ndarray | None = None  # (T,) str: why a frame's fit is not trusted, "" where it converged
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The arrays to store, with `converged` (T,) bool beside `problem` for readers outside Python."""
+        out = {}
+        for name in self.__dataclass_fields__:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = np.asarray(value)
+        if self.problem is not None:
+            out["converged"] = np.asarray(self.problem) == ""
+        return out
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> TrackingExtras:
+        """The extras of a tracking file (Tracking.load checks the layout itself); absent keys are None."""
+        with np.load(path) as npz:
+            found = {name: np.asarray(npz[name]) for name in cls.__dataclass_fields__ if name in npz.files}
+        if "image_size" in found:
+            width, height = (int(v) for v in found["image_size"])
+            found["image_size"] = (width, height)
+        if "head_model" in found:
+            found["head_model"] = str(found["head_model"])
+        return cls(**found)

@@ -166,7 +166,7 @@ class ViewerApp:
             self.frame = gui.add_slider("frame", 0, max(len(avatar.motion(state.sequence)) - 1, 1), 1, 0)
             self.fps = gui.add_slider("frames / s", 1.0, 60.0, 1.0, self.options.playback_fps)
         with gui.add_folder("Expression"):
-            n = min(self.options.sliders, int((avatar.codes.std > 1e-8).sum()))
+            n = min(self.options.sliders, avatar.codes.n_moving)
             self.sliders = [gui.add_slider(f"PC {k + 1} (std)", -3.0, 3.0, 0.05, 0.0) for k in range(n)]
             reset = gui.add_button("reset expression")
         with gui.add_folder("View"):

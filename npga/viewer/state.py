@@ -44,6 +44,5 @@ def expression_of(avatar: Avatar, state: ViewState) -> tuple[torch.Tensor, torch
     if k > len(avatar.codes.std):
         raise ValueError(f"{k} expression sliders, but the avatar's codes have {len(avatar.codes.std)} directions")
     if k:
-        offsets = torch.tensor(state.offsets, dtype=z.dtype, device=z.device)  # (k,)
-        z = z + (offsets * avatar.codes.std[:k]) @ avatar.codes.directions[:k]
+        z = z + avatar.codes.offset(torch.tensor(state.offsets, dtype=z.dtype, device=z.device))
     return z, pose

@@ -193,17 +193,6 @@ def intrinsics_matrix(focal: torch.Tensor | float, width: int, height: int) -> t
     )
 
 
-def code_from_whitened(avatar: Avatar, a: torch.Tensor) -> torch.Tensor:
-    """(D,) code for whitened coefficients a (K,) along the training codes' principal directions."""
-    c = avatar.codes
-    return c.mean + (a * c.std.clamp_min(1e-6)) @ c.directions
-
-
-def whitened_from_code(avatar: Avatar, code: torch.Tensor) -> torch.Tensor:
-    c = avatar.codes
-    return ((code - c.mean) @ c.directions.T) / c.std.clamp_min(1e-6)
-
-
 def robust_l1(pred: torch.Tensor, gt: torch.Tensor, scale: float) -> torch.Tensor:
     """Mean of c log(1 + |pred - gt| / c): the L1 for errors well below c, growing only logarithmically above."""
     return (scale * torch.log1p((pred - gt).abs() / scale)).mean()
@@ -213,10 +202,9 @@ def code_penalties(avatar: Avatar, a: torch.Tensor) -> tuple[torch.Tensor, torch
     """(prior, range): mean squared whitened code, and mean squared excess beyond the training codes'
     projections, in standard deviations."""
     c = avatar.codes
-    std = c.std.clamp_min(1e-6)
-    proj = a * std  # (K,)
+    proj = a * c.unit  # (K,)
     excess = (proj - c.high).clamp_min(0) + (c.low - proj).clamp_min(0)
-    return a.square().mean(), (excess / std).square().mean()
+    return a.square().mean(), (excess / c.unit).square().mean()
 
 
 def render_view(
@@ -305,11 +293,11 @@ class FrameObjective:
         self, avatar: Avatar, head: HeadFrame, cfg: TrackConfig, start: FrameState, previous: FrameState | None
     ) -> None:
         self.avatar, self.head, self.cfg, self.start, self.previous = avatar, head, cfg, start, previous
-        self.a_previous = None if previous is None else whitened_from_code(avatar, previous.code)
+        self.a_previous = None if previous is None else avatar.codes.whiten(previous.code)
 
     def state(self, a: torch.Tensor, omega: torch.Tensor, delta: torch.Tensor, log_focal: torch.Tensor) -> FrameState:
         return FrameState(
-            code=code_from_whitened(self.avatar, a),
+            code=self.avatar.codes.unwhiten(a),
             rotation=axis_angle_to_matrix(omega) @ self.start.rotation,
             centroid=moved_centroid(self.start.centroid, delta, self.head.radius),
             K=level_intrinsics(self.start.K, 1.0, log_focal.exp()),
@@ -367,7 +355,7 @@ def fit_frame(
     start. The code keeps sign-like first steps: expressions change faster than the head moves."""
     objective = FrameObjective(avatar, head, cfg, start, previous)
     device = avatar.device
-    a = whitened_from_code(avatar, start.code.to(device)).detach().requires_grad_(True)
+    a = avatar.codes.whiten(start.code.to(device)).detach().requires_grad_(True)
     omega = torch.zeros(3, device=device, requires_grad=True)
     delta = torch.zeros(3, device=device, requires_grad=True)
     log_focal = torch.zeros((), device=device, requires_grad=fit_focal)
