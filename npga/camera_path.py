@@ -1,15 +1,8 @@
 """Camera paths: keyframes (position, look-at, up, field of view, time) interpolated smoothly into cameras.
 
-A path file is JSON, the format `npga render --camera-path path.json` reads and `save_camera_path` writes:
-
-    {"format": "npga-camera-path", "version": 1, "width": 550, "height": 802, "fps": 24,
-     "keyframes": [{"time": 0.0, "position": [x, y, z], "look_at": [x, y, z], "up": [x, y, z], "fov": 25.0},
-                   ...]}
-
-`time` in seconds (increasing), positions in world units, `up` the world direction that is up in the image,
-`fov` the vertical field of view in degrees. Between keyframes, positions, look-at points, up vectors and
-fields of view follow a cubic Hermite spline whose tangents are central differences in time (Catmull-Rom
-for uneven spacing): smooth through every keyframe, exact at each. A path renders `duration x fps + 1` frames.
+A cubic Hermite spline with central-difference tangents passes through every keyframe exactly and stays smooth
+between them, for uneven spacing too. Format (the JSON file `npga render --camera-path` reads and
+`save_camera_path` writes) and interpolation: docs/rendering.md.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NeRSemble facts in one place (DESIGN.md section 5): rig serials, hold-out cameras, benchmark table, sizes.
+"""NeRSemble facts in one place: rig serials, hold-out cameras, benchmark table, sizes.
 
 Readers, splits, submissions and videos import these; nothing else spells a serial or a benchmark size.
 """

@@ -1,12 +1,6 @@
 """The run folder's layout: the only module that spells a file name inside a run.
 
-RUN/config.yaml                 the training config (resuming checks it)
-RUN/split.json                  cameras and sequences trained on / held out
-RUN/distill.pt                  the distilled forward field, RUN/distill_report.json its cycle residual
-RUN/checkpoints/step_XXXXXXX.pt trainer state (weights, optimiser moments, RNG): resuming only
-RUN/avatar.npga                 the trained avatar: everything after training starts from it
-RUN/logs/train.jsonl            one record per `log_every` steps; RUN/logs/training_curves.png
-RUN/eval/  RUN/videos/  RUN/exports/   what `npga eval`, `npga render` and exports write
+What each file holds: docs/training.md.
 """
 
 from __future__ import annotations

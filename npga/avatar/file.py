@@ -1,12 +1,8 @@
 """The avatar file (`RUN/avatar.npga`): one self-contained, code-free file per trained avatar.
 
-Format: safetensors. Tensors are named `gaussians/<key>`, `nets/<state_dict key>`,
-`motion/<sequence>/{expression,head_pose,timesteps}` and `codes/<CodeStats field>`; everything else
-(format version, `AvatarConfig`, head-model description, cameras, split, sequence order, provenance) is
-one JSON document in the header's metadata under "npga". Why safetensors: reading one can never run code
-(it holds only a JSON header and raw arrays; a pickle-based file can execute anything it was crafted to),
-it loads by memory-mapping, and any language with a safetensors reader (a web viewer, a game engine) can
-open an avatar without Python.
+safetensors, because reading one can never run code (a pickle-based file can execute anything it was crafted
+to), it loads by memory-mapping, and any language with a safetensors reader can open an avatar without Python.
+Format: docs/avatar-format.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """`npga export AVATAR_OR_RUN --ply OUT.ply`: the avatar posed for one frame (or canonical) for other splat tools.
 
-Writes the standard 3DGS PLY layout (or `--format splat`, the compact web layout; npga/io/splats.py). The pose
-comes from one of the avatar's sequences (`--sequence SEQ --frame T`, default: its first training sequence,
-frame 0), from a tracking file (`--tracking codes.npz --frame T`, our `nphm_tracking.npz` layout), or is the
-canonical one (`--canonical`). `--all-frames` writes every frame of the sequence into the folder `--ply`.
-Colours are the Gaussians' RGB: an avatar's screen-space CNN works on images and cannot be exported.
+The pose comes from one of the avatar's sequences, from a tracking file, or is the canonical one. Colours are
+the Gaussians' RGB: an avatar's screen-space CNN works on images and cannot be exported. Options and the PLY and
+`.splat` layouts: docs/rendering.md.
 """
 
 from __future__ import annotations

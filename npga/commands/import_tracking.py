@@ -1,8 +1,7 @@
 """`npga import-tracking`: MonoNPHM's tracking of a sequence as the capture's tracking and head model.
 
-Reads `{mononphm}/stage2/{sequence}` (else `stage1/{sequence}`), the layout MonoNPHM's tracker writes
-(npga/data/mononphm_tracking.py), and writes `sequences/{sequence}/tracking/nphm_tracking.npz` and the capture's
-`headmodel.json` pointing at the MonoNPHM checkpoint, so `npga train` uses MonoNPHM as the head model.
+Writes `sequences/{sequence}/tracking/nphm_tracking.npz` and the capture's `headmodel.json` pointing at the
+MonoNPHM checkpoint, so `npga train` uses MonoNPHM as the head model. What it reads: docs/real-data.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,8 @@
 """`npga render AVATAR_OR_RUN`: videos of a trained avatar that people look at rather than read numbers from.
 
-Without `--camera-path`, an overview into a folder (`--out`, default RUN/videos):
-- `orbit.mp4`: the camera swings around the head (+-`orbit_degrees` about the rig's up axis) while the
-  avatar replays the expressions of its first training sequence;
-- `expressions.mp4`: a fixed frontal camera, the avatar driven by every sequence it carries in turn (held-out
-  ones labelled), next to the ground truth when the frames it was trained on are at hand.
-With `--camera-path orbit|turntable|capture:SERIAL|path.json`, one video (`--out x.mp4`) or PNG sequence
-(`--out DIR`, RGBA with `--png-alpha`) along that path, driven by `--sequence` or `--tracking`
-(npga/camera_path.py documents the JSON). Only the avatar file is needed; nothing of the capture.
+Without `--camera-path`, `orbit.mp4` and `expressions.mp4` into a folder; with it, one video or PNG sequence
+along that path. Only the avatar file is needed; nothing of the capture. Outputs and the camera-path file:
+docs/rendering.md.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """`npga submit AVATAR_OR_RUN`: a NeRSemble novel-view-synthesis benchmark submission from a trained avatar.
 
-The benchmark scores the three hold-out cameras on every timestep of one sequence per participant
-(DESIGN.md section 5). The participant id is the capture folder's name (`.../443`), the sequence is the
-benchmark's for that participant; every timestep needs tracking, since the avatar is driven by it (read
-from the frame cache the avatar was trained on). Frames are rendered at the benchmark's 1100 x 1604 from
-the calibrated hold-out cameras.
+The benchmark scores the three hold-out cameras on every timestep of one sequence per participant. The
+participant id is the capture folder's name (`.../443`), the sequence is the benchmark's for that participant;
+every timestep needs tracking, since the avatar is driven by it (read from the frame cache the avatar was
+trained on). Frames are rendered at the benchmark's size from the calibrated hold-out cameras
+(docs/evaluation.md).
 """
 
 from __future__ import annotations

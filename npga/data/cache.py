@@ -2,19 +2,7 @@
 
 Training reads random (frame, camera) pairs thousands of times per epoch; seeking in H.264 for each would
 cost more than the training step. `npga prepare` (npga/data/prepare.py) writes this cache once; the trainer
-reads it through `FrameCache`. Layout of a cache folder:
-
-    cache.json                  manifest: size, cameras at cache size, sequences, sources (see below)
-    {seq}/cam_{serial}.npy      uint8 (T, H, W, C): RGB, plus alpha as a 4th channel when the capture has alpha
-    {seq}/tracking.npz          copy of the sequence's tracking (when the capture has one)
-
-Index `t` (0 <= t < T) is the same for the frames and the tracking arrays of a sequence: row `t` holds
-video frame `timesteps(seq)[t]` (= `tracking.timesteps[t]`; all frames when there is no tracking).
-
-`cache.json` keys: format, layout, width, height, channels, color_correction, alpha_range, serials (cameras
-with frames), cameras {serial: {K, world_2_cam}} (every calibrated camera, at cache size), calibration
-{file: [size, mtime_ns]}, sequences {seq: {complete, n_video_frames, timesteps, tracking, sources}}.
-A sequence is readable once `complete`; `sources` ({file: [size, mtime_ns]}) tells whether it is stale.
+reads it through `FrameCache`. Layout and `cache.json`: docs/captures.md.
 """
 
 from __future__ import annotations

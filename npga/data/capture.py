@@ -1,19 +1,9 @@
 """One participant folder of multi-view video: calibration, videos, alpha maps and tracking, checked.
 
-The layout is detected from `camera_params.json` (DESIGN.md section 5):
-- "raw" NeRSemble v2: one shared 3x3 `intrinsics` for the full 2200 x 3208 (W x H) sensor, optional
-  `color_calibration.json`, and no alpha maps (the empty-rig BACKGROUND images are not used here);
-- "benchmark" (NeRSemble benchmark and our synthetic captures): `intrinsics` per serial at the video
-  resolution, alpha maps next to the images.
-Alpha maps are used wherever they exist (all videos or none); without them frames are read unmasked.
-
-`Capture.open` reads the calibration and lists files, which catches most bad input at once without
-touching a video. `validate` then probes every video (frame count and size, demuxing only) and checks the
-tracking, so a capture that would fail half way through `npga prepare` fails before any decoding.
-
-Frame numbers: videos are indexed by their frame number. Tracking arrays are indexed by a tracking
-index `i`; `tracking.timesteps[i]` is the frame number it belongs to (strictly increasing, within the
-videos), so a tracker may skip frames but never invent them.
+`Capture.open` reads the calibration (which tells the raw from the benchmark layout) and lists files, which
+catches most bad input at once without touching a video. `validate` then probes every video (frame count and
+size, demuxing only) and checks the tracking, so a capture that would fail half way through `npga prepare` fails
+before any decoding. Layouts, frame numbers and tracking indices: docs/captures.md.
 """
 
 from __future__ import annotations

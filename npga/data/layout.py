@@ -1,19 +1,7 @@
-"""Every on-disk path of a NeRSemble participant folder, in one place (DESIGN.md section 5).
+"""Every on-disk path of a NeRSemble participant folder, in one place.
 
-Both layouts share the tree below; they differ in what `camera_params.json` holds (raw: one shared
-full-resolution `intrinsics`; benchmark: `{serial: 3x3}` at the image resolution) and in whether
-`alpha_maps/` exist. The synthetic capture is written in the benchmark layout, so one reader serves
-real and synthetic data.
-
-    {root}/calibration/camera_params.json
-    {root}/calibration/color_calibration.json        (raw only, optional)
-    {root}/sequences/{seq}/images/cam_{serial}.mp4
-    {root}/sequences/{seq}/alpha_maps/cam_{serial}.mp4   (benchmark / synthetic)
-    {root}/sequences/{seq}/tracking/nphm_tracking.npz
-    {root}/sequences/{seq}/tracking/flame2023_tracking.npz  (NeRSemble benchmark, monocular-avatar task)
-    {root}/sequences/{seq}/tracking/true_tracking.npz  (synthetic with tracking noise: what rendered the frames)
-    {root}/sequences/BACKGROUND/image_{serial}.jpg  (raw only)
-    {root}/headmodel.json                            (synthetic only)
+The raw and benchmark layouts share one tree, and the synthetic capture is written in the benchmark layout, so
+one reader serves real and synthetic data. Layout: docs/captures.md.
 """
 
 from __future__ import annotations

@@ -1,22 +1,8 @@
 """MonoNPHM's photometric tracking of a sequence, converted to our tracking (`tracking/nphm_tracking.npz`).
 
-The official tracker (scripts/inference/rec.py, photometric_tracking/tracking.py) writes, under the tracking output
-folder of one MonoNPHM experiment:
-
-    stage2/{seq}/z_geo.npy, z_app.npy         (1, 1, C) identity, fine-tuned once for the whole sequence
-    stage2/{seq}/{frame:05d}/z_exp.npy        (T, D) every frame's expression code (the same array in each folder)
-    stage2/{seq}/{frame:05d}/rot.npy          (1, 3, 3), trans.npy (1, 3), scale.npy (1,)
-    stage1/{seq}/{frame:05d}/                 z_geo.npy, z_app.npy, z_exp.npy (1, D), rot.npy, trans.npy, scale.npy
-
-Stage 1 tracks frame by frame with the identity fixed after frame 0, so frame 0's identity codes are used.
-MonoNPHM's pose maps world to model space, x_model = s x_world R^T + t (row vectors), while ours maps head to
-world, x_world = scale rotation x_head + translation: rotation = R^T, scale = 1 / s, translation = -R^T t / s.
-
-MonoNPHM's "world" is not the capture's: it is the FLAME space of the metrical tracker that MonoNPHM's
-preprocessing runs (photometric_tracking/data_loading.py), scaled by 4 (NPHM units), seen per frame by a camera
-`metrical_tracker/{seq}/checkpoint/{t-1:05d}_cam_params_opencv.npz` (R (1, 3, 3), t (1, 3): FLAME -> camera,
-OpenCV axes, metres; frame 0 uses file 0). Given that folder and the rig camera whose video was tracked,
-`align_to_rig` chains head -> MonoNPHM world -> FLAME (/ 4) -> tracked camera -> capture world.
+MonoNPHM maps world to model space and its "world" is its metrical tracker's FLAME space, so poses are inverted
+and, given that tracker's cameras, chained into the capture's world (`align_to_rig`). The tracker's output
+layout and the pose algebra: docs/real-data.md.
 """
 
 from __future__ import annotations

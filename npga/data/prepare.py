@@ -1,4 +1,4 @@
-"""`npga prepare`: decode a capture's videos once into a downscaled frame cache (format: npga/data/cache.py).
+"""`npga prepare`: decode a capture's videos once into a downscaled frame cache (format: docs/captures.md).
 
 Everything is checked before the first frame is decoded (calibration, video lengths and sizes, tracking,
 colour calibration), so bad input fails in seconds and leaves nothing behind. Each camera file appears

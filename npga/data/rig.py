@@ -1,48 +1,10 @@
 """Import a calibrated multi-camera recording (per-camera videos or image folders) as a capture.
 
-`import_rig` turns synchronised per-camera videos plus a calibration into a participant folder in the
-benchmark layout (npga/data/layout.py): `sequences/<seq>/images/cam_<camera>.mp4`, optional
-`sequences/<seq>/alpha_maps/cam_<camera>.mp4` and `calibration/camera_params.json`, which
-`npga.data.capture.Capture` reads unchanged. Every input is checked before the first frame is written,
-the capture is written into a temporary folder next to the output and renamed at the end.
-
-Calibration formats (`read_calibration`; all world -> camera in OpenCV axes: x right, y down, z forward;
-intrinsics in pixels of the videos as they are on disk, i.e. before undistortion):
-
-* OpenCV FileStorage `.yml` / `.yaml` / `.xml` (what `cv2.FileStorage` writes; the EasyMocap layout):
-  a top-level sequence `names` (or `cameras`) lists the camera names as strings; for camera NAME the keys
-  are flat, suffixed by `_NAME`:
-    `K_NAME` or `camera_matrix_NAME`                3x3 matrix (required)
-    `dist_NAME` or `distortion_coefficients_NAME`   1xN or Nx1, N in {4, 5, 8, 12, 14} (optional)
-    `R_NAME` / `Rot_NAME` (3x3 matrix or 3-vector Rodrigues) or `rvec_NAME` (Rodrigues)   (required)
-    `T_NAME` or `tvec_NAME`                         3-vector (required)
-    `width_NAME`, `height_NAME`                     integers (optional)
-  Instead of flat keys, a map node `NAME` with the same unsuffixed keys is accepted (FileStorage only
-  allows such keys when NAME starts with a letter or `_`). Matrices are `!!opencv-matrix` nodes or plain
-  sequences of numbers.
-* JSON: `{"cameras": {NAME: {"K": 3x3, "dist": [k1, k2, p1, p2, k3...] or null, "R": 3x3 (or "rvec": 3),
-  "T" (or "tvec"): 3, "width": W, "height": H}}}` (the same aliases as the FileStorage keys).
-* COLMAP text model: a folder holding `cameras.txt` and `images.txt` (or the path of either file).
-  Camera models SIMPLE_PINHOLE, PINHOLE, SIMPLE_RADIAL, RADIAL and OPENCV; `images.txt` gives
-  `IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME` (world -> camera, Hamilton quaternion, w first). The
-  camera name is the folder of NAME when NAME has one (`cam01/000000.png` -> `cam01`), else the stem of
-  NAME (`cam01.png` -> `cam01`). Several images of one camera must share one pose and one camera.
-
-Pixel convention: OpenCV calibrations (FileStorage, JSON) put the centre of the top-left pixel at (0, 0);
-COLMAP and npga (`npga.cameras`) put it at (0.5, 0.5). The principal point of FileStorage and JSON
-calibrations is therefore shifted by +0.5 px when written; COLMAP intrinsics are written as they are.
-
-Frames: a video per camera named `<camera>.<ext>` (any container ffmpeg reads), or a folder `<camera>/`
-of images (png, jpg, jpeg, bmp, tif, tiff) taken in sorted name order. Frames with lens distortion are
-undistorted with the calibration's own K as the new K (`cv2.initUndistortRectifyMap` + `cv2.remap`,
-bilinear, black outside the sensor), so the written K is the calibration's K. Frames of odd width or
-height lose their last column / row (H.264 needs even sizes; K is unchanged by that crop).
-
-Alpha: from masks (same naming as the frames; grey, 255 = foreground; undistorted like the frames), else
-from background plates (one image `<camera>.<ext>` per camera, the empty rig): the per-pixel maximum over
-RGB of |frame - plate| (both undistorted, uint8 levels) goes through a 5x5 median filter (speckle from
-noise and compression goes, edges stay in place), pixels above `plate_threshold` (default 25) are foreground,
-and the hard mask is softened with a 3x3 Gaussian. Else none.
+`import_rig` turns synchronised per-camera videos plus a calibration (OpenCV FileStorage, JSON or COLMAP text,
+read by `read_calibration`) into a participant folder in the benchmark layout, which `npga.data.capture.Capture`
+reads unchanged. Every input is checked before the first frame is written, and the capture is written into a
+temporary folder next to the output and renamed at the end, so a bad rig never leaves half a capture behind.
+Formats (frames, masks, background plates, calibrations, pixel centres): docs/captures.md.
 """
 
 from __future__ import annotations

@@ -1,19 +1,8 @@
 """A VHAP export (the folder GaussianAvatars trains on) read behind the same API as `Capture`, so `npga prepare`
 and `npga train` take it as they take a NeRSemble participant folder.
 
-Layout (VHAP's `export_as_nerf_dataset`, param mode):
-
-    {root}/transforms_{train,val,test}.json   (or one transforms.json): {"frames": [per image, below], ...}
-    {root}/images/{timestep:05d}_{camera:02d}.png       composited onto white
-    {root}/fg_masks/{timestep:05d}_{camera:02d}.png     foreground alpha
-    {root}/flame_param/{timestep:05d}.npz               FLAME parameters of one timestep (flame_tracking.py)
-
-Each frame: `fl_x fl_y cx cy w h` (pixels of a w x h image), `transform_matrix` (camera -> world, OpenGL axes:
-x right, y up, z backward), `file_path`, `fg_mask_path`, `flame_param_path` (relative to root),
-`timestep_index`, `camera_index`, and usually `camera_id` (the NeRSemble serial; else the index names the
-camera). One export is one sequence, named after its folder; its timesteps are its frame numbers 0..T-1, and
-every camera must have an image of every timestep. The splits' files are read together: which cameras
-train is our split's business (`--heldout-serials`).
+One export is one sequence; which of its cameras train is our split's business, not its split files'.
+Layout: docs/real-data.md.
 """
 
 from __future__ import annotations

@@ -1,16 +1,10 @@
 """FLAME as a head model: the identity's neutral mesh, FLAME's own skinning as the forward deformation.
 
-The model file is the user's (FLAME is licensed; npga never ships or downloads it), in FLAME's array layout
-saved as `.npz`: `v_template (V, 3)`, `shapedirs (V, 3, 300 + E)` (300 shape then E expression
-components), `posedirs (V, 3, 36)`, `J_regressor (5, V)`, `weights (V, 5)`, `kintree_table (2, 5)`, `f (F, 3)`;
-5 joints: global, neck, jaw, left eye, right eye. The official `.pkl` is refused: it holds chumpy objects, and
-reading it means unpickling, which runs whatever code the file names; convert it once to `.npz` (README).
+The model file is the user's (FLAME is licensed; npga never ships or downloads it), FLAME's arrays as `.npz`:
+the official `.pkl` is refused, since reading it means unpickling, which runs whatever code the file names.
+Model file, its conversion, and the split of FLAME's parameters into code and head pose: docs/real-data.md.
 
-Conventions (one identity = shape coefficients + optional per-vertex static offsets, as VHAP tracks them):
 - canonical surface: the identity's neutral mesh (zero expression, every joint at rest);
-- expression code z = [expression coefficients (E), jaw pose (3), eye poses (6)], axis-angle in radians,
-  the eyes in FLAME's joint order (3, 4): everything that moves the face relative to the skull. The global
-  rotation and the neck are rigid motion of the head and go into the head pose instead (`head_pose`);
 - forward: posed(x_c, z) = FLAME's linear blend skinning with global and neck at rest, exact at the vertices
   and linear across each triangle (the mesh as FLAME draws it). Off the surface a point moves with its closest
   surface point, which keeps the field defined in the band distillation samples;

@@ -1,15 +1,9 @@
 """Posed Gaussians in the file formats other splat tools read: the 3DGS PLY layout and the compact `.splat`.
 
-PLY: one float32 vertex per Gaussian with the properties the original 3D Gaussian Splatting code (and
-gsplat's exporter) write, in that order: x y z, nx ny nz (zeros), f_dc_0..2 (degree-0 spherical harmonics:
-rgb = 0.5 + C0 * f_dc), f_rest_0..44 (zeros: degree 3 without view dependence, so viewers that expect the
-full set open it), opacity (logit), scale_0..2 (log standard deviations), rot_0..3 (unit quaternion w x y z).
-`.splat`: 32 bytes per Gaussian (position and scale as float32, RGBA and the quaternion w x y z as uint8),
-most visible first, the layout of the web viewers that popularised it.
-
 The PLY header is written here rather than by a PLY library: the common one (plyfile) is GPL-3.0, which an
 Apache-2.0 package should not require, and trimesh adds a face element that is not part of the layout. A
 binary point PLY is a fixed text header and one packed array; the tests read it back with trimesh's parser.
+Layouts: docs/rendering.md.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """NeRSemble novel-view-synthesis benchmark submissions: the official zip layout and its checks.
 
-The benchmark wants, per participant, one mp4 per hold-out camera with one frame per timestep of its
-sequence: `{PID:03d}/{SEQ}/cam_{serial}.mp4`, uint8 RGB at 1100 x 1604 (W x H), 73 fps. `check_submission`
-applies the checks the official toolkit applies (file names, frame counts, resolution).
+`check_submission` applies the checks the official toolkit applies (file names, frame counts, resolution), so a
+submission is refused here rather than by the benchmark. Layout: docs/evaluation.md.
 """
 
 from __future__ import annotations
