@@ -1,8 +1,10 @@
 """`npga track --avatar A --video driver.mp4 --out codes.npz`: expression codes and head pose per frame of a
 monocular video, fitted by rendering avatar A (npga/drive/fit.py has the method, npga/drive/video.py the loop
-over the video and the tracking file it writes).
+over the video and the tracking file it writes, which `reenact --tracking`, `render --tracking` and the capture
+reader take unchanged).
 
-Every input is checked before the first fit; an interrupted run resumes at its next frame.
+Every input is checked before the first fit; an interrupted run resumes at its next frame. Options, foreground
+and output keys: docs/reenactment.md, docs/captures.md#the-tracking-file.
 """
 
 from __future__ import annotations

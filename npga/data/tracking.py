@@ -1,9 +1,8 @@
 """Per-frame expression codes and head pose of one sequence (`tracking/nphm_tracking.npz`).
 
-The head pose is a similarity head -> world per frame: x_world = scale * rotation @ x_head + translation.
-Real captures get these from an NPHM tracker (MonoNPHM); the synthetic capture writes its ground truth
-in exactly this layout, and `npga track` writes it with `TrackingExtras` beside it. This module is the one
-place that reads and writes the file.
+One layout for every source (an NPHM tracker such as MonoNPHM, the synthetic capture's ground truth, `npga
+track` with its `TrackingExtras` beside it), so one reader serves them all; this module is the one place that
+reads and writes the file. Format: docs/captures.md#the-tracking-file.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def load_flame_model(path: str | os.PathLike) -> FlameModel:
     if path.suffix == ".pkl":
         raise ValueError(
             f"{path}: the official FLAME .pkl needs unpickling (which can run code) and chumpy; "
-            "convert it once to .npz as the README's FLAME section shows"
+            "convert it once to .npz as docs/real-data.md#the-flame-model-file shows"
         )
     if not path.is_file():
         raise FileNotFoundError(f"FLAME model file not found: {path} (pass your own licensed model, .npz)")
