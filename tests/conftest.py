@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from small_captures import write_capture
+
+from tests.helpers.small_captures import write_capture
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -16,7 +16,6 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from small_avatars import random_avatar
 
 from npga.avatar import deform
 from npga.avatar.file import load_avatar, read_avatar_metadata, save_avatar
@@ -26,6 +25,7 @@ from npga.config import load_config
 from npga.headmodel import head_model_from_description, load_head_model
 from npga.runs import RunLayout
 from npga.train import TrainConfig, build_trainer, read_checkpoint
+from tests.helpers.small_avatars import random_avatar
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 

@@ -7,13 +7,13 @@ import shutil
 
 import numpy as np
 import pytest
-from small_captures import RAW_K, SERIALS, alpha_frame, rgb_frame, tracking_for
 
 from npga.data.capture import Capture
 from npga.data.color import correct_colors, load_color_calibration
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.io.video import probe_video, write_video
+from tests.helpers.small_captures import RAW_K, SERIALS, alpha_frame, rgb_frame, tracking_for
 
 
 def test_probe_video_counts_frames_and_names_bad_files(bench_capture, tmp_path):

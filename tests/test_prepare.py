@@ -10,7 +10,6 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from small_captures import SERIALS, tracking_for
 
 from npga import cli
 from npga.data import Capture, FrameCache, ParticipantLayout, PrepareConfig, Tracking, open_or_prepare
@@ -18,6 +17,7 @@ from npga.data import prepare as prepare_module
 from npga.data.color import correct_colors
 from npga.data.prepare import prepare
 from npga.io.video import read_video
+from tests.helpers.small_captures import SERIALS, tracking_for
 
 
 def _area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:

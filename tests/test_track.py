@@ -11,8 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from head_avatars import filmed, head_avatar
-from small_avatars import random_avatar
 
 import npga.commands.track as track_command
 from npga.avatar.deform import deform
@@ -38,6 +36,8 @@ from npga.track import (
     track_frames,
     whitened_from_code,
 )
+from tests.helpers.head_avatars import filmed, head_avatar
+from tests.helpers.small_avatars import random_avatar
 
 W, H = 66, 96  # driver video size: small, and large enough for the head's features
 FAST = TrackConfig()
