@@ -273,7 +273,7 @@ MUTANTS: tuple[Mutant, ...] = (
         "from matplotlib.figure import Figure\n",
         "import matplotlib\n\nmatplotlib.use('Agg')\nfrom matplotlib.figure import Figure  # noqa: E402\n",
         "importing npga switches matplotlib's backend",
-        ("tests/test_avatar_file.py", "-k", "matplotlib"),
+        ("tests/test_plots.py", "-k", "matplotlib"),
     ),
     Mutant(
         "ply_rotation_xyzw",

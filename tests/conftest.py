@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from small_captures import write_capture
+
+from npga.data.cache import FrameCache
+from npga.data.prepare import PrepareConfig, prepare
+from tests.helpers.small_captures import write_capture
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -83,3 +86,9 @@ def tiny_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from data_tools.synth import SynthConfig, synthesize
 
     return synthesize(SynthConfig(out=tmp_path_factory.mktemp("synth") / "capture", preset="tiny"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tiny_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> FrameCache:
+    """The tiny capture's frames prepared at full size, in a cache folder of their own; read-only for tests."""
+    return FrameCache.open(prepare(PrepareConfig(capture=tiny_capture, out=tmp_path_factory.mktemp("tiny_cache"))))

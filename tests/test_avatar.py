@@ -1,9 +1,10 @@
-"""Canonical Gaussians, the pure `deform`, the head pose, the kNN graph and the Laplacian terms."""
+"""Canonical Gaussians, the pure `deform`, the head pose, the kNN graph, the Laplacian terms and the code statistics."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -173,6 +174,23 @@ def test_cnn_starts_as_identity_on_rgb():
     cnn = ScreenCNN(CNNConfig(enabled=True, latent_channels=2, hidden=4))
     image = torch.rand(2, 12, 10, 5)
     assert torch.equal(cnn(image), image[..., :3])
+
+
+def test_code_statistics_match_an_eigendecomposition():
+    codes = torch.randn(200, 5, generator=torch.Generator().manual_seed(1)) * torch.tensor([3.0, 2.0, 1.0, 0.5, 0.1])
+    stats = code_stats(codes)
+    x = codes.double().numpy()
+    cov = np.cov(x, rowvar=False)
+    evals, evecs = np.linalg.eigh(cov)  # ascending
+    assert np.allclose(stats.mean.numpy(), x.mean(0), atol=1e-6)
+    assert np.allclose(stats.std.numpy(), np.sqrt(evals[::-1]), rtol=1e-4)
+    cos = np.abs((stats.directions.double().numpy() * evecs[:, ::-1].T).sum(1))
+    assert np.allclose(cos, 1.0, atol=1e-4)  # the same axes, largest variance first
+    proj = (x - x.mean(0)) @ stats.directions.double().numpy().T
+    assert np.allclose(stats.low.numpy(), proj.min(0), atol=1e-5) and np.allclose(
+        stats.high.numpy(), proj.max(0), atol=1e-5
+    )
+    assert torch.equal(stats.min, codes.min(0).values) and torch.equal(stats.max, codes.max(0).values)
 
 
 # ---- deform against an independent computation; each learned part changes the render -------------------

@@ -16,16 +16,15 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
-from small_avatars import random_avatar
 
 from npga.avatar import deform
 from npga.avatar.file import load_avatar, read_avatar_metadata, save_avatar
-from npga.avatar.model import code_stats
 from npga.cli import main
 from npga.config import load_config
 from npga.headmodel import head_model_from_description, load_head_model
 from npga.runs import RunLayout
 from npga.train import TrainConfig, build_trainer, read_checkpoint
+from tests.helpers.small_avatars import random_avatar
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -119,23 +118,6 @@ def test_every_part_round_trips_bit_for_bit(tmp_path):
     assert torch.equal(rgb_a, rgb_b)
 
 
-def test_code_statistics_match_an_eigendecomposition():
-    codes = torch.randn(200, 5, generator=torch.Generator().manual_seed(1)) * torch.tensor([3.0, 2.0, 1.0, 0.5, 0.1])
-    stats = code_stats(codes)
-    x = codes.double().numpy()
-    cov = np.cov(x, rowvar=False)
-    evals, evecs = np.linalg.eigh(cov)  # ascending
-    assert np.allclose(stats.mean.numpy(), x.mean(0), atol=1e-6)
-    assert np.allclose(stats.std.numpy(), np.sqrt(evals[::-1]), rtol=1e-4)
-    cos = np.abs((stats.directions.double().numpy() * evecs[:, ::-1].T).sum(1))
-    assert np.allclose(cos, 1.0, atol=1e-4)  # the same axes, largest variance first
-    proj = (x - x.mean(0)) @ stats.directions.double().numpy().T
-    assert np.allclose(stats.low.numpy(), proj.min(0), atol=1e-5) and np.allclose(
-        stats.high.numpy(), proj.max(0), atol=1e-5
-    )
-    assert torch.equal(stats.min, codes.min(0).values) and torch.equal(stats.max, codes.max(0).values)
-
-
 class _Payload:
     """Unpickling this creates a file: what a crafted 'avatar' or 'checkpoint' could do to whoever loads it."""
 
@@ -209,25 +191,3 @@ def test_a_checkpoint_whose_weights_do_not_match_its_config_is_refused(trained, 
     torch.save(state, last)
     with pytest.raises(ValueError, match=r"params/features has shape \(\d+, 3\), the config makes \(N, 8\)"):
         build_trainer(cfg, hooks=[])
-
-
-def test_importing_npga_leaves_the_matplotlib_backend_alone(tmp_path):
-    script = textwrap.dedent(f"""
-        import importlib, pkgutil
-        import matplotlib
-        before = dict.__getitem__(matplotlib.rcParams, "backend")
-        import npga
-        for m in pkgutil.walk_packages(npga.__path__, "npga."):
-            importlib.import_module(m.name)
-        from npga.io.plots import plot_training_curves
-        log = {str(tmp_path / "log.jsonl")!r}
-        open(log, "w").write('{{"step": 1, "loss": 0.5, "psnr": 20}}\\n{{"step": 2, "loss": 0.25, "psnr": 22}}\\n')
-        plot_training_curves(log, {str(tmp_path / "c.png")!r})
-        after = dict.__getitem__(matplotlib.rcParams, "backend")
-        import sys
-        assert after is before or after == before, (before, after)
-        assert "matplotlib.pyplot" not in sys.modules
-    """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr
-    assert (tmp_path / "c.png").stat().st_size > 0

@@ -8,11 +8,11 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from small_avatars import random_avatar
 
 from npga.avatar.file import save_avatar
 from npga.camera_path import CameraPath, Keyframe, load_camera_path, path_cameras, save_camera_path
 from npga.cli import main
+from tests.helpers.small_avatars import random_avatar
 
 
 def _path(**kw) -> CameraPath:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from npga.cameras import Camera, look_at, stack_cameras
+from npga.cameras import Camera, look_at, orbit_cameras, stack_cameras
 
 
 def test_look_at_puts_target_on_the_optical_axis_with_up_pointing_up_in_the_image():
@@ -38,3 +38,23 @@ def test_stack_and_validation():
         Camera(K=np.eye(3), world_2_cam=np.eye(3), width=4, height=4)
     with pytest.raises(ValueError, match="NaN"):
         Camera(K=np.full((3, 3), np.nan), world_2_cam=np.eye(4), width=4, height=4)
+
+
+def test_orbit_cameras_circle_the_target_and_look_at_it():
+    K = np.array([[100.0, 0.0, 32.0], [0.0, 100.0, 48.0], [0.0, 0.0, 1.0]])
+    target = np.array([0.1, 1.6, -0.2])
+    eye = target + np.array([0.0, 0.2, 1.0])
+    ref = Camera(K=K, world_2_cam=look_at(eye, target), width=64, height=96, serial="ref")
+    up = np.array([0.0, 1.0, 0.0])
+    cams = orbit_cameras(ref, target, up, n=8, degrees=60.0)
+    assert np.allclose(cams[0].world_2_cam, ref.world_2_cam)
+    for cam in cams:
+        px, depth = cam.project(target[None])
+        assert np.allclose(px[0], [32.0, 48.0], atol=1e-6) and depth[0] > 0
+        assert np.isclose(np.linalg.norm(cam.center - target), np.linalg.norm(eye - target))
+        assert np.isclose((cam.center - target) @ up, (eye - target) @ up)  # stays at the same height
+    # quarter period: +60 degrees about up
+    off0, off2 = ref.center - target, cams[2].center - target
+    horiz = lambda v: v - (v @ up) * up
+    cos = horiz(off0) @ horiz(off2) / (np.linalg.norm(horiz(off0)) * np.linalg.norm(horiz(off2)))
+    assert np.isclose(cos, 0.5)

@@ -14,7 +14,6 @@ import pytest
 
 from npga import nersemble
 from npga.avatar.file import load_avatar, save_avatar
-from npga.cameras import Camera, orbit_cameras
 from npga.cli import main
 from npga.commands.eval import Config as EvalConfig
 from npga.commands.eval import main as run_eval
@@ -99,28 +98,6 @@ def test_eval_bad_input_exits_with_a_clear_message(trained, tmp_path, capsys):
     assert not (empty / "eval").exists()  # nothing was rendered before the empty split was found
     # By default, a protocol split without frames (benchmark data has none of its hold-out cameras) is skipped.
     assert set(run_eval(EvalConfig(empty, every=4))) == {"heldout_cameras"}
-
-
-def test_orbit_cameras_circle_the_target_and_look_at_it():
-    K = np.array([[100.0, 0.0, 32.0], [0.0, 100.0, 48.0], [0.0, 0.0, 1.0]])
-    target = np.array([0.1, 1.6, -0.2])
-    eye = target + np.array([0.0, 0.2, 1.0])
-    from npga.cameras import look_at
-
-    ref = Camera(K=K, world_2_cam=look_at(eye, target), width=64, height=96, serial="ref")
-    up = np.array([0.0, 1.0, 0.0])
-    cams = orbit_cameras(ref, target, up, n=8, degrees=60.0)
-    assert np.allclose(cams[0].world_2_cam, ref.world_2_cam)
-    for cam in cams:
-        px, depth = cam.project(target[None])
-        assert np.allclose(px[0], [32.0, 48.0], atol=1e-6) and depth[0] > 0
-        assert np.isclose(np.linalg.norm(cam.center - target), np.linalg.norm(eye - target))
-        assert np.isclose((cam.center - target) @ up, (eye - target) @ up)  # stays at the same height
-    # quarter period: +60 degrees about up
-    off0, off2 = ref.center - target, cams[2].center - target
-    horiz = lambda v: v - (v @ up) * up
-    cos = horiz(off0) @ horiz(off2) / (np.linalg.norm(horiz(off0)) * np.linalg.norm(horiz(off2)))
-    assert np.isclose(cos, 0.5)
 
 
 def test_render_writes_orbit_and_expression_videos(trained, tmp_path):

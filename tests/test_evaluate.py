@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from npga.data.cache import FrameCache
-from npga.data.prepare import PrepareConfig, prepare
 from npga.evaluate import evaluate, summarize, write_report
 from npga.io.video import read_video, to_uint8
 from npga.metrics import LPIPS, composite
 from npga.split import Split, make_split
-
-
-@pytest.fixture(scope="module")
-def cache(tiny_capture, tmp_path_factory):
-    return FrameCache.open(prepare(PrepareConfig(capture=tiny_capture, out=tmp_path_factory.mktemp("c") / "cache")))
 
 
 def _ground_truth_renderer(cache, noise: float = 0.0):
@@ -30,26 +23,16 @@ def _ground_truth_renderer(cache, noise: float = 0.0):
     return render
 
 
-def test_split_defaults_and_errors(cache):
-    split = make_split(cache.serials, cache.sequences)
-    assert split.heldout_sequences == ("FREE",) and "FREE" not in split.train_sequences
-    assert "222200037" in split.heldout_serials and "222200037" not in split.train_serials
-    seqs, serials = split.eval_views("heldout_cameras", cache.serials)
-    assert seqs == ("EXP-1-jaw",) and set(serials) == {"222200046", "222200037", "222200039"}
-    with pytest.raises(ValueError, match="no training sequences"):
-        make_split(cache.serials, ("FREE",))
-    with pytest.raises(ValueError, match="not in the capture"):
-        make_split(cache.serials, cache.sequences, heldout_sequences=("NOPE",))
-
-
-def test_perfect_and_noisy_renders_score_as_expected(cache, tmp_path):
-    split = make_split(cache.serials, cache.sequences)
+def test_perfect_and_noisy_renders_score_as_expected(tiny_cache, tmp_path):
+    split = make_split(tiny_cache.serials, tiny_cache.sequences)
     no_lpips = LPIPS.__new__(LPIPS)
     no_lpips.model, no_lpips.reason = None, "test"
-    perfect = evaluate(_ground_truth_renderer(cache), cache, split, "heldout_cameras", lpips=no_lpips)
+    perfect = evaluate(_ground_truth_renderer(tiny_cache), tiny_cache, split, "heldout_cameras", lpips=no_lpips)
     s = summarize(perfect)
     assert s["ssim"] == pytest.approx(1.0) and s["psnr"] > 100 and s["lpips"] is None
-    noisy = evaluate(_ground_truth_renderer(cache, noise=-0.1), cache, split, "heldout_sequences", lpips=no_lpips)
+    noisy = evaluate(
+        _ground_truth_renderer(tiny_cache, noise=-0.1), tiny_cache, split, "heldout_sequences", lpips=no_lpips
+    )
     s = summarize(noisy)
     assert s["psnr"] == pytest.approx(20.0, abs=0.05)  # an offset of 0.1 everywhere is 20 dB (no pixel is black)
     assert s["n_frames"] == 4 * 16 and len(s["per_camera"]) == 16
@@ -66,40 +49,43 @@ def test_perfect_and_noisy_renders_score_as_expected(cache, tmp_path):
     assert np.isfinite([float(r["psnr"]) for r in rows]).all()
 
 
-def test_a_split_without_frames_is_an_error(cache):
+def test_a_split_without_frames_is_an_error(tiny_cache):
     split = Split(
-        train_serials=cache.serials, heldout_serials=(), train_sequences=("EXP-1-jaw",), heldout_sequences=("FREE",)
+        train_serials=tiny_cache.serials,
+        heldout_serials=(),
+        train_sequences=("EXP-1-jaw",),
+        heldout_sequences=("FREE",),
     )
     with pytest.raises(ValueError, match="no frames to evaluate"):
-        evaluate(_ground_truth_renderer(cache), cache, split, "heldout_cameras")
+        evaluate(_ground_truth_renderer(tiny_cache), tiny_cache, split, "heldout_cameras")
 
 
-def test_a_renderer_with_known_errors_gives_known_scores_images_and_video(cache, tmp_path):
+def test_a_renderer_with_known_errors_gives_known_scores_images_and_video(tiny_cache, tmp_path):
     """A render darkened by a horizontal ramp whose slope depends on frame and camera: every row of the CSV has
     the PSNR (plain and masked) computed here from the frames, and the PNGs and mp4 show truth | render."""
-    split = make_split(cache.serials, cache.sequences)
+    split = make_split(tiny_cache.serials, tiny_cache.sequences)
     no_lpips = LPIPS.__new__(LPIPS)
     no_lpips.model, no_lpips.reason = None, "test"
-    order = {s: i for i, s in enumerate(cache.serials)}
-    ramp = np.linspace(0.0, 1.0, cache.width, dtype=np.float32)[None, :, None]  # (1, W, 1)
+    order = {s: i for i, s in enumerate(tiny_cache.serials)}
+    ramp = np.linspace(0.0, 1.0, tiny_cache.width, dtype=np.float32)[None, :, None]  # (1, W, 1)
 
     def darkening(t: int, serial: str) -> np.ndarray:  # (1, W, 1) fraction of the colour taken away
         return (0.2 + 0.1 * t + 0.02 * order[serial]) * ramp
 
     def truth(seq: str, t: int, serial: str) -> tuple[np.ndarray, np.ndarray]:
-        rgb, alpha = cache.frames(seq, t, [serial])
+        rgb, alpha = tiny_cache.frames(seq, t, [serial])
         return rgb[0] * alpha[0] + 1.0 - alpha[0], alpha[0]  # on white
 
     def render(seq, t, cams):
         pred = np.stack([truth(seq, t, c.serial)[0] * (1 - darkening(t, c.serial)) for c in cams])
         return torch.from_numpy(pred), torch.ones(*pred.shape[:3], 1)
 
-    result = evaluate(render, cache, split, "heldout_cameras", lpips=no_lpips)
+    result = evaluate(render, tiny_cache, split, "heldout_cameras", lpips=no_lpips)
     write_report(tmp_path / "eval", [result])
     rows = list(csv.DictReader(open(tmp_path / "eval" / "per_frame.csv")))
-    seqs, serials = split.eval_views("heldout_cameras", cache.serials)
+    seqs, serials = split.eval_views("heldout_cameras", tiny_cache.serials)
     assert [(r["sequence"], int(r["t"]), r["serial"]) for r in rows] == [
-        (s, t, c) for s in seqs for t in range(cache.n_frames(s)) for c in serials
+        (s, t, c) for s in seqs for t in range(tiny_cache.n_frames(s)) for c in serials
     ]
     for r in rows:
         gt, alpha = truth(r["sequence"], int(r["t"]), r["serial"])
@@ -109,16 +95,16 @@ def test_a_renderer_with_known_errors_gives_known_scores_images_and_video(cache,
         assert float(r["psnr_masked"]) == pytest.approx(-10 * np.log10(np.mean((masked - gt) ** 2)), abs=1e-3)
     assert len({round(float(r["psnr"]), 2) for r in rows}) == len(rows)  # every frame and camera differs
 
-    t_mid = cache.n_frames(seqs[0]) // 2
+    t_mid = tiny_cache.n_frames(seqs[0]) // 2
     for serial in serials:
         grid = cv2.cvtColor(cv2.imread(str(tmp_path / "eval" / f"heldout_cameras_cam_{serial}.png")), cv2.COLOR_BGR2RGB)
         gt, _ = truth(seqs[0], t_mid, serial)
-        W = cache.width
+        W = tiny_cache.width
         assert np.abs(grid[:, :W].astype(int) - to_uint8(gt)).max() <= 1
         assert np.abs(grid[:, W : 2 * W].astype(int) - to_uint8(gt * (1 - darkening(t_mid, serial)))).max() <= 1
 
     video = read_video(tmp_path / "eval" / "heldout_cameras.mp4").astype(np.float32) / 255
-    assert len(video) == cache.n_frames(seqs[0])
+    assert len(video) == tiny_cache.n_frames(seqs[0])
     for t, frame in enumerate(video):
         gt, _ = truth(seqs[0], t, serials[0])
         pred = gt * (1 - darkening(t, serials[0]))

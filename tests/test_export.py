@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from small_avatars import random_avatar
 
 from npga.avatar.deform import Gaussians
 from npga.avatar.file import save_avatar
@@ -14,6 +13,7 @@ from npga.avatar.render import render_gaussians
 from npga.cameras import stack_cameras
 from npga.cli import main
 from npga.data.tracking import Tracking
+from tests.helpers.small_avatars import random_avatar
 
 # The original 3D Gaussian Splatting layout, written out here rather than taken from the code under test.
 STANDARD_PROPERTIES = (

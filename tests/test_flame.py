@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pytest
 import torch
-from small_flame import flame_arrays, reference_lbs, write_flame_model
 
 from npga.deform.sampling import sample_surface
 from npga.headmodel import FlameHead, HeadModel, load_flame_model, load_head_model
 from npga.headmodel.flame import closest_points_on_triangles
+from tests.helpers.small_flame import flame_arrays, reference_lbs, write_flame_model
 
 E = 4  # expression components of the test model
 

@@ -9,7 +9,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from small_captures import rgb_frame
 
 from npga import cli
 from npga.cameras import Camera, look_at
@@ -18,6 +17,7 @@ from npga.data.capture import Capture
 from npga.data.prepare import PrepareConfig, prepare
 from npga.data.rig import import_rig, read_calibration
 from npga.io.video import read_video, write_video
+from tests.helpers.small_captures import rgb_frame
 
 W, H, T = 64, 48, 3
 NAMES = ("cam_a", "camb", "left3")

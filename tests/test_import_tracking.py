@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
-from small_mononphm import SMALL, random_codes, write_experiment, write_tracking
 
 from npga.cli import main as cli
 from npga.data.capture import Capture
 from npga.data.mononphm_tracking import import_mononphm_tracking
 from npga.data.tracking import Tracking
 from npga.headmodel import MonoNPHM, load_head_model
+from tests.helpers.small_mononphm import SMALL, random_codes, write_experiment, write_tracking
 
 N_FRAMES = 6  # bench_capture: 6 frames per sequence, sequences EXP-1 and FREE
 

@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from small_mononphm import SMALL, random_codes, random_networks, symmetric_anchors, write_experiment
 
 from npga.headmodel import head_model_from_description
 from npga.headmodel.mononphm import (
@@ -22,6 +21,7 @@ from npga.headmodel.mononphm import (
     nearest_anchors,
     read_dims,
 )
+from tests.helpers.small_mononphm import SMALL, random_codes, random_networks, symmetric_anchors, write_experiment
 
 
 def official_shapes() -> dict[str, dict[str, tuple[int, ...]]]:
@@ -348,8 +348,6 @@ def test_distill_init_train_and_evaluate_with_a_mononphm_head(tiny_capture, tmp_
     import shutil
     from pathlib import Path
 
-    from small_mononphm import write_tracking
-
     from npga.avatar.file import load_avatar
     from npga.commands.eval import Config as EvalConfig
     from npga.commands.eval import main as run_eval
@@ -358,6 +356,7 @@ def test_distill_init_train_and_evaluate_with_a_mononphm_head(tiny_capture, tmp_
     from npga.data.tracking import Tracking
     from npga.headmodel import load_head_model
     from npga.train import TrainConfig, build_trainer
+    from tests.helpers.small_mononphm import write_tracking
 
     identity, expression = random_networks(SMALL, seed=5)
     template = torch.from_numpy(symmetric_anchors(SMALL, radius=SPHERE_RADIUS))

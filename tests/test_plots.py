@@ -1,4 +1,7 @@
 import json
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -25,3 +28,25 @@ def test_empty_log_is_an_error(tmp_path):
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(ValueError, match="no training records"):
         plot_training_curves(tmp_path / "empty.jsonl", tmp_path / "x.png")
+
+
+def test_importing_npga_leaves_the_matplotlib_backend_alone(tmp_path):
+    script = textwrap.dedent(f"""
+        import importlib, pkgutil
+        import matplotlib
+        before = dict.__getitem__(matplotlib.rcParams, "backend")
+        import npga
+        for m in pkgutil.walk_packages(npga.__path__, "npga."):
+            importlib.import_module(m.name)
+        from npga.io.plots import plot_training_curves
+        log = {str(tmp_path / "log.jsonl")!r}
+        open(log, "w").write('{{"step": 1, "loss": 0.5, "psnr": 20}}\\n{{"step": 2, "loss": 0.25, "psnr": 22}}\\n')
+        plot_training_curves(log, {str(tmp_path / "c.png")!r})
+        after = dict.__getitem__(matplotlib.rcParams, "backend")
+        import sys
+        assert after is before or after == before, (before, after)
+        assert "matplotlib.pyplot" not in sys.modules
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "c.png").stat().st_size > 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from viewer_avatar import vivid_avatar
 
 import npga.avatar.precision as precision_module
 from npga.avatar.precision import network_precision, resolve_precision
+from tests.helpers.viewer_avatar import vivid_avatar
 
 
 def test_auto_is_bfloat16_on_a_gpu_or_a_cpu_with_bfloat16_units_and_tf32_needs_cuda(monkeypatch):

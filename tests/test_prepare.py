@@ -10,7 +10,6 @@ import shutil
 import cv2
 import numpy as np
 import pytest
-from small_captures import SERIALS, tracking_for
 
 from npga import cli
 from npga.data import Capture, FrameCache, ParticipantLayout, PrepareConfig, Tracking, open_or_prepare
@@ -18,6 +17,7 @@ from npga.data import prepare as prepare_module
 from npga.data.color import correct_colors
 from npga.data.prepare import prepare
 from npga.io.video import read_video
+from tests.helpers.small_captures import SERIALS, tracking_for
 
 
 def _area(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -157,28 +157,3 @@ def test_cli_prepare_end_to_end(bench_capture, tmp_path):
     shutil.rmtree(ParticipantLayout(bench_capture).camera_params.parent)
     with pytest.raises(SystemExit, match="npga prepare: error: camera calibration not found: .*camera_params.json"):
         cli.main(["prepare", "--capture", str(bench_capture)])
-
-
-def test_synthetic_tiny_capture_round_trip(tiny_capture, tmp_path):
-    root = tiny_capture  # conftest: `npga synth --preset tiny`, session-scoped
-    cap = Capture.open(root)
-    assert cap.layout == "benchmark" and cap.has_alpha and len(cap.sequences) >= 2
-    params = json.loads(ParticipantLayout(root).camera_params.read_text())
-    assert set(cap.cameras()) == set(params["world_2_cam"]) and set(cap.serials) <= set(params["world_2_cam"])
-    for s, cam in cap.cameras().items():
-        np.testing.assert_array_equal(cam.world_2_cam, params["world_2_cam"][s])
-        np.testing.assert_array_equal(cam.K, params["intrinsics"][s])
-        assert (cam.width, cam.height) == cap.native_size
-    cap.validate()
-    for seq in cap.sequences:
-        assert cap.tracking(seq).n_frames <= cap.n_frames(seq)
-
-    seq, serial = cap.sequences[0], cap.serials[0]
-    W, H = cap.native_size
-    out = prepare(PrepareConfig(capture=root, height=H // 2, sequences=(seq,), out=tmp_path))
-    cache = FrameCache.open(out)
-    t = cache.n_frames(seq) - 1
-    video = read_video(ParticipantLayout(root).video(seq, serial))
-    rgb, alpha = cache.frame(seq, serial, t)
-    np.testing.assert_array_equal(rgb * 255, _area(video[cache.timesteps(seq)[t]], (cache.width, cache.height)))
-    assert alpha.min() == 0.0 and alpha.max() == 1.0

@@ -8,14 +8,14 @@ import json
 import numpy as np
 import pytest
 import torch
-from head_avatars import filmed, head_avatar
-from small_avatars import random_avatar
 
 from npga.avatar.file import save_avatar
 from npga.cli import main
 from npga.data.tracking import Tracking, TrackingExtras
 from npga.drive.fit import head_frame, head_to_camera, intrinsics_matrix, reference_view
 from npga.io.video import probe_video, read_video, write_video
+from tests.helpers.head_avatars import filmed, head_avatar
+from tests.helpers.small_avatars import random_avatar
 
 W, H = 66, 96
 MOUTH = np.array([0.0, -0.047, 0.078])  # the synthetic head's lips (npga/headmodel/synthetic.py), head units

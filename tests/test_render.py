@@ -8,7 +8,6 @@ being plain autograd it also gives reference gradients.
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -344,88 +343,6 @@ def test_bad_input_names_the_argument(change, name):
     args.update(change)
     with pytest.raises(ValueError, match=name):
         rasterize(**args)
-
-
-def test_default_strategy_splits_clones_and_prunes_with_features_aligned():
-    """gsplat's DefaultStrategy, unchanged, on CPU tensors and the torch backend, with a latent "features" entry.
-
-    Every Gaussian carries its id in colours and features (learning rate 0 keeps them exact): after
-    densification, rows must still agree, large Gaussians appear twice (split), small ones twice (cloned),
-    transparent ones never (pruned), and each Adam state must match its parameter's shape.
-    """
-    from gsplat.strategy import DefaultStrategy
-
-    g = torch.Generator().manual_seed(0)
-    N, W, H = 200, 48, 48
-    ids = torch.arange(N, dtype=torch.float32)
-    params = torch.nn.ParameterDict(
-        {
-            "means": torch.randn(N, 3, generator=g) * 0.05,
-            "quats": torch.randn(N, 4, generator=g),
-            "scales": torch.log(torch.full((N, 3), 0.004)),
-            "opacities": torch.logit(torch.full((N,), 0.5)),
-            "colors": torch.cat([ids[:, None], torch.rand(N, 2, generator=g)], 1),
-            "features": torch.cat([ids[:, None], torch.randn(N, 31, generator=g)], 1),
-        }
-    )
-    large = torch.arange(20)
-    transparent = torch.arange(N - 10, N)
-    params["scales"].data[large] = math.log(0.03)
-    params["opacities"].data[transparent] = math.log(0.001 / 0.999)
-    lrs = {"means": 1e-4, "quats": 1e-3, "scales": 1e-3, "opacities": 1e-3, "colors": 0.0, "features": 0.0}
-    optimizers = {k: torch.optim.Adam([v], lr=lrs[k]) for k, v in params.items()}
-    strategy = DefaultStrategy(
-        refine_start_iter=0,
-        refine_every=2,
-        grow_grad2d=1e-12,
-        grow_scale3d=0.01,
-        prune_opa=0.005,
-        reset_every=10_000,
-        verbose=False,
-    )
-    strategy.check_sanity(params, optimizers)
-    state = strategy.initialize_state(scene_scale=1.0)
-    viewmats = torch.tensor(look_at([0, 0, 0.6], [0, 0, 0]), dtype=torch.float32)[None]
-    Ks = torch.tensor([[60.0, 0, 24], [0, 60.0, 24], [0, 0, 1]])[None]
-    target = torch.rand(1, H, W, 3, generator=g)
-    seen = torch.zeros(N, dtype=torch.bool)
-    for step in range(3):  # refines after the step-2 backward
-        img, _, info = rasterize(
-            params["means"],
-            params["quats"],
-            torch.exp(params["scales"]),
-            torch.sigmoid(params["opacities"]),
-            params["colors"],
-            viewmats,
-            Ks,
-            W,
-            H,
-            packed=False,
-        )
-        strategy.step_pre_backward(params, optimizers, state, step, info)
-        loss = (img - target).abs().mean() + 1e-3 * params["features"].square().mean()
-        loss.backward()
-        for opt in optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        seen = seen | (info["radii"] > 0).all(-1)[0]  # these get a screen-space gradient, so they grow
-        strategy.step_post_backward(params, optimizers, state, step, info, packed=False)
-
-    assert seen[large].all() and not seen[transparent].any()
-    n_seen_small = int(seen.sum()) - len(large)
-    assert len(params["means"]) == N + n_seen_small + len(large) - len(transparent)
-    assert all(len(v) == len(params["means"]) for v in params.values())
-    assert torch.equal(params["colors"][:, 0], params["features"][:, 0])  # rows still belong together
-    copies = Counter(params["features"][:, 0].long().tolist())
-    for i in range(N):
-        expected = 0 if i in transparent else 2 if seen[i] else 1
-        assert copies[i] == expected, i
-    split = torch.isin(params["features"][:, 0].long(), large)
-    assert (torch.exp(params["scales"][split]).amax(-1) < 0.03 / 1.5).all()  # children of a split: 1.6x smaller
-    assert (torch.exp(params["scales"][~split]).amax(-1) < 0.005).all()  # clones keep their size
-    for k, opt in optimizers.items():
-        st = opt.state[opt.param_groups[0]["params"][0]]
-        assert st["exp_avg"].shape == params[k].shape and st["exp_avg_sq"].shape == params[k].shape
 
 
 @pytest.mark.gpu

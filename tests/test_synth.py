@@ -1,18 +1,22 @@
-"""The synthetic capture: layout, and that the written cameras, tracking and alpha maps agree."""
+"""The synthetic capture: layout, written cameras, tracking and alpha maps that agree, and files that the capture
+reader and `npga prepare` read back."""
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 import torch
 from scipy.ndimage import maximum_filter
 
-from data_tools.mesh_render import rasterize_mesh
-from data_tools.synth import SEQUENCES, SIGNED, SynthConfig, expression_track, rig_cameras, synthesize
+from data_tools.synth import SEQUENCES, SIGNED, SynthConfig, expression_track, synthesize
 from npga import nersemble
+from npga.data.cache import FrameCache
+from npga.data.capture import Capture
 from npga.data.layout import ParticipantLayout
+from npga.data.prepare import PrepareConfig, prepare
 from npga.data.tracking import Tracking
-from npga.headmodel import EXPRESSIONS, SyntheticHead, load_head_model
+from npga.headmodel import EXPRESSIONS, load_head_model
 from npga.io.video import read_video
 
 
@@ -43,6 +47,32 @@ def test_layout_is_the_benchmark_layout(tiny_capture):
         for serial in nersemble.SERIALS:
             assert paths.video(seq, serial).is_file() and paths.alpha_video(seq, serial).is_file()
     assert paths.headmodel.is_file()
+
+
+def test_synthetic_tiny_capture_round_trip(tiny_capture, tmp_path):
+    root = tiny_capture  # conftest: `npga synth --preset tiny`, session-scoped
+    cap = Capture.open(root)
+    assert cap.layout == "benchmark" and cap.has_alpha and len(cap.sequences) >= 2
+    params = json.loads(ParticipantLayout(root).camera_params.read_text())
+    assert set(cap.cameras()) == set(params["world_2_cam"]) and set(cap.serials) <= set(params["world_2_cam"])
+    for s, cam in cap.cameras().items():
+        np.testing.assert_array_equal(cam.world_2_cam, params["world_2_cam"][s])
+        np.testing.assert_array_equal(cam.K, params["intrinsics"][s])
+        assert (cam.width, cam.height) == cap.native_size
+    cap.validate()
+    for seq in cap.sequences:
+        assert cap.tracking(seq).n_frames <= cap.n_frames(seq)
+
+    seq, serial = cap.sequences[0], cap.serials[0]
+    W, H = cap.native_size
+    out = prepare(PrepareConfig(capture=root, height=H // 2, sequences=(seq,), out=tmp_path))
+    cache = FrameCache.open(out)
+    t = cache.n_frames(seq) - 1
+    video = read_video(ParticipantLayout(root).video(seq, serial))
+    rgb, alpha = cache.frame(seq, serial, t)
+    downscaled = cv2.resize(video[cache.timesteps(seq)[t]], (cache.width, cache.height), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(rgb * 255, downscaled)
+    assert alpha.min() == 0.0 and alpha.max() == 1.0
 
 
 def _pixels(points: np.ndarray, w2c: np.ndarray, K: np.ndarray, W: int, H: int) -> np.ndarray:
@@ -89,25 +119,6 @@ def test_refuses_to_overwrite_and_leaves_nothing_half_written(tmp_path):
     with pytest.raises(ValueError, match="jobs"):
         synthesize(SynthConfig(out=tmp_path / "x", preset="tiny", jobs=-1))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cap"]
-
-
-def test_culling_back_faces_leaves_a_closed_mesh_s_image_unchanged():
-    """The front of a closed mesh hides its back: culling changes no pixel. Turned inside out, its former back
-    faces are what remains: the far side of the head is drawn."""
-    head = SyntheticHead.from_seed(0)
-    mesh = head.canonical_mesh(48)
-    cam = rig_cameras(88, 128)[5]
-    uv, depth = cam.project(mesh.vertices.double().numpy())
-    verts = torch.from_numpy(np.concatenate([uv, depth[:, None]], 1))
-    attrs = torch.cat([mesh.vertices.double(), verts[:, 2:]], 1)  # canonical point, camera depth
-    full, full_mask = rasterize_mesh(verts, mesh.faces, attrs, cam.width, cam.height)
-    culled, culled_mask = rasterize_mesh(verts, mesh.faces, attrs, cam.width, cam.height, cull_back=True)
-    assert full_mask.sum() > 1000
-    assert torch.equal(full_mask, culled_mask) and torch.equal(full, culled)
-    far, far_mask = rasterize_mesh(verts, mesh.faces[:, [0, 2, 1]], attrs, cam.width, cam.height, cull_back=True)
-    both = full_mask & far_mask
-    assert both.sum() > 0.9 * full_mask.sum()
-    assert (far[both][:, 3] - full[both][:, 3]).median() > 0.05  # metres behind the front
 
 
 def test_the_capture_does_not_depend_on_the_number_of_processes(tmp_path):

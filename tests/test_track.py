@@ -11,8 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from head_avatars import filmed, head_avatar
-from small_avatars import random_avatar
 
 import npga.drive.video as track_video
 from npga.avatar.deform import deform
@@ -36,6 +34,8 @@ from npga.drive.fit import (
 )
 from npga.drive.foreground import border_color, foreground_mask
 from npga.io.video import write_video
+from tests.helpers.head_avatars import filmed, head_avatar
+from tests.helpers.small_avatars import random_avatar
 
 W, H = 66, 96  # driver video size: small, and large enough for the head's features
 FAST = TrackConfig()

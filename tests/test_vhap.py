@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 from scipy.spatial.transform import Rotation
-from small_flame import flame_arrays, reference_lbs
 
 from data_tools.mesh_render import rasterize_mesh
 from npga.cameras import Camera, look_at
@@ -25,6 +24,7 @@ from npga.data.vhap import VhapCapture
 from npga.headmodel import FlameHead
 from npga.runs import RunLayout
 from npga.train import TrainConfig, build_trainer
+from tests.helpers.small_flame import flame_arrays, reference_lbs
 
 E = 4
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"

@@ -18,7 +18,6 @@ import pytest
 import torch
 import viser
 from scipy.spatial.transform import Rotation
-from viewer_avatar import vivid_avatar
 
 import npga.avatar.precision as precision_module
 import npga.viewer.app as app_module
@@ -31,6 +30,7 @@ from npga.viewer.app import ViewerApp, ViewerOptions
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
 from npga.viewer.renderer import ViewRenderer, colorize_depth, feature_pca_colors
 from npga.viewer.state import ViewState
+from tests.helpers.viewer_avatar import vivid_avatar
 
 
 def _wxyz(rotation: Rotation) -> np.ndarray:

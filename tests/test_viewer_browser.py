@@ -21,10 +21,10 @@ import cv2
 import numpy as np
 import pytest
 import viser
-from viewer_avatar import vivid_avatar
 
 from npga.avatar.file import load_avatar, save_avatar
 from npga.viewer.app import ViewerApp, ViewerOptions
+from tests.helpers.viewer_avatar import vivid_avatar
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_FLAGS = [

@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-from small_avatars import random_avatar
 
 from npga.avatar.dynamics import RESIDUAL_SLICES
 from npga.avatar.model import Avatar
+from tests.helpers.small_avatars import random_avatar
 
 
 def vivid_avatar(seed: int = 0) -> Avatar:
