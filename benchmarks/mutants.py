@@ -42,6 +42,7 @@ class Mutant:
 
 
 AVATAR = "tests/test_avatar.py"
+GEOMETRY = "tests/test_geometry.py"
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "distill_sign_flip",
@@ -157,11 +158,11 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "quat_to_matrix_transposed",
-        "npga/avatar/rotation.py",
+        "npga/geometry.py",
         ").reshape(*q.shape[:-1], 3, 3)",
         ").reshape(*q.shape[:-1], 3, 3).transpose(-1, -2)",
         "rotation matrix of a quaternion transposed",
-        (AVATAR, "-k", "quaternion_helpers"),
+        (GEOMETRY, "-k", "quat"),
     ),
     Mutant(
         "rasterizer_quat_xyzw",

@@ -24,7 +24,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import remove
 from torch import nn
 
-from npga.avatar.rotation import quat_to_matrix
+from npga.geometry import quat_to_matrix
 
 log = logging.getLogger(__name__)
 

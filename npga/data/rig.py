@@ -60,8 +60,8 @@ import cv2
 import numpy as np
 import torch
 
-from npga.avatar.rotation import quat_to_matrix
 from npga.data.layout import ParticipantLayout
+from npga.geometry import quat_to_matrix
 from npga.io.video import iter_video, probe_video, write_video
 
 log = logging.getLogger(__name__)
