@@ -32,6 +32,7 @@ from npga.avatar.deform import deform
 from npga.avatar.model import Avatar
 from npga.avatar.render import render_gaussians
 from npga.cameras import frontal_camera
+from npga.geometry import axis_angle_to_matrix
 from npga.losses import dssim, l1
 
 log = logging.getLogger(__name__)
@@ -142,19 +143,6 @@ def head_frame(avatar: Avatar) -> HeadFrame:
     poses = torch.cat([m.head_pose for m in avatar.motions.values()]) if avatar.motions else torch.eye(4)[None]
     scale = float(torch.linalg.det(poses[:, :3, :3].double()).abs().pow(1 / 3).median())
     return HeadFrame(centroid=centroid, radius=radius, scale=scale)
-
-
-def axis_angle_to_matrix(omega: torch.Tensor) -> torch.Tensor:
-    """(3,) rotation vector -> (3, 3) rotation (Rodrigues), differentiable also at zero."""
-    theta2 = (omega * omega).sum()
-    theta = theta2.clamp_min(1e-12).sqrt()
-    small = theta2 < 1e-8
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-12))
-    x, y, z = omega.unbind()
-    o = torch.zeros_like(x)
-    k = torch.stack([torch.stack([o, -z, y]), torch.stack([z, o, -x]), torch.stack([-y, x, o])])
-    return torch.eye(3, dtype=omega.dtype, device=omega.device) + a * k + b * (k @ k)
 
 
 def head_to_camera(rotation: torch.Tensor, centroid_cam: torch.Tensor, head: HeadFrame) -> torch.Tensor:

@@ -20,12 +20,12 @@ from npga.avatar.file import save_avatar
 from npga.cli import main
 from npga.data.tracking import Tracking
 from npga.foreground import border_color, foreground_mask
+from npga.geometry import axis_angle_to_matrix
 from npga.io.video import write_video
 from npga.track import (
     HeadFrame,
     TrackConfig,
     TrackLog,
-    axis_angle_to_matrix,
     code_from_whitened,
     code_penalties,
     head_frame,
@@ -41,16 +41,6 @@ from npga.track import (
 
 W, H = 66, 96  # driver video size: small, and large enough for the head's features
 FAST = TrackConfig()
-
-
-def test_axis_angle_matches_opencv_rodrigues():
-    rng = np.random.default_rng(0)
-    for omega in [np.zeros(3), np.array([1e-5, 0, 0]), *rng.normal(size=(5, 3))]:
-        ours = axis_angle_to_matrix(torch.tensor(omega, dtype=torch.float64)).numpy()
-        np.testing.assert_allclose(ours, cv2.Rodrigues(omega)[0], atol=1e-9)
-    w = torch.zeros(3, requires_grad=True)
-    axis_angle_to_matrix(w)[0, 1].backward()
-    np.testing.assert_allclose(w.grad.numpy(), [0, 0, -1], atol=1e-6)  # d R01 / d w_z = -1 at the identity
 
 
 def test_head_to_camera_puts_the_centroid_where_asked():
