@@ -301,12 +301,12 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_camera_path.py", "-k", "straight_track"),
     ),
     Mutant(
-        "camera_path_fov_horizontal",
-        "npga/camera_path.py",
-        "f = (height / 2) / math.tan",
-        "f = (width / 2) / math.tan",
+        "fov_horizontal",
+        "npga/geometry.py",
+        "centred_intrinsics(0.5 * height / math.tan",
+        "centred_intrinsics(0.5 * width / math.tan",
         "field of view taken as horizontal",
-        ("tests/test_camera_path.py", "-k", "straight_track"),
+        (GEOMETRY, "-k", "field_of_view"),
     ),
     Mutant(
         "rig_opencv_pixel_centre",

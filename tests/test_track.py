@@ -20,7 +20,7 @@ from npga.avatar.file import save_avatar
 from npga.cli import main
 from npga.data.tracking import Tracking
 from npga.foreground import border_color, foreground_mask
-from npga.geometry import axis_angle_to_matrix
+from npga.geometry import axis_angle_to_matrix, centred_intrinsics
 from npga.io.video import write_video
 from npga.track import (
     HeadFrame,
@@ -30,7 +30,6 @@ from npga.track import (
     code_penalties,
     head_frame,
     head_to_camera,
-    intrinsics_matrix,
     moved_centroid,
     reference_view,
     robust_l1,
@@ -163,7 +162,7 @@ def _driver(avatar, n: int, principal_shift: tuple[float, float] = (0.0, 0.0)):
         centroid = torch.tensor([0.01 + 0.002 * t, -0.004, 1.08 * distance])
         poses.append(head_to_camera(R, centroid, head))
         truths.append((R, centroid))
-    K = intrinsics_matrix(focal * H, W, H)
+    K = torch.from_numpy(centred_intrinsics(focal * H, W, H)).float()
     K[:2, 2] += torch.tensor(principal_shift)  # a calibrated camera's principal point is rarely the centre
     frames, alphas = filmed(avatar, codes, torch.stack(poses), K, W, H)
     return codes, truths, K, frames, alphas

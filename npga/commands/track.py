@@ -29,6 +29,7 @@ from npga.commands.common import open_avatar
 from npga.config import DeviceName, to_dict
 from npga.data.tracking import Tracking
 from npga.foreground import border_color, foreground_mask
+from npga.geometry import intrinsics_from_fov
 from npga.io.video import VideoInfo, iter_video, probe_video
 from npga.track import TrackConfig, TrackLog, head_frame, track_frames
 
@@ -94,8 +95,7 @@ def check_inputs(cfg: Config) -> tuple[VideoInfo, np.ndarray | None, np.ndarray 
         raise ValueError(f"--fov {cfg.fov}: expected a vertical field of view in degrees, between 1 and 170")
     K = read_intrinsics(cfg.intrinsics, info) if cfg.intrinsics is not None else None
     if cfg.fov is not None:
-        f = info.height / 2 / math.tan(math.radians(cfg.fov) / 2)
-        K = np.array([[f, 0.0, info.width / 2], [0.0, f, info.height / 2], [0.0, 0.0, 1.0]])
+        K = intrinsics_from_fov(math.radians(cfg.fov), info.width, info.height)
     if cfg.mask is not None:
         m = probe_video(cfg.mask)
         if (m.width, m.height, m.n_frames) != (info.width, info.height, info.n_frames):

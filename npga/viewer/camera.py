@@ -8,14 +8,13 @@ and the intrinsics change here, never the axes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from npga.cameras import Camera
-from npga.geometry import matrix_to_quat, quat_to_matrix
+from npga.geometry import fov_from_intrinsics, intrinsics_from_fov, matrix_to_quat, quat_to_matrix
 
 
 def viewport_camera(wxyz: np.ndarray, position: np.ndarray, fov: float, width: int, height: int) -> Camera:
@@ -26,9 +25,7 @@ def viewport_camera(wxyz: np.ndarray, position: np.ndarray, fov: float, width: i
     w2c = np.eye(4)
     w2c[:3, :3] = R_world_cam.T
     w2c[:3, 3] = -R_world_cam.T @ np.asarray(position, dtype=np.float64)
-    f = 0.5 * height / math.tan(0.5 * fov)
-    K = np.array([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]])
-    return Camera(K=K, world_2_cam=w2c, width=width, height=height)
+    return Camera(K=intrinsics_from_fov(fov, width, height), world_2_cam=w2c, width=width, height=height)
 
 
 @dataclass(frozen=True)
@@ -52,13 +49,12 @@ def camera_viewport(camera: Camera, target: np.ndarray) -> ViewportPose:
     forward = R_world_cam[:, 2]
     centre = camera.center
     distance = max(float((np.asarray(target, dtype=np.float64) - centre) @ forward), 1e-3)
-    fov = 2.0 * math.atan(0.5 * camera.height / camera.K[1, 1])
     return ViewportPose(
         wxyz=matrix_to_quat(torch.from_numpy(R_world_cam)).numpy(),
         position=centre,
         look_at=centre + distance * forward,
         up_direction=-R_world_cam[:, 1],
-        fov=fov,
+        fov=fov_from_intrinsics(camera.K, camera.height),
     )
 
 
