@@ -30,6 +30,7 @@ from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntabl
 from npga.commands.common import expression_track, open_avatar, open_training_cache
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
+from npga.geometry import even_side
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -88,7 +89,7 @@ def main(cfg: Config) -> list[Path]:
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).videos
     front = frontal_camera(avatar.cameras)
     if cfg.height is not None:
-        front = front.resized(round(front.width * cfg.height / front.height) // 2 * 2, cfg.height)
+        front = front.resized(even_side(round(front.width * cfg.height / front.height)), cfg.height)
     cache: FrameCache | None = None
     if cfg.height is None:
         try:
