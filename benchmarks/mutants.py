@@ -165,12 +165,12 @@ MUTANTS: tuple[Mutant, ...] = (
         (GEOMETRY, "-k", "quat"),
     ),
     Mutant(
-        "rasterizer_quat_xyzw",
-        "npga/render/projection.py",
-        "w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
-        "x, y, z, w = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
-        "rasterizer reads quaternions as xyzw",
-        ("tests/test_render.py", "-k", "brute_force"),
+        "quat_xyzw",
+        "npga/geometry.py",
+        "w, x, y, z = F.normalize(q, dim=-1).unbind(-1)",
+        "x, y, z, w = F.normalize(q, dim=-1).unbind(-1)",
+        "quaternions (the rasterizer's among them) read as xyzw",
+        (GEOMETRY, "-k", "quat"),
     ),
     Mutant(
         "look_at_opengl",
