@@ -42,6 +42,7 @@ class Mutant:
 
 
 AVATAR = "tests/test_avatar.py"
+GEOMETRY = "tests/test_geometry.py"
 MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "distill_sign_flip",
@@ -157,19 +158,19 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "quat_to_matrix_transposed",
-        "npga/avatar/rotation.py",
+        "npga/geometry.py",
         ").reshape(*q.shape[:-1], 3, 3)",
         ").reshape(*q.shape[:-1], 3, 3).transpose(-1, -2)",
         "rotation matrix of a quaternion transposed",
-        (AVATAR, "-k", "quaternion_helpers"),
+        (GEOMETRY, "-k", "quat"),
     ),
     Mutant(
-        "rasterizer_quat_xyzw",
-        "npga/render/projection.py",
-        "w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
-        "x, y, z, w = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)",
-        "rasterizer reads quaternions as xyzw",
-        ("tests/test_render.py", "-k", "brute_force"),
+        "quat_xyzw",
+        "npga/geometry.py",
+        "w, x, y, z = F.normalize(q, dim=-1).unbind(-1)",
+        "x, y, z, w = F.normalize(q, dim=-1).unbind(-1)",
+        "quaternions (the rasterizer's among them) read as xyzw",
+        (GEOMETRY, "-k", "quat"),
     ),
     Mutant(
         "look_at_opengl",
@@ -300,12 +301,12 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_camera_path.py", "-k", "straight_track"),
     ),
     Mutant(
-        "camera_path_fov_horizontal",
-        "npga/camera_path.py",
-        "f = (height / 2) / math.tan",
-        "f = (width / 2) / math.tan",
+        "fov_horizontal",
+        "npga/geometry.py",
+        "centred_intrinsics(0.5 * height / math.tan",
+        "centred_intrinsics(0.5 * width / math.tan",
         "field of view taken as horizontal",
-        ("tests/test_camera_path.py", "-k", "straight_track"),
+        (GEOMETRY, "-k", "field_of_view"),
     ),
     Mutant(
         "rig_opencv_pixel_centre",

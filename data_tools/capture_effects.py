@@ -17,6 +17,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from npga.geometry import axis_angle_to_matrix
 from npga.headmodel import EXPRESSIONS, SyntheticHead
 from npga.headmodel.synthetic import EYE_CENTER, EYE_RADII, MOUTH_LINE_Y
 
@@ -210,16 +211,6 @@ def gaze_track(n: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(slow + jumps - jumps.mean(0), -1.0, 1.0)
 
 
-def _rodrigues(w: np.ndarray) -> np.ndarray:
-    """Rotation matrices (n, 3, 3) of axis-angle vectors (n, 3) in radians."""
-    theta = np.linalg.norm(w, axis=-1, keepdims=True)[..., None]  # (n, 1, 1)
-    k = w / np.maximum(theta[..., 0], 1e-12)
-    K = np.zeros((len(w), 3, 3))
-    K[:, 0, 1], K[:, 0, 2], K[:, 1, 2] = -k[:, 2], k[:, 1], -k[:, 0]
-    K = K - K.transpose(0, 2, 1)
-    return np.eye(3) + np.sin(theta) * K + (1 - np.cos(theta)) * K @ K
-
-
 def noisy_tracking(
     codes: np.ndarray,  # (n, D)
     rotation: np.ndarray,  # (n, 3, 3)
@@ -235,4 +226,4 @@ def noisy_tracking(
     )
     dt = rng.normal(0.0, noise.translation_jitter, (n, 3)) + _smooth_track(n, noise.translation_drift, 3, rng)
     dz = rng.normal(0.0, noise.expression_jitter, (n, dims)) + _smooth_track(n, noise.expression_drift, dims, rng)
-    return codes + dz, _rodrigues(w) @ rotation, translation + dt
+    return codes + dz, axis_angle_to_matrix(torch.from_numpy(w)).numpy() @ rotation, translation + dt

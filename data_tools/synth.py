@@ -45,6 +45,7 @@ from npga import nersemble
 from npga.cameras import Camera, look_at
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
+from npga.geometry import centred_intrinsics
 from npga.headmodel import EXPRESSIONS, SyntheticHead, save_description
 from npga.headmodel.base import Mesh
 from npga.io.video import to_uint8, write_video
@@ -112,7 +113,7 @@ def rig_cameras(width: int, height: int) -> list[Camera]:
     Hold-out serials 222200046, 222200037 and 222200039 end up left, centre and right, as on the real rig.
     """
     fy = 0.84 * height * CAMERA_DISTANCE / 0.30  # a 0.30-unit tall view (head and neck) fills the image
-    K = np.array([[fy, 0.0, width / 2], [0.0, fy, height / 2], [0.0, 0.0, 1.0]])
+    K = centred_intrinsics(fy, width, height)
     cams = []
     for i, serial in enumerate(nersemble.SERIALS):
         azimuth = math.radians(-60 + 120 * i / (len(nersemble.SERIALS) - 1))

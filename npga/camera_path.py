@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from npga.cameras import Camera, look_at
+from npga.geometry import intrinsics_from_fov
 
 FORMAT = "npga-camera-path"
 VERSION = 1
@@ -47,12 +48,6 @@ class CameraPath:
         return int(math.floor(self.duration * self.fps + 1e-9)) + 1
 
 
-def intrinsics(fov_degrees: float, width: int, height: int) -> np.ndarray:
-    """(3, 3) pinhole intrinsics with a vertical field of view, square pixels, centred principal point."""
-    f = (height / 2) / math.tan(math.radians(fov_degrees) / 2)
-    return np.array([[f, 0.0, width / 2], [0.0, f, height / 2], [0.0, 0.0, 1.0]])
-
-
 def _hermite(times: np.ndarray, values: np.ndarray, t: float) -> np.ndarray:
     """Cubic Hermite interpolation at `t` of values (K, C) at increasing times (K,), central-difference tangents."""
     if len(times) == 1:
@@ -80,7 +75,7 @@ def path_cameras(path: CameraPath) -> list[Camera]:
         w2c = look_at(v[0:3], v[3:6], v[6:9] / np.linalg.norm(v[6:9]))
         cams.append(
             Camera(
-                K=intrinsics(float(v[9]), path.width, path.height),
+                K=intrinsics_from_fov(math.radians(float(v[9])), path.width, path.height),  # fov: vertical, degrees
                 world_2_cam=w2c,
                 width=path.width,
                 height=path.height,

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from npga.cameras import Camera
 from npga.data.cache import FrameCache
+from npga.geometry import even_side
 from npga.io.video import to_uint8, write_video
 from npga.metrics import LPIPS, composite, psnr, ssim
 from npga.split import Split
@@ -132,5 +133,5 @@ def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: fl
             cv2.imwrite(str(out / f"{r.name}_cam_{serial}.png"), cv2.cvtColor(to_uint8(grid), cv2.COLOR_RGB2BGR))
         frames = [to_uint8(v) for v in r.video]
         h, w = frames[0].shape[:2]
-        write_video(out / f"{r.name}.mp4", [f[: h - h % 2, : w - w % 2] for f in frames], fps=fps)
+        write_video(out / f"{r.name}.mp4", [f[: even_side(h), : even_side(w)] for f in frames], fps=fps)
     return metrics

@@ -23,8 +23,8 @@ from npga.avatar import (
     render_gaussians,
 )
 from npga.avatar.model import code_stats
-from npga.avatar.rotation import matrix_to_quat, quat_from_z_to, quat_multiply, quat_to_matrix
 from npga.deform import FieldConfig, ForwardField
+from npga.geometry import quat_to_matrix
 from npga.headmodel import SyntheticHead
 
 
@@ -134,17 +134,6 @@ def test_head_pose_matches_a_hand_built_similarity():
     cov_w = rot_w @ torch.diag_embed(sc**2) @ rot_w.transpose(1, 2)
     A = s * R
     assert torch.allclose(cov_w, A @ cov @ A.T, atol=1e-10)
-
-
-def test_quaternion_helpers():
-    gen = torch.Generator().manual_seed(1)
-    Rs = torch.stack([random_rotation(gen) for _ in range(20)] + [torch.diag(torch.tensor([1.0, -1, -1]).double())])
-    assert torch.allclose(quat_to_matrix(matrix_to_quat(Rs)), Rs, atol=1e-12)
-    a, b = torch.randn(2, 10, 4, generator=gen, dtype=torch.float64)
-    assert torch.allclose(quat_to_matrix(quat_multiply(a, b)), quat_to_matrix(a) @ quat_to_matrix(b), atol=1e-12)
-    n = torch.nn.functional.normalize(torch.randn(30, 3, generator=gen, dtype=torch.float64), dim=-1)
-    n = torch.cat([n, torch.tensor([[0.0, 0.0, -1.0], [0.0, 0.0, 1.0]], dtype=torch.float64)])
-    assert torch.allclose(quat_to_matrix(quat_from_z_to(n))[:, :, 2], n, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["torch", "kdtree"])

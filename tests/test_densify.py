@@ -24,7 +24,6 @@ from npga.avatar.densify import (
     DensifyConfig,
     MCMCStrategy,
     add_samples,
-    covariance,
     inject_noise,
     make_strategy,
     relocate_dead,
@@ -33,6 +32,7 @@ from npga.avatar.densify import (
 )
 from npga.cameras import look_at
 from npga.render import rasterize
+from npga.render.projection import quat_scale_to_covar
 
 
 def tagged(n: int, scale: float = 0.004, opacity: float = 0.5, seed: int = 0) -> tuple[nn.ParameterDict, dict]:
@@ -364,8 +364,8 @@ def test_covariance_against_rotation_by_hand():
         K = torch.tensor([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]], dtype=torch.float64)
         R = torch.eye(3, dtype=torch.float64) + math.sin(angle[i]) * K + (1 - math.cos(angle[i])) * K @ K
         expected = R @ torch.diag(scales[i] ** 2) @ R.T
-        assert torch.allclose(covariance(quats[i], scales[i]), expected, atol=1e-12)
-    assert covariance(quats, scales).shape == (6, 3, 3)
+        assert torch.allclose(quat_scale_to_covar(quats[i], scales[i]), expected, atol=1e-12)
+    assert quat_scale_to_covar(quats, scales).shape == (6, 3, 3)
 
 
 # ---- MCMC: row edits and the strategy ------------------------------------------------------------------
@@ -519,7 +519,7 @@ def test_relocation_and_covariance_match_gsplat_cuda():
 
     quats, scales = torch.randn(m, 4, generator=g), torch.rand(m, 3, generator=g) + 0.01
     covars, _ = quat_scale_to_covar_preci(quats.cuda(), scales.cuda(), compute_preci=False)
-    torch.testing.assert_close(covars.cpu(), covariance(quats, scales), rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(covars.cpu(), quat_scale_to_covar(quats, scales), rtol=1e-4, atol=1e-6)
 
     params, optimizers = tagged(50)  # the strategy runs on CUDA too, with rows paired
     params = nn.ParameterDict({k: nn.Parameter(v.detach().cuda()) for k, v in params.items()})

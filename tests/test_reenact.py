@@ -12,7 +12,8 @@ import torch
 from npga.avatar.file import save_avatar
 from npga.cli import main
 from npga.data.tracking import Tracking, TrackingExtras
-from npga.drive.fit import head_frame, head_to_camera, intrinsics_matrix, reference_view
+from npga.drive.fit import head_frame, head_to_camera, reference_view
+from npga.geometry import centred_intrinsics
 from npga.io.video import probe_video, read_video, write_video
 from tests.helpers.head_avatars import filmed, head_avatar
 from tests.helpers.small_avatars import random_avatar
@@ -43,7 +44,7 @@ def test_cross_reenactment_opens_the_driven_mouth_when_the_drivers_opens(tmp_pat
     codes = a.codes.mean.repeat(len(jaw), 1)
     codes[:, 0] = jaw  # the driver opens the mouth steadily; nothing else moves
     pose = head_to_camera(rotation, torch.tensor([0.0, 0.005, 1.05 * distance]), head)
-    K = intrinsics_matrix(focal * H, W, H)
+    K = torch.from_numpy(centred_intrinsics(focal * H, W, H)).float()
     frames, _ = filmed(a, codes, pose.expand(len(jaw), 4, 4), K, W, H)
     write_video(tmp_path / "driver.mp4", frames, fps=25, quality=10)
     (tmp_path / "K.json").write_text(json.dumps({"K": K.tolist(), "width": W, "height": H}))

@@ -21,11 +21,9 @@ from npga.drive.fit import (
     HeadFrame,
     TrackConfig,
     TrackLog,
-    axis_angle_to_matrix,
     code_penalties,
     head_frame,
     head_to_camera,
-    intrinsics_matrix,
     moved_centroid,
     reference_view,
     robust_l1,
@@ -33,22 +31,13 @@ from npga.drive.fit import (
     track_frames,
 )
 from npga.drive.foreground import border_color, foreground_mask
+from npga.geometry import axis_angle_to_matrix, centred_intrinsics
 from npga.io.video import write_video
 from tests.helpers.head_avatars import filmed, head_avatar
 from tests.helpers.small_avatars import random_avatar
 
 W, H = 66, 96  # driver video size: small, and large enough for the head's features
 FAST = TrackConfig()
-
-
-def test_axis_angle_matches_opencv_rodrigues():
-    rng = np.random.default_rng(0)
-    for omega in [np.zeros(3), np.array([1e-5, 0, 0]), *rng.normal(size=(5, 3))]:
-        ours = axis_angle_to_matrix(torch.tensor(omega, dtype=torch.float64)).numpy()
-        np.testing.assert_allclose(ours, cv2.Rodrigues(omega)[0], atol=1e-9)
-    w = torch.zeros(3, requires_grad=True)
-    axis_angle_to_matrix(w)[0, 1].backward()
-    np.testing.assert_allclose(w.grad.numpy(), [0, 0, -1], atol=1e-6)  # d R01 / d w_z = -1 at the identity
 
 
 def test_head_to_camera_puts_the_centroid_where_asked():
@@ -139,7 +128,7 @@ def _driver(avatar, n: int, principal_shift: tuple[float, float] = (0.0, 0.0)):
         centroid = torch.tensor([0.01 + 0.002 * t, -0.004, 1.08 * distance])
         poses.append(head_to_camera(R, centroid, head))
         truths.append((R, centroid))
-    K = intrinsics_matrix(focal * H, W, H)
+    K = torch.from_numpy(centred_intrinsics(focal * H, W, H)).float()
     K[:2, 2] += torch.tensor(principal_shift)  # a calibrated camera's principal point is rarely the centre
     frames, alphas = filmed(avatar, codes, torch.stack(poses), K, W, H)
     return codes, truths, K, frames, alphas

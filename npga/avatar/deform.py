@@ -17,8 +17,8 @@ from torch import nn
 
 from npga.avatar.cnn import ScreenCNN
 from npga.avatar.dynamics import RESIDUAL_SLICES, DetailMLP
-from npga.avatar.rotation import matrix_to_quat, quat_multiply
 from npga.deform.field import ForwardField
+from npga.geometry import matrix_to_quat, quat_multiply
 
 
 @dataclass(frozen=True)

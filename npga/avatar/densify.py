@@ -24,7 +24,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import remove
 from torch import nn
 
-from npga.avatar.rotation import quat_to_matrix
+from npga.render.projection import quat_scale_to_covar
 
 log = logging.getLogger(__name__)
 
@@ -142,13 +142,6 @@ class CappedDefaultStrategy:
 
 
 # ---- mcmc: pure formulas -------------------------------------------------------------------------------
-
-
-def covariance(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """R diag(s^2) R^T (..., 3, 3) of quaternions (..., 4, wxyz, any norm) and standard deviations (..., 3):
-    gsplat's `quat_scale_to_covar_preci` (a CUDA kernel) in PyTorch."""
-    M = quat_to_matrix(quats) * scales[..., None, :]  # R diag(s)
-    return M @ M.transpose(-1, -2)
 
 
 def relocation_torch(
@@ -281,7 +274,7 @@ def inject_noise(params: Params, scale: float) -> None:
     opacities = torch.sigmoid(params["opacities"])  # (N,)
     gate = torch.sigmoid(100 * ((1 - opacities) - 0.995))  # (N,)
     z = torch.randn_like(params["means"]) * (gate * scale)[:, None]  # (N, 3)
-    cov = covariance(params["quats"], torch.exp(params["scales"]))  # (N, 3, 3)
+    cov = quat_scale_to_covar(params["quats"], torch.exp(params["scales"]))  # (N, 3, 3)
     params["means"].add_((cov @ z[..., None])[..., 0])
 
 

@@ -16,7 +16,7 @@ import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
-from npga.avatar.rotation import quat_from_z_to
+from npga.geometry import quat_from_z_to
 from npga.headmodel.base import HeadModel, Mesh
 
 PER_GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors", "features")

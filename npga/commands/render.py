@@ -26,6 +26,7 @@ from npga.commands.common import open_avatar, open_training_cache
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
 from npga.drive.reenact import driving_codes
+from npga.geometry import even_side
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -84,7 +85,7 @@ def main(cfg: Config) -> list[Path]:
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).videos
     front = frontal_camera(avatar.cameras)
     if cfg.height is not None:
-        front = front.resized(round(front.width * cfg.height / front.height) // 2 * 2, cfg.height)
+        front = front.resized(even_side(round(front.width * cfg.height / front.height)), cfg.height)
     cache: FrameCache | None = None
     if cfg.height is None:
         try:

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 
 from npga.data.tracking import Tracking
+from npga.geometry import axis_angle_to_matrix
 from npga.headmodel import FlameHead, load_flame_model, load_head_model
-from npga.headmodel.flame import N_SHAPE, axis_angle_to_matrix
+from npga.headmodel.flame import N_SHAPE
 from npga.headmodel.registry import DESCRIPTION_FILE
 
 VHAP_KEYS = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "shape")

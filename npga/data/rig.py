@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 import torch
 
-from npga.avatar.rotation import quat_to_matrix
 from npga.data.layout import ParticipantLayout
+from npga.geometry import even_side, quat_to_matrix
 from npga.io.video import iter_video, probe_video, write_video
 
 log = logging.getLogger(__name__)
@@ -501,9 +501,9 @@ def import_rig(
             )
         _check_intrinsics(calib[n], s, calibration)
     W, H = ref.width, ref.height
-    Wc, Hc = W - W % 2, H - H % 2  # H.264 needs even sizes: drop the last column / row
-    if Wc < 2 or Hc < 2:
+    if W < 2 or H < 2:
         raise ValueError(f"{ref.path}: frames of {W}x{H} are too small")
+    Wc, Hc = even_side(W), even_side(H)  # H.264 needs even sizes: drop the last column / row
     rate = ref.fps if ref.fps else fps
 
     mask_srcs: dict[str, FrameSource] = {}

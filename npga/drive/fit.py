@@ -32,6 +32,7 @@ from npga.avatar.deform import deform
 from npga.avatar.model import Avatar
 from npga.avatar.render import render_gaussians
 from npga.cameras import frontal_camera
+from npga.geometry import axis_angle_to_matrix, centred_intrinsics
 from npga.losses import dssim, l1
 
 log = logging.getLogger(__name__)
@@ -144,19 +145,6 @@ def head_frame(avatar: Avatar) -> HeadFrame:
     return HeadFrame(centroid=centroid, radius=radius, scale=scale)
 
 
-def axis_angle_to_matrix(omega: torch.Tensor) -> torch.Tensor:
-    """(3,) rotation vector -> (3, 3) rotation (Rodrigues), differentiable also at zero."""
-    theta2 = (omega * omega).sum()
-    theta = theta2.clamp_min(1e-12).sqrt()
-    small = theta2 < 1e-8
-    a = torch.where(small, 1 - theta2 / 6, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24, (1 - torch.cos(theta)) / theta2.clamp_min(1e-12))
-    x, y, z = omega.unbind()
-    o = torch.zeros_like(x)
-    k = torch.stack([torch.stack([o, -z, y]), torch.stack([z, o, -x]), torch.stack([-y, x, o])])
-    return torch.eye(3, dtype=omega.dtype, device=omega.device) + a * k + b * (k @ k)
-
-
 def head_to_camera(rotation: torch.Tensor, centroid_cam: torch.Tensor, head: HeadFrame) -> torch.Tensor:
     """(4, 4) similarity x_cam = s R x + t that puts the head's centroid at `centroid_cam` (3,)."""
     sr = head.scale * rotation  # (3, 3)
@@ -178,19 +166,6 @@ def level_intrinsics(K: torch.Tensor, scale: float, focal_factor: torch.Tensor) 
     focal = torch.stack([focal_factor, focal_factor, torch.ones_like(focal_factor)])[:, None]  # (3, 1)
     resize = K.new_tensor([scale, scale, 1.0])[:, None]  # (3, 1)
     return K * torch.where(torch.eye(3, dtype=torch.bool, device=K.device), focal, 1.0) * resize
-
-
-def intrinsics_matrix(focal: torch.Tensor | float, width: int, height: int) -> torch.Tensor:
-    """(3, 3) pinhole K with square pixels and the principal point at the image centre."""
-    f = torch.as_tensor(focal, dtype=torch.float32)
-    zero, one = torch.zeros_like(f), torch.ones_like(f)
-    return torch.stack(
-        [
-            torch.stack([f, zero, zero + width / 2]),
-            torch.stack([zero, f, zero + height / 2]),
-            torch.stack([zero, zero, one]),
-        ]
-    )
 
 
 def robust_l1(pred: torch.Tensor, gt: torch.Tensor, scale: float) -> torch.Tensor:
@@ -444,7 +419,8 @@ def initial_state(avatar: Avatar, head: HeadFrame, cfg: TrackConfig, coarse: Tar
     # The rig sees the head this wide in pixels at distance_ref with focal_ref * height.
     with torch.no_grad():
         ref_pose = head_to_camera(rotation0, torch.tensor([0.0, 0.0, distance_ref]), head)
-        _, ref_alpha = render_view(avatar, avatar.codes.mean, ref_pose, intrinsics_matrix(focal_ref * h, w, h), w, h)
+        ref_K = torch.from_numpy(centred_intrinsics(focal_ref * h, w, h)).float()  # (3, 3)
+        _, ref_alpha = render_view(avatar, avatar.codes.mean, ref_pose, ref_K, w, h)
     _, ref_width = _mask_stats(ref_alpha[..., 0].cpu().numpy())
     distance = distance_ref * (f / (focal_ref * h)) * (ref_width / width_px)
     best, best_score = None, (-1.0, 0.0)
@@ -498,7 +474,7 @@ def track_frames(
         levels = pyramid(frame, mask, cfg.pyramid, cfg.min_height, avatar.background)
         if previous is None:
             h, w = mask.shape
-            guess = intrinsics_matrix(reference_view(avatar, head)[2] * h, w, h)
+            guess = torch.from_numpy(centred_intrinsics(reference_view(avatar, head)[2] * h, w, h)).float()
             K0 = guess if K is None else torch.as_tensor(K, dtype=torch.float32)
             start = initial_state(avatar, head, cfg, levels[0], K0.to(avatar.device))
             fit = fit_frame(avatar, head, cfg, levels, start, None, cfg.first_iterations, fit_focal=K is None)

@@ -16,6 +16,7 @@ import torch
 from npga.avatar.model import Avatar
 from npga.cameras import Camera, frontal_camera, rig_up
 from npga.data.tracking import Tracking, TrackingExtras
+from npga.geometry import even_side
 
 
 def check_expression_space(
@@ -64,7 +65,7 @@ def even_size(camera: Camera, height: int | None) -> Camera:
     """The camera at `height` (default: its own), both sides rounded down to even numbers for H.264."""
     h = camera.height if height is None else height
     w = camera.width * h / camera.height
-    return camera.resized(max(2, int(w) // 2 * 2), max(2, h // 2 * 2))
+    return camera.resized(even_side(int(w)), even_side(h))
 
 
 def head_centers(avatar: Avatar, poses: torch.Tensor) -> np.ndarray:

@@ -27,6 +27,7 @@ from npga.config import to_dict
 from npga.data.tracking import Tracking, TrackingExtras
 from npga.drive.fit import TrackConfig, TrackLog, head_frame, track_frames
 from npga.drive.foreground import border_color, foreground_mask
+from npga.geometry import intrinsics_from_fov
 from npga.io.video import VideoInfo, iter_video, probe_video
 
 log = logging.getLogger(__name__)
@@ -81,8 +82,7 @@ def check_inputs(driver: DriverVideo, out: Path) -> tuple[VideoInfo, np.ndarray 
         raise ValueError(f"--fov {driver.fov}: expected a vertical field of view in degrees, between 1 and 170")
     K = read_intrinsics(driver.intrinsics, info) if driver.intrinsics is not None else None
     if driver.fov is not None:
-        f = info.height / 2 / math.tan(math.radians(driver.fov) / 2)
-        K = np.array([[f, 0.0, info.width / 2], [0.0, f, info.height / 2], [0.0, 0.0, 1.0]])
+        K = intrinsics_from_fov(math.radians(driver.fov), info.width, info.height)
     if driver.mask is not None:
         m = probe_video(driver.mask)
         if (m.width, m.height, m.n_frames) != (info.width, info.height, info.n_frames):

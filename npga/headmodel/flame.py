@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
+from npga.geometry import axis_angle_to_matrix
 from npga.headmodel.base import Mesh
 
 N_SHAPE = 300  # FLAME's shape components come first in `shapedirs`, the expression components after them
@@ -110,21 +111,6 @@ def load_flame_model(path: str | os.PathLike) -> FlameModel:
         torch.from_numpy(parents),
         torch.from_numpy(faces),
     )
-
-
-def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
-    """Rodrigues: rotation matrices (..., 3, 3) of axis-angle vectors (..., 3); exact at zero."""
-    theta = v.norm(dim=-1, keepdim=True)[..., None]  # (..., 1, 1)
-    k = torch.zeros(*v.shape[:-1], 3, 3, dtype=v.dtype, device=v.device)
-    x, y, z = v.unbind(-1)
-    k[..., 0, 1], k[..., 0, 2], k[..., 1, 2] = -z, y, -x
-    k = k - k.transpose(-1, -2)  # (..., 3, 3) [v]_x
-    small = theta < 1e-8
-    safe = torch.where(small, torch.ones_like(theta), theta)
-    a = torch.where(small, 1 - theta**2 / 6, torch.sin(safe) / safe)
-    b = torch.where(small, 0.5 - theta**2 / 24, (1 - torch.cos(safe)) / safe**2)
-    eye = torch.eye(3, dtype=v.dtype, device=v.device)
-    return eye + a * k + b * (k @ k)
 
 
 def closest_points_on_triangles(p: torch.Tensor, tri: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import torch
 
+from npga.geometry import quat_to_matrix
+
 ALPHA_THRESHOLD = 1.0 / 255.0  # fragments below this alpha are skipped; splats below it are culled
 MAX_EXTENT_SIGMAS = 3.33  # screen-space extent cap, in standard deviations
 
@@ -25,23 +27,9 @@ class Projected:
 
 
 def quat_scale_to_covar(quats: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """World covariance R S S R^T (N, 3, 3) from wxyz quaternions (N, 4, any norm) and scales (N, 3)."""
-    w, x, y, z = torch.nn.functional.normalize(quats, dim=-1).unbind(-1)
-    R = torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)
-    M = R * scales[:, None, :]  # (N, 3, 3) = R @ diag(s)
+    """World covariance R S S R^T (..., 3, 3) from wxyz quaternions (..., 4, any norm) and standard deviations
+    (..., 3): gsplat's `quat_scale_to_covar_preci` (a CUDA kernel) in PyTorch."""
+    M = quat_to_matrix(quats) * scales[..., None, :]  # (..., 3, 3) = R @ diag(s)
     return M @ M.transpose(-1, -2)
 
 

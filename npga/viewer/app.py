@@ -26,6 +26,7 @@ from tqdm import tqdm
 from npga.avatar.model import Avatar
 from npga.avatar.precision import Precision
 from npga.cameras import Camera, frontal_camera, rig_up
+from npga.geometry import even_side
 from npga.io.video import to_uint8, write_video
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
 from npga.viewer.renderer import ViewRenderer
@@ -389,7 +390,7 @@ class ViewerApp:
         recordings are rendered through."""
         cam = client.camera
         w, h = fit_resolution(cam.image_width, cam.image_height, self.max_side)
-        return viewport_camera(cam.wxyz, cam.position, cam.fov, max(2, w // 2 * 2), max(2, h // 2 * 2))
+        return viewport_camera(cam.wxyz, cam.position, cam.fov, even_side(w), even_side(h))
 
     def screenshot(self, client: viser.ClientHandle | None) -> Path | None:
         """The tab's current view (server render, any path) as a PNG next to the avatar file."""

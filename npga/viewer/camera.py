@@ -8,36 +8,24 @@ and the intrinsics change here, never the axes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from npga.avatar.rotation import matrix_to_quat, quat_to_matrix
 from npga.cameras import Camera
-
-
-def _quat_to_matrix(wxyz: np.ndarray) -> np.ndarray:
-    """Rotation (3, 3) of a quaternion (4,) w, x, y, z."""
-    return quat_to_matrix(torch.as_tensor(np.asarray(wxyz, dtype=np.float64))).numpy()
-
-
-def _matrix_to_quat(R: np.ndarray) -> np.ndarray:
-    """Unit quaternion (4,) w, x, y, z of a rotation (3, 3)."""
-    return matrix_to_quat(torch.as_tensor(np.asarray(R, dtype=np.float64))).reshape(4).numpy()
+from npga.geometry import fov_from_intrinsics, intrinsics_from_fov, matrix_to_quat, quat_to_matrix
 
 
 def viewport_camera(wxyz: np.ndarray, position: np.ndarray, fov: float, width: int, height: int) -> Camera:
     """Our Camera for a viewport: camera-to-world rotation `wxyz` (4,), centre `position` (3,), vertical
     field of view `fov` (radians), `width` x `height` pixels."""
-    R_world_cam = _quat_to_matrix(wxyz)  # (3, 3) columns: camera axes in world coordinates
+    # (3, 3) columns: camera axes in world coordinates
+    R_world_cam = quat_to_matrix(torch.as_tensor(np.asarray(wxyz, dtype=np.float64))).numpy()
     w2c = np.eye(4)
     w2c[:3, :3] = R_world_cam.T
     w2c[:3, 3] = -R_world_cam.T @ np.asarray(position, dtype=np.float64)
-    f = 0.5 * height / math.tan(0.5 * fov)
-    K = np.array([[f, 0.0, 0.5 * width], [0.0, f, 0.5 * height], [0.0, 0.0, 1.0]])
-    return Camera(K=K, world_2_cam=w2c, width=width, height=height)
+    return Camera(K=intrinsics_from_fov(fov, width, height), world_2_cam=w2c, width=width, height=height)
 
 
 @dataclass(frozen=True)
@@ -61,13 +49,12 @@ def camera_viewport(camera: Camera, target: np.ndarray) -> ViewportPose:
     forward = R_world_cam[:, 2]
     centre = camera.center
     distance = max(float((np.asarray(target, dtype=np.float64) - centre) @ forward), 1e-3)
-    fov = 2.0 * math.atan(0.5 * camera.height / camera.K[1, 1])
     return ViewportPose(
-        wxyz=_matrix_to_quat(R_world_cam),
+        wxyz=matrix_to_quat(torch.from_numpy(R_world_cam)).numpy(),
         position=centre,
         look_at=centre + distance * forward,
         up_direction=-R_world_cam[:, 1],
-        fov=fov,
+        fov=fov_from_intrinsics(camera.K, camera.height),
     )
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from npga.avatar.deform import Gaussians
-from npga.avatar.rotation import matrix_to_quat
+from npga.geometry import matrix_to_quat
 from npga.render.projection import quat_scale_to_covar
 
 
