@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from npga.io.atomic import write_text_atomic
+
 T = TypeVar("T")
 DeviceName = Literal["auto", "cpu", "cuda"]
 """The `device` option of every subcommand; auto: CUDA when available."""
@@ -106,8 +108,4 @@ def load_config(cls: type[T], path: str | os.PathLike) -> T:
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write `cfg` as YAML atomically (runs keep the config they were made with)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")  # an ordinary file: the user's umask applies, unlike mkstemp's 0600
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

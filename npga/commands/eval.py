@@ -22,6 +22,7 @@ from npga.commands.common import open_avatar, open_training_cache, tracked_rende
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
 from npga.evaluate import evaluate, write_report
+from npga.io.atomic import write_text_atomic
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
 from npga.runs import RunLayout, run_of
@@ -89,7 +90,7 @@ def main(cfg: Config) -> dict:
         "every": cfg.every,
         "precision": avatar.precision,
     }
-    (out / "eval_info.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out / "eval_info.json", json.dumps(meta, indent=2))
     run = run_of(file)
     if run is not None and run.log.is_file():
         plot_training_curves(run.log, out / "training_curves.png", title=str(run.root))

@@ -30,6 +30,7 @@ from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntabl
 from npga.commands.common import expression_track, open_avatar, open_training_cache
 from npga.config import DeviceName
 from npga.data.cache import FrameCache
+from npga.io.atomic import atomic_path
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -213,6 +214,7 @@ def render_path(cfg: Config) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"frame_{i:05d}.png" for i in range(len(frames))]
         for path, frame in zip(paths, frames, strict=True):
-            cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if cfg.png_alpha else cv2.COLOR_RGB2BGR))
+            with atomic_path(path) as tmp:
+                cv2.imwrite(str(tmp), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if cfg.png_alpha else cv2.COLOR_RGB2BGR))
     print(f"wrote {len(frames)} frames of {cams[0].width}x{cams[0].height} along {cfg.camera_path}: {out}")
     return paths

@@ -50,8 +50,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +60,7 @@ import torch
 
 from npga.avatar.rotation import quat_to_matrix
 from npga.data.layout import ParticipantLayout
+from npga.io.atomic import atomic_dir
 from npga.io.video import iter_video, probe_video, write_video
 
 log = logging.getLogger(__name__)
@@ -572,9 +571,7 @@ def import_rig(
                 )
             plates[n] = plate
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         paths = ParticipantLayout(tmp)
         for n in names:
             undistort = _undistorter(calib[n], (W, H))
@@ -598,12 +595,6 @@ def import_rig(
             "intrinsics": {n: calib[n].K.tolist() for n in names},
         }
         paths.camera_params.write_text(json.dumps(params, indent=1))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     alpha = "masks" if mask_srcs else "background plates" if plates else "none"
     undistorted = tuple(n for n in names if calib[n].distorted)
     log.info(
