@@ -24,11 +24,9 @@ import tyro
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
-from npga.avatar.precision import Precision
 from npga.camera_path import load_camera_path, path_cameras
 from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
-from npga.commands.common import expression_track, open_avatar, open_training_cache
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, expression_track, open_avatar, open_training_cache
 from npga.data.cache import FrameCache
 from npga.io.atomic import atomic_path
 from npga.io.video import to_uint8, write_video
@@ -68,10 +66,7 @@ class Config:
     fps: float = 24.0
     capture: Path | None = None
     """Where the capture is now, for ground truth beside the renders (default: where the avatar recorded it)."""
-    device: DeviceName = "auto"
-    precision: Precision = "auto"
-    """What the avatar's networks draw in: auto is bfloat16 on a GPU (up to 1.25x faster at 250k Gaussians on an
-    H100, -0.005 dB on the demo) and on a CPU with bfloat16 units, float32 elsewhere."""
+    runtime: Runtime = RuntimeOptions()
 
 
 def _label(frame: np.ndarray, text: str) -> np.ndarray:
@@ -85,7 +80,7 @@ def main(cfg: Config) -> list[Path]:
     """Writes the overview videos, or the frames along --camera-path; returns the paths written."""
     if cfg.camera_path is not None:
         return render_path(cfg)
-    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).videos
     front = frontal_camera(avatar.cameras)
     if cfg.height is not None:
@@ -196,7 +191,7 @@ def render_path(cfg: Config) -> list[Path]:
         raise ValueError("--png-alpha writes PNG frames: give a folder as --out, not an .mp4")
     if cfg.frames is not None and cfg.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {cfg.frames}")
-    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     size = _size(cfg.size) if cfg.size is not None else None
     background = _background(cfg.background, avatar)
     codes, poses, _ = expression_track(avatar, cfg.sequence, cfg.tracking)
