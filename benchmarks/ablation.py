@@ -34,7 +34,7 @@ import torch
 from data_tools.mesh_render import rasterize_mesh
 from data_tools.synth import frame_geometry
 from npga.avatar.model import Avatar
-from npga.commands.common import open_avatar, open_training_cache, tracked_renderer
+from npga.commands.common import RuntimeOptions, open_avatar, open_training_cache, tracked_renderer
 from npga.commands.distill import Config as DistillCommand
 from npga.commands.distill import main as run_distill
 from npga.commands.eval import Config as EvalConfig
@@ -192,8 +192,9 @@ def train_and_score(
     trainer.hooks.insert(0, ProgressBar(0, cfg.steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
+    runtime = RuntimeOptions(device=cfg.device, precision="float32")  # `npga eval`'s default precision
     metrics = run_eval(
-        EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every, device=cfg.device)
+        EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every, runtime=runtime)
     )
     seq, cams = metrics["heldout_sequences"], metrics["heldout_cameras"]
     row = {
@@ -214,7 +215,7 @@ def train_and_score(
                 every=scoring.every,
                 capture=scoring.twin,
                 out=run.root / "eval_twin",
-                device=cfg.device,
+                runtime=runtime,
             )
         )["heldout_sequences"]
         row["heldout_sequences_twin"] = {k: twin[k] for k in ("psnr", "ssim")}

@@ -16,8 +16,6 @@ import logging
 import math
 import multiprocessing
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
@@ -48,6 +46,7 @@ from npga.data.tracking import Tracking
 from npga.geometry import centred_intrinsics
 from npga.headmodel import EXPRESSIONS, SyntheticHead, save_description
 from npga.headmodel.base import Mesh
+from npga.io.atomic import atomic_dir
 from npga.io.video import to_uint8, write_video
 
 log = logging.getLogger(__name__)
@@ -300,9 +299,7 @@ def synthesize(cfg: SynthConfig) -> Path:
     effect_rng = np.random.default_rng(cfg.seed + 2000)  # apart, so that switching effects keeps the codes
     noise = "tracking_noise" in effects
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         paths = ParticipantLayout(tmp)
         _write_calibration(paths, cams)
         save_description(head, paths.headmodel)
@@ -344,12 +341,6 @@ def synthesize(cfg: SynthConfig) -> Path:
                     _tracking(head, *noisy).save(paths.tracking(seq))
                 else:
                     truth.save(paths.tracking(seq))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info(
         "wrote %s: %d sequences x %d frames x %d cameras at %dx%d",
         out,

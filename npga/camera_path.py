@@ -17,6 +17,7 @@ import numpy as np
 
 from npga.cameras import Camera, look_at
 from npga.geometry import intrinsics_from_fov
+from npga.io.atomic import write_text_atomic
 
 FORMAT = "npga-camera-path"
 VERSION = 1
@@ -94,10 +95,7 @@ def save_camera_path(path: CameraPath, file: str | os.PathLike) -> Path:
         "fps": path.fps,
         "keyframes": [asdict(k) for k in path.keyframes],
     }
-    file = Path(file)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text(json.dumps(data, indent=2))
-    return file
+    return write_text_atomic(file, json.dumps(data, indent=2))
 
 
 def _vec(value: object) -> tuple[float, ...]:

@@ -17,6 +17,8 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from npga.io.atomic import write_text_atomic
+
 T = TypeVar("T")
 DeviceName = Literal["auto", "cpu", "cuda"]
 """The `device` option of every subcommand; auto: CUDA when available."""
@@ -31,13 +33,14 @@ def resolve_device(name: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    """Turn a YAML value into the annotated type `tp` (dataclasses, tuples, Paths, Literals, Optionals)."""
+def _convert(tp: Any, value: Any, where: str, default: Any = None) -> Any:
+    """Turn a YAML value into the annotated type `tp` (dataclasses, tuples, Paths, Literals, Optionals); a
+    mapping fills the field's `default` when that is a dataclass."""
     origin = typing.get_origin(tp)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ValueError(f"{where}: expected a mapping for {tp.__name__}, got {value!r}")
-        return from_dict(tp, value, where)
+        return from_dict(tp, value, where, default if dataclasses.is_dataclass(default) else None)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:
@@ -62,15 +65,18 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass `cls` from a (nested) mapping; unknown keys raise ValueError naming them."""
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "config", base: T | None = None) -> T:
+    """Build dataclass `cls` from a (nested) mapping, the fields it leaves out taken from `base` (default: the
+    field defaults); unknown keys raise ValueError naming them. A nested mapping fills its field's default, so
+    a preset giving eval's `runtime.device` keeps eval's own float32 precision."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; valid: {sorted(names)}")
-    kwargs = {k: _convert(hints[k], v, f"{where}.{k}") for k, v in data.items()}
-    return cls(**kwargs)
+        raise ValueError(f"{where}: unknown field(s) {unknown} for {cls.__name__}; valid: {sorted(fields)}")
+    default = lambda k: fields[k].default if base is None else getattr(base, k)
+    kwargs = {k: _convert(hints[k], v, f"{where}.{k}", default(k)) for k, v in data.items()}
+    return cls(**kwargs) if base is None else dataclasses.replace(base, **kwargs)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -106,8 +112,4 @@ def load_config(cls: type[T], path: str | os.PathLike) -> T:
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
     """Write `cfg` as YAML atomically (runs keep the config they were made with)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")  # an ordinary file: the user's umask applies, unlike mkstemp's 0600
-    tmp.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-    os.replace(tmp, path)
+    write_text_atomic(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from npga.cameras import Camera
 from npga.data.cache import FrameCache
 from npga.geometry import even_side
+from npga.io.atomic import atomic_path, write_text_atomic
 from npga.io.video import to_uint8, write_video
 from npga.metrics import LPIPS, composite, psnr, ssim
 from npga.split import Split
@@ -121,8 +122,8 @@ def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: fl
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {r.name: summarize(r) for r in results}
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    with open(out / "per_frame.csv", "w", newline="") as f:
+    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    with atomic_path(out / "per_frame.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["split", "sequence", "t", "serial", *METRICS])
         writer.writeheader()
         for r in results:
@@ -130,7 +131,8 @@ def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: fl
     for r in results:
         for serial, (gt, pred) in r.samples.items():
             grid = np.concatenate([gt, pred, error_heatmap(gt, pred)], 1)
-            cv2.imwrite(str(out / f"{r.name}_cam_{serial}.png"), cv2.cvtColor(to_uint8(grid), cv2.COLOR_RGB2BGR))
+            with atomic_path(out / f"{r.name}_cam_{serial}.png") as tmp:
+                cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(grid), cv2.COLOR_RGB2BGR))
         frames = [to_uint8(v) for v in r.video]
         h, w = frames[0].shape[:2]
         write_video(out / f"{r.name}.mp4", [f[: even_side(h), : even_side(w)] for f in frames], fps=fps)

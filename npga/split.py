@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from npga import nersemble
+from npga.io.atomic import write_text_atomic
 
 EVAL_SPLITS = ("heldout_cameras", "heldout_sequences", "train", "all")
 
@@ -38,7 +39,7 @@ class Split:
         return self.train_sequences + self.heldout_sequences, have(self.train_serials + self.heldout_serials)
 
     def save(self, path: str | os.PathLike) -> None:
-        Path(path).write_text(json.dumps(asdict(self), indent=2))
+        write_text_atomic(path, json.dumps(asdict(self), indent=2))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Split:

@@ -87,3 +87,54 @@ def test_every_registered_subcommand_has_a_config_and_function():
         assert dataclasses.is_dataclass(module.Config), name
         assert callable(module.main), name
         assert help_, name
+
+
+# command -> (its required fields as arguments and in a preset, its default precision); reenact joins when it
+# takes RuntimeOptions
+RUNTIME_COMMANDS = {
+    "render": (["run"], {"avatar": "run"}, "auto"),
+    "view": (["run"], {"avatar": "run"}, "auto"),
+    "eval": (["run"], {"avatar": "run"}, "float32"),
+    "reenact": (["--avatar", "run", "--out", "o"], {"avatar": "run", "out": "o"}, "auto"),
+    "track": (["--avatar", "run", "--video", "v.mp4"], {"avatar": "run", "video": "v.mp4"}, "float32"),
+    "export": (["run", "--ply", "x.ply"], {"avatar": "run", "ply": "x.ply"}, "float32"),
+    "submit": (["run", "--out", "s.zip"], {"avatar": "run", "out": "s.zip"}, "float32"),
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "required", "precision"),
+    [(n, *v) for n, v in RUNTIME_COMMANDS.items()],
+    ids=list(RUNTIME_COMMANDS),
+)
+def test_device_and_precision_flags_fill_the_shared_runtime_options(
+    name, args, required, precision, monkeypatch, tmp_path
+):
+    import importlib
+
+    import yaml
+
+    from npga.commands.common import RuntimeOptions
+
+    seen = []
+    monkeypatch.setattr(importlib.import_module(cli.SUBCOMMANDS[name][0]), "main", seen.append)
+    cli.main([name, *args])
+    assert seen[-1].runtime == RuntimeOptions(device="auto", precision=precision)
+    cli.main([name, *args, "--device", "cpu", "--precision", "bfloat16"])
+    assert seen[-1].runtime == RuntimeOptions(device="cpu", precision="bfloat16")
+    with pytest.raises(SystemExit):
+        cli.main([name, *args, "--runtime.device", "cpu"])  # the flags carry no prefix
+    preset = tmp_path / "p.yaml"
+    preset.write_text(yaml.safe_dump({**required, "runtime": {"device": "cpu"}}))
+    cli.main([name, "--config", str(preset)])  # a preset naming only the device keeps the precision
+    assert seen[-1].runtime == RuntimeOptions(device="cpu", precision=precision)
+
+
+def test_a_nested_mapping_fills_the_fields_default_not_the_class_defaults():
+    @dataclasses.dataclass(frozen=True)
+    class WithOwnDefault:
+        inner: Inner = Inner(lr=0.5)
+        """Nested settings with a default of their own."""
+
+    assert from_dict(WithOwnDefault, {"inner": {"sizes": [7]}}) == WithOwnDefault(Inner(lr=0.5, sizes=(7,)))
+    assert from_dict(Outer, {"inner": {"sizes": [7]}}) == Outer(inner=Inner(sizes=(7,)))

@@ -211,20 +211,20 @@ def test_track_command_resumes_where_it_was_interrupted(saved_head, tmp_path, mo
         "6",
         "3",
     ]
-    save = track_video._save_partial
+    save = track_video._save_fits
 
     def interrupted_after_two(path, track_log, fingerprint):
         save(path, track_log, fingerprint)
         if len(track_log) == 2:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(track_video, "_save_partial", interrupted_after_two)
+    monkeypatch.setattr(track_video, "_save_fits", interrupted_after_two)
     with pytest.raises(SystemExit):
         main(args)
     assert not (tmp_path / "codes.npz").exists()
-    with np.load(tmp_path / ".codes.partial.npz") as npz:
+    with np.load(tmp_path / ".codes.resume.npz") as npz:
         first_two = npz["code"]
-    monkeypatch.setattr(track_video, "_save_partial", save)
+    monkeypatch.setattr(track_video, "_save_fits", save)
     fitted = []
     fit_frame = track_video.track_frames.__globals__["fit_frame"]
     monkeypatch.setitem(
@@ -238,7 +238,7 @@ def test_track_command_resumes_where_it_was_interrupted(saved_head, tmp_path, mo
     with np.load(tmp_path / "codes.npz") as npz:
         np.testing.assert_allclose(npz["intrinsics"], K.numpy(), rtol=1e-6)
         assert npz["converged"].all() and str(npz["head_model"]) == "synthetic"
-    assert not (tmp_path / ".codes.partial.npz").exists()
+    assert not (tmp_path / ".codes.resume.npz").exists()
 
 
 def test_track_command_refuses_bad_input_in_one_line(tmp_path, capsys):

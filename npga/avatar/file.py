@@ -21,6 +21,7 @@ from npga.avatar.config import AvatarConfig, build_nets
 from npga.avatar.model import Avatar, CodeStats, Motion
 from npga.cameras import Camera
 from npga.config import from_dict, to_dict
+from npga.io.atomic import atomic_path
 from npga.split import Split
 
 FORMAT = "npga-avatar"
@@ -57,14 +58,8 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> Path:
         "provenance": avatar.provenance,
     }
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={_META_KEY: json.dumps(meta)})
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

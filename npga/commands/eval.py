@@ -17,11 +17,10 @@ from typing import Literal
 import tyro
 
 from npga.avatar.model import Avatar
-from npga.avatar.precision import Precision
-from npga.commands.common import open_avatar, open_training_cache, tracked_renderer
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, open_avatar, open_training_cache, tracked_renderer
 from npga.data.cache import FrameCache
 from npga.evaluate import evaluate, write_report
+from npga.io.atomic import write_text_atomic
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
 from npga.runs import RunLayout, run_of
@@ -46,17 +45,14 @@ class Config:
     """The capture's folder when it moved since training (default: the one the avatar recorded)."""
     out: Path | None = None
     """Report folder (default: eval/ next to the avatar file, i.e. RUN/eval)."""
-    device: DeviceName = "auto"
-    precision: Precision = "float32"
-    """What the avatar's networks run in while rendering (tf32 and bfloat16 are faster on a GPU and show
-    whether they cost PSNR; auto: bfloat16 on a CPU with bfloat16 units, else float32)."""
+    runtime: Runtime = RuntimeOptions(precision="float32")  # float32: the scores are the avatar's own
 
 
 def main(cfg: Config) -> dict:
     """Returns the metrics written to metrics.json."""
     if cfg.every < 1:
         raise ValueError(f"every must be at least 1, got {cfg.every}")
-    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     cache = open_training_cache(file, avatar, cfg.capture)
     if cfg.split:  # asked for: each must have frames, checked before anything is rendered
         splits = list(cfg.split)
@@ -89,7 +85,7 @@ def main(cfg: Config) -> dict:
         "every": cfg.every,
         "precision": avatar.precision,
     }
-    (out / "eval_info.json").write_text(json.dumps(meta, indent=2))
+    write_text_atomic(out / "eval_info.json", json.dumps(meta, indent=2))
     run = run_of(file)
     if run is not None and run.log.is_file():
         plot_training_curves(run.log, out / "training_curves.png", title=str(run.root))

@@ -16,8 +16,7 @@ import tyro
 from tqdm import tqdm
 
 from npga.avatar.deform import Gaussians
-from npga.commands.common import open_avatar
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, open_avatar
 from npga.drive.reenact import driving_codes
 from npga.io.splats import write_ply, write_splat
 
@@ -42,7 +41,7 @@ class Config:
     """The canonical Gaussians: no expression, no head pose."""
     all_frames: bool = False
     """Every frame of the sequence (or tracking file), one file each, into the folder --ply."""
-    device: DeviceName = "auto"
+    runtime: Runtime = RuntimeOptions(precision="float32")  # float32: the file holds the avatar's own values
 
 
 def _write(cfg: Config, g: Gaussians, path: Path) -> Path:
@@ -54,7 +53,7 @@ def main(cfg: Config) -> list[Path]:
     """Returns the files written."""
     if cfg.canonical and (cfg.tracking is not None or cfg.sequence is not None or cfg.all_frames):
         raise ValueError("--canonical takes no --sequence, --tracking or --all-frames")
-    file, avatar = open_avatar(cfg.avatar, cfg.device)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     if avatar.nets.cnn is not None:
         log.warning(
             "%s refines its renders with a screen-space CNN, which a splat file cannot carry: the "

@@ -18,10 +18,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from npga.avatar.precision import Precision
 from npga.cameras import orbit_cameras
-from npga.commands.common import open_avatar
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, open_avatar
 from npga.drive.fit import TrackConfig
 from npga.drive.reenact import (
     check_expression_space,
@@ -64,10 +62,7 @@ class Config:
     mask: Path | None = None
     """With --track-with: foreground mask video of the driver (default: background estimate)."""
     track: TrackConfig = TrackConfig()
-    device: DeviceName = "auto"
-    precision: Precision = "auto"
-    """What the avatar's networks draw in: auto is bfloat16 on a GPU (up to 1.25x faster at 250k Gaussians on an
-    H100, -0.005 dB on the demo) and on a CPU with bfloat16 units, float32 elsewhere."""
+    runtime: Runtime = RuntimeOptions()
 
 
 def _check_arguments(cfg: Config) -> None:
@@ -82,11 +77,11 @@ def _check_arguments(cfg: Config) -> None:
 def main(cfg: Config) -> list[Path]:
     """Writes the three videos (and the tracking file when tracking); returns the videos' paths."""
     _check_arguments(cfg)
-    file_b, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
+    file_b, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     info = probe_video(cfg.video) if cfg.video is not None else None
     tracking = cfg.tracking
     if cfg.track_with is not None:
-        file_a, driver_avatar = open_avatar(cfg.track_with, cfg.device)
+        file_a, driver_avatar = open_avatar(cfg.track_with, cfg.runtime.device)
         a_type = str(driver_avatar.head_model.get("type", ""))
         check_expression_space(str(file_a), a_type, driver_avatar.config.expression_dim, avatar, str(file_b))
         tracking = cfg.out / "tracking.npz"

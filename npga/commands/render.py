@@ -19,14 +19,13 @@ import tyro
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
-from npga.avatar.precision import Precision
 from npga.camera_path import load_camera_path, path_cameras
 from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
-from npga.commands.common import open_avatar, open_training_cache
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, open_avatar, open_training_cache
 from npga.data.cache import FrameCache
 from npga.drive.reenact import driving_codes
 from npga.geometry import even_side
+from npga.io.atomic import atomic_path
 from npga.io.video import to_uint8, write_video
 from npga.metrics import composite
 from npga.runs import RunLayout
@@ -64,10 +63,7 @@ class Config:
     fps: float = 24.0
     capture: Path | None = None
     """Where the capture is now, for ground truth beside the renders (default: where the avatar recorded it)."""
-    device: DeviceName = "auto"
-    precision: Precision = "auto"
-    """What the avatar's networks draw in: auto is bfloat16 on a GPU (up to 1.25x faster at 250k Gaussians on an
-    H100, -0.005 dB on the demo) and on a CPU with bfloat16 units, float32 elsewhere."""
+    runtime: Runtime = RuntimeOptions()
 
 
 def _label(frame: np.ndarray, text: str) -> np.ndarray:
@@ -81,7 +77,7 @@ def main(cfg: Config) -> list[Path]:
     """Writes the overview videos, or the frames along --camera-path; returns the paths written."""
     if cfg.camera_path is not None:
         return render_path(cfg)
-    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).videos
     front = frontal_camera(avatar.cameras)
     if cfg.height is not None:
@@ -192,7 +188,7 @@ def render_path(cfg: Config) -> list[Path]:
         raise ValueError("--png-alpha writes PNG frames: give a folder as --out, not an .mp4")
     if cfg.frames is not None and cfg.frames < 1:
         raise ValueError(f"--frames must be at least 1, got {cfg.frames}")
-    file, avatar = open_avatar(cfg.avatar, cfg.device, cfg.precision)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     size = _size(cfg.size) if cfg.size is not None else None
     background = _background(cfg.background, avatar)
     codes, poses, _ = driving_codes(avatar, str(file), cfg.sequence, cfg.tracking)
@@ -210,6 +206,7 @@ def render_path(cfg: Config) -> list[Path]:
         out.mkdir(parents=True, exist_ok=True)
         paths = [out / f"frame_{i:05d}.png" for i in range(len(frames))]
         for path, frame in zip(paths, frames, strict=True):
-            cv2.imwrite(str(path), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if cfg.png_alpha else cv2.COLOR_RGB2BGR))
+            with atomic_path(path) as tmp:
+                cv2.imwrite(str(tmp), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if cfg.png_alpha else cv2.COLOR_RGB2BGR))
     print(f"wrote {len(frames)} frames of {cams[0].width}x{cams[0].height} along {cfg.camera_path}: {out}")
     return paths

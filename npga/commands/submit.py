@@ -19,8 +19,14 @@ import tyro
 from tqdm import tqdm
 
 from npga import nersemble
-from npga.commands.common import open_avatar, open_training_cache, tracked_renderer, trained_capture
-from npga.config import DeviceName
+from npga.commands.common import (
+    Runtime,
+    RuntimeOptions,
+    open_avatar,
+    open_training_cache,
+    tracked_renderer,
+    trained_capture,
+)
 from npga.data.cache import FrameCache
 from npga.evaluate import Renderer
 from npga.io.submission import SubmissionWriter, check_benchmark_target, check_submission, submission_entry
@@ -37,7 +43,7 @@ class Config:
     """The zip to write (it appears only when complete and checked)."""
     capture: Path | None = None
     """The capture's folder when it moved since training (default: the one the avatar recorded)."""
-    device: DeviceName = "auto"
+    runtime: Runtime = RuntimeOptions(precision="float32")  # float32: the benchmark scores the avatar's own renders
 
 
 def benchmark_target(capture: Path) -> tuple[int, str]:
@@ -83,7 +89,7 @@ def _frames(render: Renderer, cache: FrameCache, sequence: str, serial: str, n: 
 
 def main(cfg: Config) -> Path:
     """Render, write and check the zip; returns its path."""
-    file, avatar = open_avatar(cfg.avatar, cfg.device)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     participant, sequence = benchmark_target(trained_capture(avatar, cfg.capture))
     cache = open_training_cache(file, avatar, cfg.capture)
     n = _check_coverage(cache, sequence)

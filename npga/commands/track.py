@@ -14,8 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from npga.commands.common import open_avatar
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, open_avatar
 from npga.data.tracking import TrackingExtras
 from npga.drive.fit import TrackConfig
 from npga.drive.video import DriverVideo, track_video
@@ -38,11 +37,11 @@ class Config:
     track: TrackConfig = TrackConfig()
     fresh: bool = False
     """Start over instead of resuming an interrupted run on the same video."""
-    device: DeviceName = "auto"
+    runtime: Runtime = RuntimeOptions(precision="float32")  # float32: the fit follows the avatar's own gradients
 
 
 def main(cfg: Config) -> Path:
-    file, avatar = open_avatar(cfg.avatar, cfg.device)
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     driver = DriverVideo(video=cfg.video, fov=cfg.fov, intrinsics=cfg.intrinsics, mask=cfg.mask)
     out = track_video(driver, avatar, file, cfg.out, cfg.track, cfg.fresh)
     fits = TrackingExtras.load(out)

@@ -16,9 +16,7 @@ from typing import Literal
 import tyro
 import viser
 
-from npga.avatar.precision import Precision
-from npga.commands.common import open_avatar
-from npga.config import DeviceName
+from npga.commands.common import Runtime, RuntimeOptions, open_avatar
 from npga.viewer.app import ViewerApp, ViewerOptions
 
 log = logging.getLogger(__name__)
@@ -37,10 +35,7 @@ class Config:
     tab (with the screen-space CNN); auto: server on a GPU, splats on a CPU."""
     max_side: int = 0
     """Server render: longest image side in pixels at rest (0: 1024 on a GPU, 512 on a CPU)."""
-    precision: Precision = "auto"
-    """The networks' number format while viewing: auto is bfloat16 on a CPU with bfloat16 units (AMX or AVX-512
-    BF16), where it is about twice as fast, and float32 elsewhere."""
-    device: DeviceName = "auto"
+    runtime: Runtime = RuntimeOptions()
 
 
 def _is_loopback(host: str) -> bool:
@@ -54,7 +49,7 @@ def _is_loopback(host: str) -> bool:
 
 def main(cfg: Config) -> None:
     """Serves until Ctrl-C (the CLI turns that into exit status 130)."""
-    file, avatar = open_avatar(cfg.avatar, cfg.device)  # a bad file fails here, before any server starts
+    file, avatar = open_avatar(cfg.avatar, cfg.runtime.device)  # a bad file fails here, before any server starts
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
     if not _is_loopback(cfg.host):
         log.warning(
@@ -63,7 +58,9 @@ def main(cfg: Config) -> None:
             cfg.port,
         )
     server = viser.ViserServer(host=cfg.host, port=cfg.port, verbose=False)
-    app = ViewerApp(avatar, file, server, ViewerOptions(path=cfg.path, max_side=cfg.max_side, precision=cfg.precision))
+    app = ViewerApp(
+        avatar, file, server, ViewerOptions(path=cfg.path, max_side=cfg.max_side, precision=cfg.runtime.precision)
+    )
     app.start()
     print(
         f"npga view: {file} ({avatar.n_gaussians} Gaussians, {app.path} rendering, networks in "

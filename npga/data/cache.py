@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 
 from npga.cameras import Camera
 from npga.data.tracking import Tracking
+from npga.io.atomic import atomic_path, write_text_atomic
 
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
@@ -47,16 +47,8 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
 
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
-    """Atomically (temp file + rename): a reader sees the old or the new manifest, never half of one."""
-    root.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=".cache.", suffix=".json.partial")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(manifest, f, indent=1)
-        os.replace(tmp, root / MANIFEST)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Atomically: a reader sees the old or the new manifest, never half of one."""
+    write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
 
 
 def has_frames(path: Path, shape: tuple[int, ...]) -> bool:
@@ -71,16 +63,10 @@ def has_frames(path: Path, shape: tuple[int, ...]) -> bool:
 @contextmanager
 def frames_writer(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
     """A writable uint8 memmap of `shape` that appears at `path` only when the block finishes without error."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.npy")
-    arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
-    try:
+    with atomic_path(path) as tmp:
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
         yield arr
         arr.flush()
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 class FrameCache:

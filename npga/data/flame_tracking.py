@@ -31,6 +31,7 @@ from npga.geometry import axis_angle_to_matrix
 from npga.headmodel import FlameHead, load_flame_model, load_head_model
 from npga.headmodel.flame import N_SHAPE
 from npga.headmodel.registry import DESCRIPTION_FILE
+from npga.io.atomic import write_text_atomic
 
 VHAP_KEYS = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "shape")
 NERSEMBLE_KEYS = ("shape", "expression", "rotation_matrices", "translation", "jaw", "frames", "scale", "neck", "eyes")
@@ -174,5 +175,5 @@ def write_flame_head(root: Path, model: str | os.PathLike, identity_file: Path) 
     )
     path, text = root / DESCRIPTION_FILE, json.dumps(head.description())
     if not path.is_file() or path.read_text() != text:  # unchanged: keep the file (a frame cache watches it)
-        path.write_text(text)
+        write_text_atomic(path, text)
     return path

@@ -36,6 +36,7 @@ from npga.data.color import correct_colors
 from npga.data.flame_tracking import write_flame_head
 from npga.data.readers import open_capture
 from npga.data.vhap import VhapCapture
+from npga.io.atomic import temp_path
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,8 @@ def _settings(cap: Capture | VhapCapture, size: tuple[int, int], color_correctio
 def _remove_sequence(out: Path, seq: str) -> None:
     """Delete the files this module writes for `seq` (and nothing else a user may keep there)."""
     folder = out / seq
-    for f in [*folder.glob("cam_*.npy"), *folder.glob(".cam_*.partial.npy"), tracking_path(out, seq)]:
+    frames, tracking = frames_path(out, seq, "*"), tracking_path(out, seq)  # with their unfinished writes
+    for f in [*folder.glob(frames.name), *folder.glob(temp_path(frames).name), tracking, temp_path(tracking)]:
         f.unlink(missing_ok=True)
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()

@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +22,7 @@ import torch
 
 from npga.data.layout import ParticipantLayout
 from npga.geometry import even_side, quat_to_matrix
+from npga.io.atomic import atomic_dir
 from npga.io.video import iter_video, probe_video, write_video
 
 log = logging.getLogger(__name__)
@@ -534,9 +533,7 @@ def import_rig(
                 )
             plates[n] = plate
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         paths = ParticipantLayout(tmp)
         for n in names:
             undistort = _undistorter(calib[n], (W, H))
@@ -560,12 +557,6 @@ def import_rig(
             "intrinsics": {n: calib[n].K.tolist() for n in names},
         }
         paths.camera_params.write_text(json.dumps(params, indent=1))
-        if out.exists():
-            out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     alpha = "masks" if mask_srcs else "background plates" if plates else "none"
     undistorted = tuple(n for n in names if calib[n].distorted)
     log.info(

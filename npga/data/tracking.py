@@ -8,11 +8,12 @@ reads and writes the file. Format: docs/captures.md#the-tracking-file.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from npga.io.atomic import atomic_path
 
 _FIELDS = ("expression", "identity", "rotation", "translation", "scale", "timesteps")
 
@@ -90,17 +91,9 @@ class Tracking:
     def save(self, path: str | os.PathLike, extras: TrackingExtras | None = None) -> None:
         """Write atomically: a reader never sees a half-written file. `extras`: what a monocular tracker adds
         in the same file; readers of the layout ignore it."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npz")
-        os.close(fd)
-        try:
-            arrays = extras.arrays() if extras is not None else {}
+        arrays = extras.arrays() if extras is not None else {}
+        with atomic_path(path) as tmp:
             np.savez(tmp, **arrays, **{f: getattr(self, f) for f in _FIELDS})
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from npga.deform.field import FieldConfig, ForwardField
 from npga.deform.sampling import sample_codes, sample_near_surface, sample_surface
 from npga.headmodel.base import HeadModel, Mesh
+from npga.io.atomic import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +176,9 @@ def evaluate_field(
 
 def save_distilled(g: ForwardField, report: dict[str, Any], field_path: Path, report_path: Path) -> Path:
     """The field (a weights-only torch file) and its JSON report, each written atomically."""
-    field_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = field_path.with_name(f".{field_path.name}.partial")
-    torch.save(g.to_checkpoint(), tmp)
-    tmp.replace(field_path)
-    tmp = report_path.with_name(f".{report_path.name}.partial")
-    tmp.write_text(json.dumps(report, indent=2))
-    tmp.replace(report_path)
+    with atomic_path(field_path) as tmp:
+        torch.save(g.to_checkpoint(), tmp)
+    write_text_atomic(report_path, json.dumps(report, indent=2))
     return field_path
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -28,6 +27,7 @@ from npga.data.tracking import Tracking, TrackingExtras
 from npga.drive.fit import TrackConfig, TrackLog, head_frame, track_frames
 from npga.drive.foreground import border_color, foreground_mask
 from npga.geometry import intrinsics_from_fov
+from npga.io.atomic import atomic_path
 from npga.io.video import VideoInfo, iter_video, probe_video
 
 log = logging.getLogger(__name__)
@@ -109,17 +109,17 @@ def check_inputs(driver: DriverVideo, out: Path) -> tuple[VideoInfo, np.ndarray 
     return info, K, background
 
 
-def _partial_path(out: Path) -> Path:
-    return out.with_name(f".{out.stem}.partial.npz")
+def _resume_path(out: Path) -> Path:
+    """Where the fits so far wait for the next frame (its own name: `out`'s temporary name is the writer's)."""
+    return out.with_name(f".{out.stem}.resume.npz")
 
 
-def _save_partial(path: Path, track_log: TrackLog, fingerprint: str) -> None:
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, fingerprint=np.array(fingerprint), **track_log.arrays())
-    os.replace(tmp, path)
+def _save_fits(path: Path, track_log: TrackLog, fingerprint: str) -> None:
+    with atomic_path(path) as tmp:
+        np.savez(tmp, fingerprint=np.array(fingerprint), **track_log.arrays())
 
 
-def _resume(path: Path, fingerprint: str, dim: int) -> TrackLog:
+def _load_fits(path: Path, fingerprint: str, dim: int) -> TrackLog:
     """The fits of an interrupted run on the same input, else an empty log."""
     if not path.is_file():
         return TrackLog.empty(dim)
@@ -140,7 +140,7 @@ def track_video(
     """Check the input, fit every frame (resuming an interrupted run unless `fresh`) and write the tracking
     file `out`; returns it."""
     info, K, background = check_inputs(driver, out)
-    partial = _partial_path(out)
+    resume = _resume_path(out)
     fingerprint = json.dumps(
         {
             "video": str(driver.video.resolve()),
@@ -152,21 +152,20 @@ def track_video(
         }
     )
     if fresh:
-        partial.unlink(missing_ok=True)
-    track_log = _resume(partial, fingerprint, avatar.config.expression_dim)
+        resume.unlink(missing_ok=True)
+    track_log = _load_fits(resume, fingerprint, avatar.config.expression_dim)
     if len(track_log):
         log.info("resuming %s at frame %d of %d", driver.video, len(track_log), info.n_frames)
     frames = islice(_frames(driver.video, driver.mask, background), len(track_log), None)
     fits = track_frames(avatar, frames, K, cfg, track_log.last_state(avatar.device), len(track_log))
-    partial.parent.mkdir(parents=True, exist_ok=True)
     for tracked in tqdm(fits, desc="track", unit="frame", initial=len(track_log), total=info.n_frames):
         track_log = track_log.appended(tracked.fit)
-        _save_partial(partial, track_log, fingerprint)
+        _save_fits(resume, track_log, fingerprint)
     if len(track_log) != info.n_frames:
         raise ValueError(f"{driver.video}: decoded {len(track_log)} frames, the container says {info.n_frames}")
     smoothed = track_log.with_smoothed_distance(cfg.distance_smoothing, head_frame(avatar))
     write_tracking(out, smoothed, track_log.intrinsics[-1], info, avatar)
-    partial.unlink()
+    resume.unlink()
     return out
 
 

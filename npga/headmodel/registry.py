@@ -17,6 +17,7 @@ from npga.headmodel.base import HeadModel
 from npga.headmodel.flame import FlameHead
 from npga.headmodel.mononphm import MonoNPHM
 from npga.headmodel.synthetic import SyntheticHead
+from npga.io.atomic import write_text_atomic
 
 DESCRIPTION_FILE = "headmodel.json"
 HEAD_MODEL_TYPES: Mapping[str, Callable[[dict[str, Any], Path | None], HeadModel]] = {
@@ -61,6 +62,4 @@ def load_head_model(path: str | os.PathLike) -> HeadModel:
 
 def save_description(head: HeadModel, path: str | os.PathLike) -> Path:
     """Write `head.description()` as JSON (a capture's `headmodel.json`)."""
-    path = Path(path)
-    path.write_text(json.dumps(head.description(), indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(head.description(), indent=2))

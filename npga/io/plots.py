@@ -13,6 +13,8 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from npga.io.atomic import atomic_path
+
 
 def read_log(path: str | os.PathLike) -> list[dict]:
     """The log's records; a torn last line (a run killed mid-write) is skipped."""
@@ -54,6 +56,6 @@ def plot_training_curves(log_path: str | os.PathLike, out_png: str | os.PathLike
         ax_loss.set_title(title)
     fig.tight_layout()
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp)
     return out

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from npga.io.atomic import write_bytes_atomic
+
 SH_C0 = 0.28209479177387814
 """Degree-0 spherical-harmonic basis constant: rgb = 0.5 + SH_C0 * f_dc."""
 SH_REST = 45
@@ -61,10 +63,7 @@ def write_ply(
     data = np.concatenate(columns, 1).astype(np.float32)  # (N, 62)
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {n}"]
     header += [f"property float {name}" for name in ply_property_names()] + ["end_header"]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(("\n".join(header) + "\n").encode("ascii") + data.astype("<f4").tobytes())
-    return path
+    return write_bytes_atomic(path, ("\n".join(header) + "\n").encode("ascii") + data.astype("<f4").tobytes())
 
 
 def write_splat(
@@ -89,7 +88,4 @@ def write_splat(
     record["scale"] = s[order]
     record["rgba"] = np.clip(np.round(rgba[order] * 255), 0, 255)
     record["rotation"] = np.clip(np.round(q[order] * 128 + 128), 0, 255)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(record.tobytes())
-    return path
+    return write_bytes_atomic(path, record.tobytes())

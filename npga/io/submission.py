@@ -11,12 +11,14 @@ import re
 import tempfile
 import zipfile
 from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 
 import imageio.v2 as imageio
 import numpy as np
 
 from npga import nersemble
+from npga.io.atomic import atomic_path
 from npga.io.video import write_video
 
 _SHAPE = (nersemble.BENCHMARK_HEIGHT, nersemble.BENCHMARK_WIDTH, 3)  # uint8 RGB frames
@@ -45,21 +47,15 @@ class SubmissionWriter:
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".zip.partial")
-        os.close(fd)
-        self._tmp = Path(tmp)
-        self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+        self._stack = ExitStack()  # closes the zip, then renames it (or removes it after an error)
+        tmp = self._stack.enter_context(atomic_path(self.path))
+        self._zip = self._stack.enter_context(zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED))
 
     def __enter__(self) -> SubmissionWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._zip.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        return self._stack.__exit__(exc_type, exc, tb)
 
     def add_video(self, participant: int, sequence: str, serial: str, frames: Iterable[np.ndarray]) -> int:
         """Add one hold-out camera's video; frames are uint8 (1604, 1100, 3). Returns the frame count."""

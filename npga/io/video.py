@@ -17,6 +17,8 @@ import imageio.v2 as imageio
 import imageio_ffmpeg
 import numpy as np
 
+from npga.io.atomic import atomic_path
+
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """Float image in [0, 1] (clipped) -> uint8, rounded to nearest: what every written frame goes through."""
@@ -26,13 +28,11 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
 def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, quality: float = 9.0) -> int:
     """Write frames to an H.264 mp4 (quality 0..10, 10 is best); returns the number of frames.
 
-    Written to a temporary name and renamed at the end, so an interrupted write leaves no broken file.
+    Written atomically (npga/io/atomic.py), so an interrupted write leaves no broken file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial.mp4")
     n = 0
-    try:
+    with atomic_path(path) as tmp:
         with imageio.get_writer(
             tmp,
             fps=fps,
@@ -50,10 +50,6 @@ def write_video(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: floa
                     raise ValueError(f"{path}: H.264 needs even frame sizes, got {frame.shape[1]}x{frame.shape[0]}")
                 writer.append_data(frame)
                 n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return n
 
 

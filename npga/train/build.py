@@ -24,6 +24,7 @@ from npga.data.prepare import open_or_prepare
 from npga.deform.distill import distill, load_distilled, save_distilled
 from npga.deform.field import ForwardField
 from npga.headmodel import HeadModel, load_head_model
+from npga.io.atomic import write_text_atomic
 from npga.io.plots import read_log
 from npga.runs import RunLayout
 from npga.split import Split, make_split
@@ -84,7 +85,7 @@ def _truncate_log(path: Path, step: int) -> None:
     """Drop records written after the checkpoint a run resumes from."""
     if path.is_file():
         keep = [r for r in read_log(path) if r["step"] <= step]
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
 def coarse_field(

@@ -10,7 +10,6 @@ file with each of them.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import signal
 import threading
@@ -32,6 +31,7 @@ from npga.avatar.model import Avatar, Motion, code_stats
 from npga.config import to_dict
 from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
+from npga.io.atomic import atomic_path
 from npga.losses import compute_losses, total_loss
 from npga.metrics import LPIPS, psnr
 from npga.provenance import git_commit
@@ -301,10 +301,8 @@ class Trainer:
         """`checkpoints/step_XXXXXXX.pt` and the avatar file, each written atomically; checkpoints beyond
         `keep_checkpoints` are removed (the avatar file always matches the newest)."""
         path = self.run.checkpoint(self.step)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.partial")
-        torch.save(self.state_dict(), tmp)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            torch.save(self.state_dict(), tmp)
         save_avatar(self.to_avatar(), self.run.avatar)
         for old in self.run.list_checkpoints()[: -self.cfg.keep_checkpoints]:
             old.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ from npga.avatar.model import Avatar
 from npga.avatar.precision import Precision
 from npga.cameras import Camera, frontal_camera, rig_up
 from npga.geometry import even_side
+from npga.io.atomic import atomic_path
 from npga.io.video import to_uint8, write_video
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
 from npga.viewer.renderer import ViewRenderer
@@ -398,7 +399,8 @@ class ViewerApp:
             return None
         camera = self._saved_view(client)
         path = self._output_path("screenshot", ".png")
-        cv2.imwrite(str(path), cv2.cvtColor(to_uint8(self.renderer.render(camera)), cv2.COLOR_RGB2BGR))
+        with atomic_path(path) as tmp:
+            cv2.imwrite(str(tmp), cv2.cvtColor(to_uint8(self.renderer.render(camera)), cv2.COLOR_RGB2BGR))
         log.info("viewer: wrote %s", path)
         self._notify(client, f"wrote {path}")
         return path

@@ -1,0 +1,77 @@
+"""Writing result files atomically: a reader sees the old file or the new one, never half of one.
+
+Every writer writes to a hidden temporary name in the target's folder (`temp_path`: `.{stem}.partial{suffix}`),
+which is synced to disk and then renamed over the target; on any error the temporary file is removed and the
+error raised again. The final suffix stays last because writers such as np.savez, cv2.imwrite, ffmpeg and
+torch.save choose their format, or append an extension, from the name. The temporary file is created by name
+like an ordinary file, so the user's umask sets its permissions (mkstemp would make every result 0600).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """The hidden name `path` is written under until it is complete: `out/x.npz` -> `out/.x.partial.npz`."""
+    path = Path(path)
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """The temporary path to write `path` through; it replaces `path` when the block ends without error.
+
+    The block must write and close the file; its folder is created when missing.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(path)
+    tmp.unlink(missing_ok=True)  # an interrupted run's leftover must not pass for what this block writes
+    try:
+        yield tmp
+        if not tmp.is_file():  # e.g. cv2.imwrite, which reports failure by returning False
+            raise OSError(f"{path}: the writer wrote no file")
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)  # the data is on disk before the name points at it
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder to fill; it replaces the folder `path` (and everything in it: the caller decides
+    whether that may go) when the block ends without error, and is removed when it raises."""
+    path = Path(path)
+    tmp = temp_path(path)
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        tmp.rename(path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
