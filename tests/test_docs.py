@@ -178,3 +178,25 @@ def test_a_broken_link_or_anchor_is_caught(tmp_path):
         "# Top\n[gone](c.md) [gone](b.md#nothing) `[code](not-a-link.md)`\n"
     )
     assert broken_links(doc) == ["c.md", "b.md#nothing"]
+
+
+def python_imports() -> list[tuple[str, str]]:
+    """(where, statement) of every npga import in a python block of the docs."""
+    found = []
+    for doc in DOCS:
+        for language, body in fenced_blocks(doc.read_text()):
+            if language != "python":
+                continue
+            for line in body.splitlines():
+                statement = line.split("#")[0].strip()
+                if re.match(r"(from|import)\s+(npga|data_tools)\b", statement):
+                    found.append((f"{doc.relative_to(ROOT)}: {statement}", statement))
+    return found
+
+
+IMPORTS = python_imports()
+
+
+@pytest.mark.parametrize("where, statement", IMPORTS, ids=[where for where, _ in IMPORTS])
+def test_python_examples_import_what_exists(where, statement):
+    exec(statement, {})  # a moved or renamed module or name fails here, not in a reader's session
