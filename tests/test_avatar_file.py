@@ -19,6 +19,7 @@ from safetensors.torch import save_file
 
 from npga.avatar import deform
 from npga.avatar.file import load_avatar, read_avatar_metadata, save_avatar
+from npga.avatar.model import Motion
 from npga.cli import main
 from npga.config import load_config
 from npga.headmodel import head_model_from_description, load_head_model
@@ -94,7 +95,13 @@ def test_avatar_renders_exactly_in_a_fresh_process_after_the_capture_is_deleted(
 
 
 def test_every_part_round_trips_bit_for_bit(tmp_path):
-    avatar = random_avatar(torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    avatar = random_avatar(gen)
+    tracked = avatar.motions["A"]  # its tracking refined in training: the capture's beside the refined one
+    refined_pose = tracked.head_pose.clone()
+    refined_pose[:, :3, 3] += 0.01 * torch.randn(len(tracked), 3, generator=gen)
+    refined = Motion(tracked.expression + 0.1, refined_pose, tracked.timesteps, tracked.expression, tracked.head_pose)
+    avatar = dataclasses.replace(avatar, motions={**avatar.motions, "A": refined})
     path = save_avatar(avatar, tmp_path / "a.npga")
     again = load_avatar(path)
     assert again.config == avatar.config and again.split == avatar.split
@@ -107,6 +114,9 @@ def test_every_part_round_trips_bit_for_bit(tmp_path):
     for s, m in avatar.motions.items():
         for f in ("expression", "head_pose", "timesteps"):
             assert torch.equal(getattr(again.motions[s], f), getattr(m, f)), (s, f)
+    assert again.motions["A"].refined and not again.motions["B"].refined
+    assert torch.equal(again.motions["A"].tracked_expression, tracked.expression)
+    assert torch.equal(again.motions["A"].tracked_head_pose, tracked.head_pose)
     for f in dataclasses.fields(avatar.codes):
         assert torch.equal(getattr(again.codes, f.name), getattr(avatar.codes, f.name)), f.name
     for s, c in avatar.cameras.items():

@@ -2,16 +2,21 @@
 
 import csv
 import json
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from npga.avatar.model import Motion
+from npga.commands.common import tracked_renderer
+from npga.data.tracking import Tracking
 from npga.evaluate import evaluate, summarize, write_report
 from npga.io.video import read_video, to_uint8
 from npga.metrics import LPIPS, composite
 from npga.split import Split, make_split
+from tests.helpers.small_avatars import random_avatar
 
 
 def _ground_truth_renderer(cache, noise: float = 0.0):
@@ -112,3 +117,28 @@ def test_a_renderer_with_known_errors_gives_known_scores_images_and_video(tiny_c
         expected, swapped = (np.concatenate(p, 1)[:h, :w] for p in ((gt, pred), (pred, gt)))
         err, err_swapped = np.abs(frame - expected).mean(), np.abs(frame - swapped).mean()
         assert err < 0.02 and err < 0.5 * err_swapped, (t, err, err_swapped)
+
+
+def test_scores_render_the_avatar_s_own_refined_tracking_and_the_capture_s_for_other_sequences():
+    gen = torch.Generator().manual_seed(4)
+    avatar = random_avatar(gen)
+    a = avatar.motions["A"]
+    shifted = a.head_pose.clone()
+    shifted[:, :3, 3] += 0.05
+    avatar.motions["A"] = Motion(a.expression + 0.3, shifted, a.timesteps, a.expression, a.head_pose)
+    other = Tracking(
+        expression=np.full((2, 4), 0.2),
+        identity=np.zeros(0),
+        rotation=np.eye(3)[None].repeat(2, 0),
+        translation=np.full((2, 3), 0.01),
+        scale=np.ones(2),
+        timesteps=np.arange(2),
+    )
+    cache = SimpleNamespace(tracking=lambda seq: {"NEW": other}[seq])  # only a sequence the avatar lacks is read
+    render = tracked_renderer(avatar, cache)
+    cam = [avatar.cameras["c1"]]
+    refined, _ = avatar.render_code(a.expression[2] + 0.3, shifted[2], cam)
+    as_tracked, _ = avatar.render_code(a.expression[2], a.head_pose[2], cam)
+    assert torch.equal(render("A", 2, cam)[0], refined) and not torch.equal(refined, as_tracked)
+    new, _ = avatar.render_code(torch.full((4,), 0.2), torch.from_numpy(other.head_to_world(1)), cam)
+    assert torch.equal(render("NEW", 1, cam)[0], new)

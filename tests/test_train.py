@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import npga.render
@@ -25,7 +27,7 @@ from npga.avatar.densify import DensifyConfig
 from npga.avatar.file import load_avatar
 from npga.config import load_config
 from npga.data.layout import ParticipantLayout
-from npga.data.tracking import Tracking
+from npga.data.tracking import Tracking, pose_errors
 from npga.metrics import psnr
 from npga.runs import RunLayout
 from npga.train import BatchSource, JsonlLog, TrainConfig, Trainer, build_trainer, with_steps
@@ -101,15 +103,18 @@ class _Interrupt:
         pass
 
 
-def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, tmp_path):
-    # Densification at steps 20 and 40 and graph rebuilds fall on both sides of the interruption at 30.
+@pytest.mark.parametrize("refine_tracking", [False, True], ids=["tracking as given", "refined tracking"])
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, tmp_path, refine_tracking):
+    # Densification at steps 20 and 40, graph rebuilds and tracking refinement (from step 10) fall on both sides of
+    # the interruption at 30.
+    preset = load_config(TrainConfig, TINY)
     kw = dict(
         steps=50,
         checkpoint_every=1000,
         graph_every=15,
-        densify=dataclasses.replace(
-            load_config(TrainConfig, TINY).densify, refine_start=20, refine_every=20, refine_stop=45
-        ),
+        densify=dataclasses.replace(preset.densify, refine_start=20, refine_every=20, refine_stop=45),
+        refine_tracking=refine_tracking,
+        refine=dataclasses.replace(preset.refine, start=10),
     )
     full = build_trainer(tiny_config(tiny_capture, tmp_path / "full", **kw), hooks=[])
     full.fit()
@@ -132,6 +137,12 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, 
         full.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"],
         second.optimizers["features"].state_dict()["state"][0]["exp_avg_sq"],
     )
+    if refine_tracking:
+        assert full.corrections.rotation.abs().max() > 0  # the corrections moved
+        for a, b in zip(full.corrections.state_dict().values(), second.corrections.state_dict().values(), strict=True):
+            assert torch.equal(a, b)
+        moments = [o.refine_optimizer.state_dict()["state"][1]["exp_avg_sq"] for o in (full, second)]
+        assert torch.equal(*moments)
 
 
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one(tiny_capture, tmp_path):
@@ -514,3 +525,37 @@ def test_curves_are_drawn_while_training_goes_on(tmp_path):
     pids = {int(f.name.split("_")[2]) for f in drawn}
     assert os.getpid() in pids and len(pids) == 2  # the redraw during training ran in another process
     assert len((tmp_path / "train.jsonl").read_text().splitlines()) == 3
+
+
+@pytest.mark.slow
+def test_refinement_removes_most_of_a_known_pose_error_and_pins_the_gauge(tiny_capture, tmp_path):
+    capture = tmp_path / "capture"
+    shutil.copytree(tiny_capture, capture, ignore=shutil.ignore_patterns("cache"))
+    layout, rng = ParticipantLayout(capture), np.random.default_rng(0)
+    truth = {}
+    for seq in sorted(p.name for p in (capture / "sequences").iterdir()):
+        tr = truth[seq] = Tracking.load(layout.tracking(seq))
+        turn = Rotation.from_rotvec(rng.normal(0.0, np.radians(1.0), (tr.n_frames, 3))).as_matrix()  # ~1.6 deg
+        shift = rng.normal(0.0, 0.002, (tr.n_frames, 3))  # ~3.5e-3 head units, about a pixel at 48 px
+        dataclasses.replace(tr, rotation=turn @ tr.rotation, translation=tr.translation + shift).save(
+            layout.tracking(seq)
+        )
+    preset = load_config(TrainConfig, TINY)
+    refine = dataclasses.replace(
+        preset.refine, lr_rotation=1e-3, lr_translation=2e-4, rotation_error=math.radians(1.0), translation_error=0.002
+    )
+    trainer = build_trainer(tiny_config(capture, tmp_path / "run", refine_tracking=True, refine=refine), hooks=[])
+    trainer.fit()
+    c = trainer.corrections
+    for p in (c.rotation, c.translation, c.expression):
+        assert p.mean(0).abs().max() < 1e-6  # the gauge stays pinned: no correction shared by every frame
+    avatar = load_avatar(RunLayout(trainer.cfg.out).avatar)
+    for seq in trainer.split.train_sequences:
+        m = avatar.motions[seq]
+        assert m.refined
+        tracked_rot, tracked_pos = pose_errors(truth[seq].head_poses, m.tracked_head_pose.double().numpy())
+        refined_rot, refined_pos = pose_errors(truth[seq].head_poses, m.head_pose.double().numpy())
+        assert refined_rot.mean() < 0.5 * tracked_rot.mean(), (refined_rot.mean(), tracked_rot.mean())
+        assert refined_pos.mean() < 0.5 * tracked_pos.mean(), (refined_pos.mean(), tracked_pos.mean())
+    for seq in trainer.split.heldout_sequences:
+        assert not avatar.motions[seq].refined  # no training frame of it: played as tracked

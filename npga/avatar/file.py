@@ -28,6 +28,7 @@ FORMAT = "npga-avatar"
 FORMAT_VERSION = 1
 _META_KEY = "npga"
 _MOTION_FIELDS = ("expression", "head_pose", "timesteps")
+_REFINED_FIELDS = ("tracked_expression", "tracked_head_pose")  # only in avatars whose training refined the tracking
 
 
 def save_avatar(avatar: Avatar, path: str | os.PathLike) -> Path:
@@ -37,6 +38,8 @@ def save_avatar(avatar: Avatar, path: str | os.PathLike) -> Path:
     tensors |= {f"nets/{k}": v for k, v in avatar.nets.state_dict().items()}
     for name, m in avatar.motions.items():
         tensors |= {f"motion/{name}/{f}": getattr(m, f) for f in _MOTION_FIELDS}
+        if m.refined:
+            tensors |= {f"motion/{name}/{f}": getattr(m, f) for f in _REFINED_FIELDS}
     tensors |= {f"codes/{f.name}": getattr(avatar.codes, f.name) for f in dataclasses.fields(CodeStats)}
     meta = {
         "format": FORMAT,
@@ -101,7 +104,13 @@ def load_avatar(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         cfg = from_dict(AvatarConfig, meta["config"], where=f"{path}: config")
         split = Split(**{k: tuple(v) for k, v in meta["split"].items()})
         cameras = {c["serial"]: Camera(**c) for c in meta["cameras"]}
-        motions = {s: Motion(**{f: tensors[f"motion/{s}/{f}"] for f in _MOTION_FIELDS}) for s in meta["sequences"]}
+        motions = {
+            s: Motion(
+                **{f: tensors[f"motion/{s}/{f}"] for f in _MOTION_FIELDS},
+                **{f: tensors[f"motion/{s}/{f}"] for f in _REFINED_FIELDS if f"motion/{s}/{f}" in tensors},
+            )
+            for s in meta["sequences"]
+        }
         codes = CodeStats(**group("codes/"))
     except (KeyError, TypeError, ValueError) as e:
         raise ValueError(f"{path}: incomplete avatar file ({type(e).__name__}: {e})") from e
@@ -118,7 +127,7 @@ def load_avatar(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         config=cfg,
         params={k: v.to(device) for k, v in params.items()},
         nets=nets.to(device),
-        motions={s: Motion(*(t.to(device) for t in dataclasses.astuple(m))) for s, m in motions.items()},
+        motions={s: m.to(device) for s, m in motions.items()},
         codes=CodeStats(*(t.to(device) for t in dataclasses.astuple(codes))),
         cameras=cameras,
         split=split,

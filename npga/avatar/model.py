@@ -8,6 +8,7 @@ capture, no frame cache and no trainer.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,14 +28,26 @@ MIN_CODE_STD = 1e-6
 
 @dataclass(frozen=True)
 class Motion:
-    """One tracked sequence: what drives the avatar frame by frame."""
+    """One tracked sequence: what drives the avatar frame by frame.
+
+    When training refined the capture's tracking (`--refine-tracking`), `expression` and `head_pose` are the
+    refined values, which the avatar was trained with and plays back, and the capture's own stand beside them."""
 
     expression: torch.Tensor  # (T, D)
     head_pose: torch.Tensor  # (T, 4, 4) head -> world similarity
     timesteps: torch.Tensor  # (T,) int64 video frame of each row
+    tracked_expression: torch.Tensor | None = None  # (T, D) the capture's tracking before refinement; None: as is
+    tracked_head_pose: torch.Tensor | None = None  # (T, 4, 4)
 
     def __len__(self) -> int:
         return len(self.expression)
+
+    @property
+    def refined(self) -> bool:
+        return self.tracked_expression is not None
+
+    def to(self, device: torch.device | str) -> Motion:
+        return Motion(*(None if t is None else t.to(device) for t in dataclasses.astuple(self)))
 
 
 @dataclass(frozen=True)

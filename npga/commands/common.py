@@ -78,10 +78,12 @@ def open_training_cache(file: Path, avatar: Avatar, capture: Path | None) -> Fra
 
 
 def tracked_renderer(avatar: Avatar, cache: FrameCache) -> Renderer:
-    """Renders frame `t` of a cached sequence driven by the capture's own tracking of it (any sequence in the
-    cache, also one added after training)."""
+    """Renders frame `t` of a cached sequence driven by the tracking the avatar plays it with (refined in training
+    where it was), else by the capture's own tracking of it (a sequence added to the cache after training)."""
 
     def render(sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
+        if sequence in avatar.motions:
+            return avatar.render(sequence, t, cameras)
         tr = cache.tracking(sequence)
         z, pose = torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t))
         return avatar.render_code(z, pose, cameras)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 from npga.io.atomic import atomic_path
 
@@ -29,6 +30,11 @@ class Tracking:
 
     def __post_init__(self) -> None:
         self.validate("<in memory>")
+
+    @property
+    def head_poses(self) -> np.ndarray:
+        """(T, 4, 4) every frame's `head_to_world`."""
+        return np.stack([self.head_to_world(t) for t in range(self.n_frames)]) if self.n_frames else np.zeros((0, 4, 4))
 
     @property
     def n_frames(self) -> int:
@@ -133,3 +139,15 @@ class TrackingExtras:
         if "head_model" in found:
             found["head_model"] = str(found["head_model"])
         return cls(**found)
+
+
+def pose_errors(truth: np.ndarray, head_to_world: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """How far head poses (T, 4, 4) are from the true ones (T, 4, 4), frame by frame, up to the one rigid offset
+    that every frame may share (the canonical head absorbs it: the gauge of a tracking refined with an avatar).
+
+    Returns the rotation (radians) and translation (head units) of each frame's head-frame error truth^-1 @ pose,
+    after removing their means over the frames (to first order, the shared offset)."""
+    errors = [np.linalg.inv(a) @ b for a, b in zip(np.asarray(truth), np.asarray(head_to_world), strict=True)]
+    w = np.stack([Rotation.from_matrix(e[:3, :3] / np.cbrt(np.linalg.det(e[:3, :3]))).as_rotvec() for e in errors])
+    s = np.stack([e[:3, 3] for e in errors])
+    return np.linalg.norm(w - w.mean(0), axis=1), np.linalg.norm(s - s.mean(0), axis=1)

@@ -44,7 +44,7 @@ def driving_codes(
         check_expression_space(
             str(tracking), TrackingExtras.load(tracking).head_model, tr.expression_dim, avatar, avatar_name
         )
-        poses = torch.stack([torch.from_numpy(tr.head_to_world(t)) for t in range(tr.n_frames)])
+        poses = torch.from_numpy(tr.head_poses)
         return torch.from_numpy(tr.expression), poses, str(tracking)
     name = sequence or avatar.split.train_sequences[0]
     m = avatar.motion(name)

@@ -20,7 +20,9 @@ from npga.avatar import init_params
 from npga.avatar.config import build_nets
 from npga.config import load_config, resolve_device, save_config, to_dict
 from npga.data.cache import FrameCache
+from npga.data.layout import ParticipantLayout
 from npga.data.prepare import open_or_prepare
+from npga.data.tracking import Tracking
 from npga.deform.distill import distill, load_distilled, save_distilled
 from npga.deform.field import ForwardField
 from npga.headmodel import HeadModel, load_head_model
@@ -88,13 +90,35 @@ def _truncate_log(path: Path, step: int) -> None:
         write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in keep))
 
 
+def training_tracking(cfg: TrainConfig, cache: FrameCache, split: Split) -> dict[str, Tracking]:
+    """Every sequence's tracking that drives training: the capture's (from the frame cache), or with
+    `tracking=true` the synthetic capture's true_tracking.npz (an oracle: what perfect tracking would give)."""
+    sequences = [s for s in cache.sequences if cache.has_tracking(s)]
+    if cfg.tracking == "capture":
+        return {s: cache.tracking(s) for s in sequences}
+    layout = ParticipantLayout(cfg.capture)
+    missing = [s for s in sequences if not layout.true_tracking(s).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"--tracking true: {cfg.capture} has no {layout.true_tracking(missing[0]).name} for {missing} "
+            "(only a synthetic capture knows its true tracking)"
+        )
+    truth = {s: Tracking.load(layout.true_tracking(s)) for s in sequences}
+    for s, tr in truth.items():
+        if not np.array_equal(tr.timesteps, cache.tracking(s).timesteps):
+            raise ValueError(
+                f"{layout.true_tracking(s)}: its frames are not the frames of the capture's tracking of {s}"
+            )
+    return truth
+
+
 def coarse_field(
-    cfg: TrainConfig, head: HeadModel, cache: FrameCache, split: Split, device: torch.device
+    cfg: TrainConfig, head: HeadModel, tracking: dict[str, Tracking], split: Split, device: torch.device
 ) -> ForwardField:
     """The run's distilled field, distilled now on `device` (from the training sequences' codes) when it has none."""
     run = RunLayout(cfg.out)
     if not run.distill.is_file():
-        codes = torch.from_numpy(np.concatenate([cache.tracking(s).expression for s in split.train_sequences]))
+        codes = torch.from_numpy(np.concatenate([tracking[s].expression for s in split.train_sequences]))
         log.info("no %s yet: distilling the forward field from %d tracked codes on %s", run.distill, len(codes), device)
         g, report = distill(head, codes.float(), cfg.distill, device=device)
         save_distilled(g, report, run.distill, run.distill_report)
@@ -132,14 +156,15 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
         run.log.unlink(missing_ok=True)
     device = torch.device(resolve_device(cfg.device))
     arch = avatar_config(cfg, head)
-    coarse = coarse_field(cfg, head, cache, split, device) if cfg.use_coarse else None
+    tracking = training_tracking(cfg, cache, split)
+    coarse = coarse_field(cfg, head, tracking, split, device) if cfg.use_coarse else None
     torch.manual_seed(cfg.seed)  # after distillation, which seeds itself: runs start alike with or without it
     params = init_params(head, cfg.init, device=device).to(device)
     nets = build_nets(arch, coarse).to(device)
     if nets.coarse is not None:
         nets.coarse.requires_grad_(cfg.lr.coarse > 0)
     scene_scale = float((head.bounds[1] - head.bounds[0]).norm() / 2)
-    trainer = Trainer(cfg, cache, split, params, nets, scene_scale, arch, head.description(), hooks or [])
+    trainer = Trainer(cfg, cache, split, params, nets, scene_scale, arch, head.description(), hooks or [], tracking)
     if hooks is None:
         trainer.hooks = [
             Validation(trainer, cfg.val_every),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 from npga import nersemble
 from npga.avatar import CNNConfig, DetailConfig, InitConfig
@@ -13,6 +14,7 @@ from npga.config import DeviceName
 from npga.deform.distill import DistillConfig
 from npga.headmodel import HeadModel
 from npga.losses import LossWeights
+from npga.train.refine import RefineConfig
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,12 @@ class TrainConfig:
     """Move Gaussians with the distilled forward field."""
     use_detail: bool = True
     """Add the detail MLP's residuals."""
+    refine_tracking: bool = False
+    """Refine each training frame's head pose and expression code with the avatar (settings under `refine`);
+    the avatar file then holds the refined tracking, which it plays back, beside the capture's."""
+    tracking: Literal["capture", "true"] = "capture"
+    """Which tracking drives training: the capture's (as any real capture has), or `true` for a synthetic
+    capture's `true_tracking.npz`, the codes and poses that rendered its frames (an oracle for benchmarks)."""
     detail_code_noise: float = 0.0
     """Standard deviation of Gaussian noise added, per step, to the code the detail network sees (the coarse field
     gets the tracked code): with a few dozen frames per sequence each frame's code is unique, and a network fed
@@ -95,6 +103,8 @@ class TrainConfig:
     lr: LearningRates = field(default_factory=LearningRates)
     loss: LossWeights = field(default_factory=LossWeights)
     densify: DensifyConfig = field(default_factory=DensifyConfig)
+    refine: RefineConfig = field(default_factory=RefineConfig)
+    """Used with --refine-tracking."""
 
 
 def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:

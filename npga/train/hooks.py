@@ -112,7 +112,7 @@ class Validation:
             return
         with torch.no_grad():
             for name, b in self.batches.items():
-                rgb, _, _ = trainer.rasterize(deform(trainer.params, trainer.nets, b.z, b.head_pose), b)
+                rgb, _, _ = trainer.rasterize(deform(trainer.params, trainer.nets, *trainer.posed(b)), b)
                 out[name] = psnr(rgb.clamp(0, 1), b.rgb).mean()  # read with the log's window
 
     def close(self, trainer: Trainer) -> None:

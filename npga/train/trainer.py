@@ -14,7 +14,7 @@ import pickle
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ from npga.runs import RunLayout
 from npga.split import Split
 from npga.train.batches import Batch, BatchSource
 from npga.train.config import LearningRates, TrainConfig
+from npga.train.refine import TrackingCorrections, make_refine_optimizer
 from npga.train.scalars import Value, to_host
 
 log = logging.getLogger(__name__)
@@ -72,11 +73,9 @@ def make_optimizers(
 
 def motion_of(tracking: Tracking) -> Motion:
     """A sequence's tracking as the avatar's playback motion (float32 tensors)."""
-    T = tracking.n_frames
-    poses = np.stack([tracking.head_to_world(t) for t in range(T)]) if T else np.zeros((0, 4, 4))
     return Motion(
         expression=torch.from_numpy(tracking.expression).float(),
-        head_pose=torch.from_numpy(poses).float(),
+        head_pose=torch.from_numpy(tracking.head_poses).float(),
         timesteps=torch.from_numpy(np.asarray(tracking.timesteps, dtype=np.int64)),
     )
 
@@ -95,6 +94,7 @@ class Trainer:
         avatar_cfg: AvatarConfig,
         head_model: dict[str, Any],
         hooks: Sequence[Hook] = (),
+        tracking: Mapping[str, Tracking] | None = None,
     ) -> None:
         self.cfg = cfg
         self.run = RunLayout(cfg.out)
@@ -117,7 +117,16 @@ class Trainer:
         self.neighbors = knn_graph(params["means"], cfg.knn)
         self._graph_of = params["means"]  # the Parameter the graph was built from
         self.background = torch.tensor(cfg.background, dtype=torch.float32, device=self.device)
-        self.motions = {s: motion_of(cache.tracking(s)) for s in cache.sequences if cache.has_tracking(s)}
+        if tracking is None:
+            tracking = {s: cache.tracking(s) for s in cache.sequences if cache.has_tracking(s)}
+        self.motions = {s: motion_of(tr) for s, tr in tracking.items()}  # the tracking as given, never refined
+        self.corrections: TrackingCorrections | None = None
+        self.refine_optimizer: torch.optim.Optimizer | None = None
+        if cfg.refine_tracking:
+            frames = {s: len(self.motions[s]) for s in split.train_sequences}
+            pivot = params["means"].detach().mean(0)  # (3,) the head's centre at initialisation
+            self.corrections = TrackingCorrections(frames, avatar_cfg.expression_dim, pivot).to(self.device)
+            self.refine_optimizer = make_refine_optimizer(self.corrections, cfg.refine)
         if nets.detail is not None:
             nets.detail.set_code_range(self.training_codes().to(self.device))
         self.train_serials = tuple(s for s in split.train_serials if s in cache.serials)
@@ -151,6 +160,17 @@ class Trainer:
         frac = self.step / max(self.cfg.steps - 1, 1)
         self.optimizers["means"].param_groups[0]["lr"] = self.cfg.lr.means * self.cfg.lr.means_final**frac
 
+    @property
+    def refining(self) -> bool:
+        """Whether this step moves the tracking corrections (after `refine.start`, with --refine-tracking)."""
+        return self.corrections is not None and self.step >= self.cfg.refine.start
+
+    def posed(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(code (D,), head pose (4, 4)) that draw the batch's frame: its tracking, refined where it is."""
+        if not self.refining or batch.sequence not in self.corrections.offsets:
+            return batch.z, batch.head_pose  # before `refine.start` the corrections are zero
+        return self.corrections.apply(batch.sequence, batch.t, batch.z, batch.head_pose)
+
     def rasterize(self, g: Gaussians, batch: Batch) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
         """rgb (C, H, W, 3) on the background, alpha (C, H, W, 1) and the rasterizer's meta, in the batch's cameras."""
         return render_gaussians(
@@ -162,10 +182,11 @@ class Trainer:
         PSNR as 0-d device tensors: reading them here would make the host wait for the device every step)."""
         clock = [time.perf_counter()]
         tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))
+        z, head_pose = self.posed(batch)
         detail_code = None
         if self.cfg.detail_code_noise > 0:  # torch's generators are saved in checkpoints: a resumed run draws alike
-            detail_code = batch.z + self.cfg.detail_code_noise * torch.randn_like(batch.z)
-        g = deform(self.params, self.nets, batch.z, batch.head_pose, detail_code)
+            detail_code = z + self.cfg.detail_code_noise * torch.randn_like(z)
+        g = deform(self.params, self.nets, z, head_pose, detail_code)
         tick()
         rgb, alpha, meta = self.rasterize(g, batch)
         tick()
@@ -173,6 +194,10 @@ class Trainer:
         lpips = self.lpips.differentiable if self.lpips and self.step >= self.cfg.loss.lpips_start else None
         terms = compute_losses(rgb, alpha, batch.rgb, batch.alpha, g, self.neighbors, self.cfg.loss, lpips)
         loss = total_loss(terms, self.cfg.loss)
+        if self.refining:
+            prior, smooth = self.corrections.penalties(self.cfg.refine)
+            terms |= {"tracking_prior": prior, "tracking_smooth": smooth}
+            loss = loss + self.cfg.refine.prior * prior + self.cfg.refine.smooth * smooth
         tick()
         loss.backward()
         tick()
@@ -181,6 +206,11 @@ class Trainer:
             if opt is not None:
                 opt.step()
                 opt.zero_grad(set_to_none=True)
+        if self.refine_optimizer is not None:
+            if self.refining:
+                self.refine_optimizer.step()
+                self.corrections.remove_mean()
+            self.refine_optimizer.zero_grad(set_to_none=True)
         tick()
         self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
         self.step += 1
@@ -250,6 +280,8 @@ class Trainer:
             "nets": self.nets.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
             "net_optimizer": None if self.net_optimizer is None else self.net_optimizer.state_dict(),
+            "corrections": None if self.corrections is None else self.corrections.state_dict(),
+            "refine_optimizer": None if self.refine_optimizer is None else self.refine_optimizer.state_dict(),
             "strategy_state": self.strategy_state,
             "neighbors": self.neighbors,
             "rng": self.rng.bit_generator.state,
@@ -276,17 +308,22 @@ class Trainer:
         except RuntimeError as e:
             problem = " ".join(str(e).split())
             raise ValueError(f"{source}: network weights do not match the config ({problem[:400]})") from None
+        if (self.corrections is None) != (state.get("corrections") is None):
+            have = "holds no" if state.get("corrections") is None else "holds"
+            raise ValueError(f"{source} {have} tracking corrections, the config's refine_tracking is the opposite")
+        if self.corrections is not None:
+            self.corrections.load_state_dict(state["corrections"])
         self.reset_optimizers()
-        optimizers = [o for o in (*self.optimizers.values(), self.net_optimizer) if o is not None]
+        loaded = {**self.optimizers, "net_optimizer": self.net_optimizer, "refine_optimizer": self.refine_optimizer}
+        saved = {**state["optimizers"], "net_optimizer": state["net_optimizer"]}
+        saved["refine_optimizer"] = state.get("refine_optimizer")
+        optimizers = {k: o for k, o in loaded.items() if o is not None}
         # The learning rates are the config's (a resume with --override-config may change them); a loaded Adam
         # state would bring back the checkpoint's.
-        rates = [[g["lr"] for g in o.param_groups] for o in optimizers]
-        for k, o in self.optimizers.items():
-            o.load_state_dict(state["optimizers"][k])
-        if self.net_optimizer is not None:
-            self.net_optimizer.load_state_dict(state["net_optimizer"])
-        for o, lrs in zip(optimizers, rates, strict=True):
-            for group, lr in zip(o.param_groups, lrs, strict=True):
+        rates = {k: [g["lr"] for g in o.param_groups] for k, o in optimizers.items()}
+        for k, o in optimizers.items():
+            o.load_state_dict(saved[k])
+            for group, lr in zip(o.param_groups, rates[k], strict=True):
                 group["lr"] = lr
         self.strategy_state = state["strategy_state"]
         self.neighbors = state["neighbors"].to(self.device)
@@ -308,9 +345,18 @@ class Trainer:
             old.unlink(missing_ok=True)
         return path
 
+    def played_motions(self) -> dict[str, Motion]:
+        """Every sequence's motion as the avatar plays it back: the training sequences' refined, if refining."""
+        if self.corrections is None:
+            return dict(self.motions)
+        return {
+            s: self.corrections.refined(s, m) if s in self.corrections.offsets else m for s, m in self.motions.items()
+        }
+
     def training_codes(self) -> torch.Tensor:
-        """(T, D) the expression codes of every training frame."""
-        return torch.cat([self.motions[s].expression for s in self.split.train_sequences])
+        """(T, D) the expression codes of every training frame, as the avatar is trained with them."""
+        motions = self.played_motions()
+        return torch.cat([motions[s].expression for s in self.split.train_sequences])
 
     def to_avatar(self) -> Avatar:
         """The avatar as trained so far: what the avatar file holds."""
@@ -328,7 +374,7 @@ class Trainer:
             config=self.avatar_cfg,
             params={k: v.detach() for k, v in self.params.items()},
             nets=self.nets,
-            motions=self.motions,
+            motions=self.played_motions(),
             codes=code_stats(self.training_codes()),
             cameras=self.cache.cameras,
             split=self.split,
