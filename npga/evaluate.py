@@ -117,11 +117,16 @@ def error_heatmap(gt: np.ndarray, pred: np.ndarray, max_error: float = 0.25) -> 
     return heat[..., ::-1].astype(np.float32) / 255.0
 
 
-def write_report(out: str | os.PathLike, results: Sequence[SplitResult], fps: float = 25.0) -> dict:
-    """metrics.json, per_frame.csv, a grid PNG per camera (truth | render | error) and a side-by-side mp4."""
+def write_report(
+    out: str | os.PathLike, results: Sequence[SplitResult], fps: float = 25.0, tracking: dict[str, str] | None = None
+) -> dict:
+    """metrics.json, per_frame.csv, a grid PNG per camera (truth | render | error) and a side-by-side mp4.
+    `tracking`: which tracking drove each split's renders, recorded in metrics.json under "tracking"."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     metrics = {r.name: summarize(r) for r in results}
+    if tracking is not None:
+        metrics["tracking"] = tracking
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     with atomic_path(out / "per_frame.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["split", "sequence", "t", "serial", *METRICS])

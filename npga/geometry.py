@@ -61,6 +61,16 @@ def axis_angle_to_matrix(v: torch.Tensor) -> torch.Tensor:
     return torch.eye(3, dtype=v.dtype, device=v.device) + a * k + b * (k @ k)
 
 
+def matrix_to_axis_angle(R: torch.Tensor) -> torch.Tensor:
+    """Axis-angle vectors (..., 3), angles in [0, pi], of rotation matrices (..., 3, 3): the inverse of
+    `axis_angle_to_matrix`, through the quaternion (w >= 0) so that no angle is numerically singular."""
+    q = matrix_to_quat(R)  # (..., 4)
+    w, v = q[..., :1], q[..., 1:]
+    s = v.norm(dim=-1, keepdim=True)  # sin(angle / 2)
+    angle = 2 * torch.atan2(s, w)
+    return v * torch.where(s > 1e-12, angle / s.clamp_min(1e-12), 2 / w)  # small angles: angle / s -> 2 / w
+
+
 def quat_to_matrix(q: torch.Tensor) -> torch.Tensor:
     """Rotation matrices (..., 3, 3) of quaternions (..., 4) w, x, y, z of any non-zero norm."""
     w, x, y, z = F.normalize(q, dim=-1).unbind(-1)

@@ -15,6 +15,7 @@ import pytest
 from npga import nersemble
 from npga.avatar.file import load_avatar, save_avatar
 from npga.cli import main
+from npga.commands.eval import REFINED
 from npga.commands.eval import Config as EvalConfig
 from npga.commands.eval import main as run_eval
 from npga.commands.render import Config as RenderConfig
@@ -22,6 +23,8 @@ from npga.commands.render import main as render_videos
 from npga.commands.submit import Config as SubmitConfig
 from npga.commands.submit import main as submit
 from npga.config import load_config
+from npga.data.cache import FrameCache, frames_path
+from npga.drive.fit import TrackConfig
 from npga.evaluate import METRICS
 from npga.io.submission import check_submission, submission_entry
 from npga.runs import RunLayout
@@ -132,3 +135,40 @@ def test_submission_refuses_a_non_benchmark_capture(trained, tiny_capture, tmp_p
     with pytest.raises(SystemExit, match="participant 999 is not in the NeRSemble NVS benchmark"):
         main(["submit", str(run), "--capture", str(other), "--out", str(tmp_path / "s.zip")])
     assert not (tmp_path / "s.zip").exists()
+
+
+@pytest.mark.slow
+def test_refine_tracking_fits_the_heldout_sequences_without_reading_the_heldout_cameras(trained, tmp_path):
+    """The same fitted tracking whether the held-out cameras' frames of the held-out sequence are the capture's or
+    noise: the fit never reads them (they are ground truth only), while the scores see the noise."""
+    run, capture = trained
+    avatar = load_avatar(RunLayout(run).avatar)
+    (seq,) = avatar.split.heldout_sequences
+    rng = np.random.default_rng(0)
+    copies = {name: Path(shutil.copytree(capture, tmp_path / name / capture.name)) for name in ("capture", "noise")}
+    cache = FrameCache.open(copies["noise"] / "cache" / Path(avatar.provenance["cache"]).name)
+    for serial in avatar.split.heldout_serials:
+        frames = cache.array(seq, serial)
+        np.save(frames_path(cache.root, seq, serial), rng.integers(0, 256, frames.shape, dtype=np.uint8))
+    fit = TrackConfig(first_iterations=(0, 5))
+    metrics = {
+        name: run_eval(EvalConfig(run, capture=copy, out=tmp_path / name / "eval", refine_tracking=True, track=fit))
+        for name, copy in copies.items()
+    }
+    fitted = {name: np.load(tmp_path / name / "eval" / "refined_tracking" / f"{seq}.npz") for name in copies}
+    for key in ("expression", "rotation", "translation", "scale", "timesteps", "residual", "iou"):
+        np.testing.assert_array_equal(fitted["capture"][key], fitted["noise"][key])
+    assert np.abs(fitted["capture"]["expression"] - FrameCache.open(cache.root).tracking(seq).expression).max() > 1e-3
+    for name in copies:
+        assert metrics[name]["tracking"] == {"heldout_cameras": "capture", "heldout_sequences": REFINED}
+        assert json.loads((tmp_path / name / "eval" / "metrics.json").read_text()) == metrics[name]
+    scores = {name: m["heldout_sequences"]["per_camera"] for name, m in metrics.items()}
+    for serial in avatar.split.train_serials:  # the same renders (one fitted tracking) against the same frames
+        assert scores["capture"][serial]["psnr"] == scores["noise"][serial]["psnr"]
+    for serial in avatar.split.heldout_serials:  # ... and against noise: these frames were read, for scoring only
+        assert scores["noise"][serial]["psnr"] < scores["capture"][serial]["psnr"] - 5
+
+    with pytest.raises(SystemExit) as e:
+        main(["eval", str(run), "--split", "heldout_cameras", "train", "--refine-tracking"])
+    assert "--refine-tracking refits the held-out sequences ['FREE'], which none of the splits" in str(e.value)
+    assert "\n" not in str(e.value)

@@ -14,6 +14,7 @@ from npga.geometry import (
     even_side,
     fov_from_intrinsics,
     intrinsics_from_fov,
+    matrix_to_axis_angle,
     matrix_to_quat,
     quat_from_z_to,
     quat_multiply,
@@ -72,6 +73,20 @@ def test_axis_angle_matches_opencv_rodrigues():
     batched = axis_angle_to_matrix(torch.from_numpy(omegas).float().reshape(1, -1, 3))
     assert batched.shape == (1, len(omegas), 3, 3)
     np.testing.assert_allclose(batched[0].numpy(), expected, atol=1e-6)
+
+
+def test_matrix_to_axis_angle_matches_opencv_rodrigues_and_inverts_axis_angle():
+    rng = np.random.default_rng(1)
+    omegas = np.stack([np.zeros(3), np.array([1e-7, 0.0, -2e-7]), np.array([0.0, 3.0, 0.0]), *rng.normal(size=(8, 3))])
+    assert (np.linalg.norm(omegas, axis=1) < math.pi).all()  # angles in [0, pi): one axis-angle vector each
+    matrices = np.stack([cv2.Rodrigues(w)[0] for w in omegas])  # (N, 3, 3)
+    ours = matrix_to_axis_angle(torch.from_numpy(matrices)).numpy()
+    opencv = np.stack([cv2.Rodrigues(m)[0][:, 0] for m in matrices])  # (it rounds angles below 1e-6 rad to 0)
+    np.testing.assert_allclose(ours, opencv, atol=1e-6)
+    np.testing.assert_allclose(ours, omegas, atol=1e-9)
+    np.testing.assert_allclose(
+        matrix_to_axis_angle(axis_angle_to_matrix(torch.from_numpy(omegas))).numpy(), omegas, atol=1e-9
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])

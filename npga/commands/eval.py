@@ -4,22 +4,32 @@ The avatar file says what it was trained on (its split and the frame cache); gro
 cache (`--capture` when the capture moved), renders from the avatar. The report lands next to the avatar
 (`RUN/eval/`): metrics.json, per_frame.csv, one comparison grid per camera, a side-by-side video per split
 and, for a run folder, the training curves.
+
+With `--refine-tracking` the held-out sequences are first tracked anew from the training cameras' frames only
+(npga/drive/multiview.py, starting from the capture's tracking) and scored driven by that tracking; the held-out
+cameras' frames stay ground truth, never an input. The fitted tracking is saved beside the report.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import torch
 import tyro
 
 from npga.avatar.model import Avatar
+from npga.cameras import Camera
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar, open_training_cache, tracked_renderer
 from npga.data.cache import FrameCache
-from npga.evaluate import evaluate, write_report
+from npga.data.tracking import Tracking
+from npga.drive.fit import TrackConfig
+from npga.drive.multiview import CaptureViews, track_capture
+from npga.evaluate import Renderer, evaluate, write_report
 from npga.io.atomic import write_text_atomic
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
@@ -29,6 +39,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SPLITS = ("heldout_cameras", "heldout_sequences")
 SplitName = Literal["heldout_cameras", "heldout_sequences", "train", "all"]
+REFINED_TRACKING = "refined_tracking"  # the report's folder of the held-out sequences' fitted tracking files
+CAPTURE, REFINED = "capture", "refined from the training cameras"  # which tracking drove a split (metrics.json)
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,12 @@ class Config:
     """The capture's folder when it moved since training (default: the one the avatar recorded)."""
     out: Path | None = None
     """Report folder (default: eval/ next to the avatar file, i.e. RUN/eval)."""
+    refine_tracking: bool = False
+    """Fit the held-out sequences' codes and head poses to the training cameras' frames first (from the capture's
+    tracking, as `npga track --capture` does), and score those sequences driven by the fit; saved as
+    OUT/refined_tracking/SEQ.npz. The held-out cameras' frames are never read for it."""
+    track: TrackConfig = TrackConfig()
+    """The fit of --refine-tracking."""
     runtime: Runtime = RuntimeOptions(precision="float32")  # float32: the scores are the avatar's own
 
 
@@ -70,14 +88,19 @@ def main(cfg: Config) -> dict:
                 log.warning("%s: split %s has no frames in %s; not scored", file, name, cache.root)
         if not splits:
             raise ValueError(f"{file}: neither of {DEFAULT_SPLITS} has frames in {cache.root}")
+    out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).eval
+    render, tracking = tracked_renderer(avatar, cache), None
+    if cfg.refine_tracking:
+        refined = _refined_sequences(file, avatar, cache, splits)
+        fitted = refine_heldout_tracking(file, avatar, cache, refined, out / REFINED_TRACKING, cfg.track)
+        render = fitted_renderer(avatar, fitted, render)
+        tracking = {name: _tracking_used(avatar, cache, name, refined) for name in splits}
     lpips = LPIPS(avatar.device)
     if not lpips.available:
         log.warning("%s; LPIPS is reported as null", lpips.reason)
     background = avatar.background.cpu()
-    render = tracked_renderer(avatar, cache)
     results = [evaluate(render, cache, avatar.split, name, cfg.every, lpips, background) for name in splits]
-    out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).eval
-    metrics = write_report(out, results)
+    metrics = write_report(out, results, tracking=tracking)
     meta = {
         "avatar": str(file),
         "step": avatar.step,
@@ -89,8 +112,58 @@ def main(cfg: Config) -> dict:
     run = run_of(file)
     if run is not None and run.log.is_file():
         plot_training_curves(run.log, out / "training_curves.png", title=str(run.root))
-    _print_summary(metrics, out, avatar.step)
+    _print_summary({name: metrics[name] for name in splits}, out, avatar.step)
     return metrics
+
+
+def _refined_sequences(file: Path, avatar: Avatar, cache: FrameCache, splits: list[str]) -> tuple[str, ...]:
+    """The held-out sequences that the splits score (and the cache has), checked before anything is fitted."""
+    scored = {seq for name in splits for seq in avatar.split.eval_views(name, cache.serials)[0]}
+    refined = tuple(s for s in avatar.split.heldout_sequences if s in scored and s in cache.sequences)
+    if not refined:
+        raise ValueError(
+            f"--refine-tracking refits the held-out sequences {list(avatar.split.heldout_sequences)}, which none of "
+            f"the splits {splits} scores from {cache.root}"
+        )
+    if not any(s in cache.serials for s in avatar.split.train_serials):
+        raise ValueError(f"--refine-tracking: {cache.root} has no frames of {file}'s training cameras to fit to")
+    return refined
+
+
+def refine_heldout_tracking(
+    file: Path, avatar: Avatar, cache: FrameCache, sequences: tuple[str, ...], folder: Path, cfg: TrackConfig
+) -> dict[str, Tracking]:
+    """Each sequence's codes and head poses fitted to the training cameras' frames only, from the capture's
+    tracking: the held-out cameras' frames are ground truth, never an input. Written as folder/SEQ.npz (an
+    interrupted fit resumes)."""
+    serials = tuple(s for s in avatar.split.train_serials if s in cache.serials)
+    fitted = {}
+    for seq in sequences:
+        path = track_capture(CaptureViews(cache, seq, serials), avatar, file, folder / f"{seq}.npz", cfg)
+        fitted[seq] = Tracking.load(path)
+    return fitted
+
+
+def fitted_renderer(avatar: Avatar, tracking: dict[str, Tracking], others: Renderer) -> Renderer:
+    """Renders frame `t` of the sequences in `tracking` driven by it, any other sequence by `others`."""
+
+    def render(sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
+        if sequence not in tracking:
+            return others(sequence, t, cameras)
+        tr = tracking[sequence]
+        return avatar.render_code(torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t)), cameras)
+
+    return render
+
+
+def _tracking_used(avatar: Avatar, cache: FrameCache, split: str, refined: tuple[str, ...]) -> str:
+    """Which tracking drove a split's renders, in words for metrics.json."""
+    sequences = avatar.split.eval_views(split, cache.serials)[0]
+    if not any(s in refined for s in sequences):
+        return CAPTURE
+    if all(s in refined for s in sequences):
+        return REFINED
+    return f"{CAPTURE}; the held-out sequences {REFINED}"
 
 
 def _has_frames(avatar: Avatar, cache: FrameCache, split: str) -> bool:

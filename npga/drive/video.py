@@ -5,7 +5,8 @@ The tracking file is the capture's `nphm_tracking.npz` layout (npga/data/trackin
 rendering and the capture reader take it unchanged. Its world frame is the video's camera; `TrackingExtras`
 beside the layout hold that camera, each frame's fit residual, silhouette IoU and convergence, and the head
 model's type. Foreground: a mask video (white = person), else a plain-background estimate (`foreground` says
-when that fails).
+when that fails). Resuming and writing the file (`fit_all`, `write_tracking`) serve every tracking run, the
+multi-view one of a capture's cameras (`multiview`) too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -22,9 +23,10 @@ import numpy as np
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
+from npga.cameras import Camera
 from npga.config import to_dict
 from npga.data.tracking import Tracking, TrackingExtras
-from npga.drive.fit import TrackConfig, TrackLog, head_frame, track_frames
+from npga.drive.fit import TrackConfig, TrackedFrame, TrackLog, head_frame, track_frames
 from npga.drive.foreground import border_color, foreground_mask
 from npga.geometry import intrinsics_from_fov
 from npga.io.atomic import atomic_path
@@ -134,13 +136,36 @@ def _load_fits(path: Path, fingerprint: str, dim: int) -> TrackLog:
         return TrackLog.empty(dim)
 
 
+def fit_all(
+    out: Path,
+    fingerprint: str,
+    n_frames: int,
+    source: str,
+    avatar: Avatar,
+    fits: Callable[[TrackLog], Iterator[TrackedFrame]],
+    fresh: bool = False,
+) -> TrackLog:
+    """The fits of every frame: `fits(done)` fits the frames after those `done` holds. The fits so far are saved
+    after each frame beside `out`; a run on the same input (`fingerprint`) resumes from them unless `fresh`,
+    until `write_tracking` writes `out`."""
+    resume = _resume_path(out)
+    if fresh:
+        resume.unlink(missing_ok=True)
+    track_log = _load_fits(resume, fingerprint, avatar.config.expression_dim)
+    if len(track_log):
+        log.info("resuming %s at frame %d of %d", source, len(track_log), n_frames)
+    for tracked in tqdm(fits(track_log), desc="track", unit="frame", initial=len(track_log), total=n_frames):
+        track_log = track_log.appended(tracked.fit)
+        _save_fits(resume, track_log, fingerprint)
+    return track_log
+
+
 def track_video(
     driver: DriverVideo, avatar: Avatar, avatar_file: Path, out: Path, cfg: TrackConfig, fresh: bool = False
 ) -> Path:
     """Check the input, fit every frame (resuming an interrupted run unless `fresh`) and write the tracking
     file `out`; returns it."""
     info, K, background = check_inputs(driver, out)
-    resume = _resume_path(out)
     fingerprint = json.dumps(
         {
             "video": str(driver.video.resolve()),
@@ -151,44 +176,49 @@ def track_video(
             "track": to_dict(cfg),
         }
     )
-    if fresh:
-        resume.unlink(missing_ok=True)
-    track_log = _load_fits(resume, fingerprint, avatar.config.expression_dim)
-    if len(track_log):
-        log.info("resuming %s at frame %d of %d", driver.video, len(track_log), info.n_frames)
-    frames = islice(_frames(driver.video, driver.mask, background), len(track_log), None)
-    fits = track_frames(avatar, frames, K, cfg, track_log.last_state(avatar.device), len(track_log))
-    for tracked in tqdm(fits, desc="track", unit="frame", initial=len(track_log), total=info.n_frames):
-        track_log = track_log.appended(tracked.fit)
-        _save_fits(resume, track_log, fingerprint)
+
+    def fits(done: TrackLog) -> Iterator[TrackedFrame]:
+        frames = islice(_frames(driver.video, driver.mask, background), len(done), None)
+        return track_frames(avatar, frames, K, cfg, done.last_state(avatar.device), len(done))
+
+    track_log = fit_all(out, fingerprint, info.n_frames, str(driver.video), avatar, fits, fresh)
     if len(track_log) != info.n_frames:
         raise ValueError(f"{driver.video}: decoded {len(track_log)} frames, the container says {info.n_frames}")
     smoothed = track_log.with_smoothed_distance(cfg.distance_smoothing, head_frame(avatar))
-    write_tracking(out, smoothed, track_log.intrinsics[-1], info, avatar)
-    resume.unlink()
+    camera = Camera(K=track_log.intrinsics[-1], world_2_cam=np.eye(4), width=info.width, height=info.height)
+    write_tracking(out, smoothed, camera, np.arange(len(track_log)), avatar)
     return out
 
 
-def write_tracking(out: Path, track_log: TrackLog, K: np.ndarray, info: VideoInfo, avatar: Avatar) -> None:
-    """The fits as a tracking file whose world is the video's camera."""
+def write_tracking(
+    out: Path,
+    track_log: TrackLog,
+    camera: Camera,
+    timesteps: np.ndarray,
+    avatar: Avatar,
+    identity: np.ndarray | None = None,
+) -> None:
+    """The fits as a tracking file in the fits' world, filmed by `camera` (a video's: the world's origin);
+    `timesteps` (T,): the video frame of each fit. Ends the run: the fits saved for resuming go."""
     T = len(track_log)
     poses = track_log.head_to_camera  # (T, 4, 4) s R | t
     scale = head_frame(avatar).scale
     tracking = Tracking(
         expression=track_log.code,
-        identity=np.zeros(0),
+        identity=np.zeros(0) if identity is None else identity,
         rotation=poses[:, :3, :3] / scale,
         translation=poses[:, :3, 3],
         scale=np.full(T, scale),
-        timesteps=np.arange(T),
+        timesteps=timesteps,
     )
     extras = TrackingExtras(
-        intrinsics=K,
-        image_size=(info.width, info.height),
-        world_2_cam=np.eye(4),
+        intrinsics=camera.K,
+        image_size=(camera.width, camera.height),
+        world_2_cam=camera.world_2_cam,
         head_model=str(avatar.head_model.get("type", "")),
         residual=track_log.residual,
         iou=track_log.iou,
         problem=track_log.problem,
     )
     tracking.save(out, extras)
+    _resume_path(out).unlink(missing_ok=True)

@@ -8,6 +8,9 @@ like `npga synth --seed SEED`'s person within seconds. Its "training codes" span
 from __future__ import annotations
 
 import functools
+import json
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,9 +19,12 @@ from data_tools.synth import rig_cameras
 from npga.avatar import InitConfig, init_params
 from npga.avatar.config import AvatarConfig, build_nets
 from npga.avatar.model import Avatar, Motion, code_stats
+from npga.data.layout import ParticipantLayout
+from npga.data.tracking import Tracking
 from npga.deform import FieldConfig
 from npga.deform.distill import DistillConfig, distill
 from npga.headmodel import SyntheticHead
+from npga.io.video import to_uint8, write_video
 from npga.split import make_split
 
 HEIGHT = 128  # rig image height; the width follows NeRSemble's portrait aspect
@@ -81,13 +87,55 @@ def filmed(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """A driver video of the avatar: uint8 frames (H, W, 3) on a grey wall and alpha maps (H, W) in [0, 1] for
     codes (T, D) and head -> camera poses (T, 4, 4), seen by a camera at the origin with intrinsics K (3, 3)."""
-    from npga.drive.fit import render_view
+    from npga.drive.fit import render_views
 
     frames, alphas = [], []
+    camera = torch.eye(4)[None]  # at the world's origin
     with torch.no_grad():
         for code, pose in zip(codes, poses, strict=True):
-            rgb, alpha = render_view(avatar, code, pose, K, width, height)  # rgb on the avatar's white
+            rgb, alpha = (x[0] for x in render_views(avatar, code, pose, camera, K[None], width, height))  # on white
             rgb = rgb - (1 - alpha) * (avatar.background - wall)  # (H, W, 3) on the wall instead
             frames.append((rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8))
             alphas.append(alpha[..., 0].numpy())
     return frames, alphas
+
+
+def film_capture(
+    root: Path,
+    avatar: Avatar,
+    serials: Sequence[str],
+    sequence: str,
+    codes: torch.Tensor,
+    poses: torch.Tensor,
+    tracking: Tracking | None,
+    alpha: bool = True,
+    wall: float = 0.6,
+) -> Path:
+    """A capture in the benchmark layout (docs/captures.md) of one sequence of the avatar filmed by its rig
+    cameras `serials` with codes (T, D) and head -> world poses (T, 4, 4), written with `tracking` as the
+    capture's tracking (the truth with a tracker's errors, say; None: none). With `alpha`, alpha maps and frames
+    on the avatar's background; without, frames on a plain grey `wall`."""
+    layout = ParticipantLayout(root)
+    cams = [avatar.cameras[s] for s in serials]
+    layout.camera_params.parent.mkdir(parents=True)
+    layout.camera_params.write_text(
+        json.dumps(
+            {
+                "world_2_cam": {c.serial: c.world_2_cam.tolist() for c in cams},
+                "intrinsics": {c.serial: c.K.tolist() for c in cams},
+            }
+        )
+    )
+    rendered = [avatar.render_code(code, pose, cams) for code, pose in zip(codes, poses, strict=True)]
+    for k, serial in enumerate(serials):
+        rgb = [r[k].cpu() for r, _ in rendered]  # (H, W, 3) on the avatar's background
+        mattes = [a[k].cpu() for _, a in rendered]  # (H, W, 1)
+        if not alpha:
+            rgb = [c - (1 - a) * (avatar.background.cpu() - wall) for c, a in zip(rgb, mattes, strict=True)]
+        write_video(layout.video(sequence, serial), [to_uint8(c.numpy()) for c in rgb], fps=25, quality=10)
+        if alpha:
+            masks = [to_uint8(a.expand(-1, -1, 3).numpy()) for a in mattes]
+            write_video(layout.alpha_video(sequence, serial), masks, fps=25, quality=10)
+    if tracking is not None:
+        tracking.save(layout.tracking(sequence))
+    return root
