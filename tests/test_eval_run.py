@@ -15,7 +15,7 @@ import pytest
 from npga import nersemble
 from npga.avatar.file import load_avatar, save_avatar
 from npga.cli import main
-from npga.commands.eval import REFINED
+from npga.commands.eval import AS_TRAINED, REFINED
 from npga.commands.eval import Config as EvalConfig
 from npga.commands.eval import main as run_eval
 from npga.commands.render import Config as RenderConfig
@@ -100,7 +100,8 @@ def test_eval_bad_input_exits_with_a_clear_message(trained, tmp_path, capsys):
         main(["eval", str(empty), "--split", "heldout_cameras", "heldout_sequences"])
     assert not (empty / "eval").exists()  # nothing was rendered before the empty split was found
     # By default, a protocol split without frames (benchmark data has none of its hold-out cameras) is skipped.
-    assert set(run_eval(EvalConfig(empty, every=4))) == {"heldout_cameras"}
+    metrics = run_eval(EvalConfig(empty, every=4))
+    assert set(metrics) == {"heldout_cameras", "tracking"} and metrics["tracking"] == {"heldout_cameras": AS_TRAINED}
 
 
 def test_render_writes_orbit_and_expression_videos(trained, tmp_path):
@@ -160,7 +161,7 @@ def test_refine_tracking_fits_the_heldout_sequences_without_reading_the_heldout_
         np.testing.assert_array_equal(fitted["capture"][key], fitted["noise"][key])
     assert np.abs(fitted["capture"]["expression"] - FrameCache.open(cache.root).tracking(seq).expression).max() > 1e-3
     for name in copies:
-        assert metrics[name]["tracking"] == {"heldout_cameras": "capture", "heldout_sequences": REFINED}
+        assert metrics[name]["tracking"] == {"heldout_cameras": AS_TRAINED, "heldout_sequences": REFINED}
         assert json.loads((tmp_path / name / "eval" / "metrics.json").read_text()) == metrics[name]
     scores = {name: m["heldout_sequences"]["per_camera"] for name, m in metrics.items()}
     for serial in avatar.split.train_serials:  # the same renders (one fitted tracking) against the same frames

@@ -40,7 +40,11 @@ log = logging.getLogger(__name__)
 DEFAULT_SPLITS = ("heldout_cameras", "heldout_sequences")
 SplitName = Literal["heldout_cameras", "heldout_sequences", "train", "all"]
 REFINED_TRACKING = "refined_tracking"  # the report's folder of the held-out sequences' fitted tracking files
-CAPTURE, REFINED = "capture", "refined from the training cameras"  # which tracking drove a split (metrics.json)
+# Which tracking drove a split's renders (metrics.json "tracking"): the avatar's own, as trained or as refined in
+# training (--refine-tracking of `npga train`); fitted here from the training cameras (--refine-tracking of `npga
+# eval`); the capture's, for a sequence the avatar does not hold.
+AS_TRAINED, REFINED_IN_TRAINING = "as trained", "refined in training"
+REFINED, CAPTURE = "refined from the training cameras", "capture"
 
 
 @dataclass(frozen=True)
@@ -89,12 +93,12 @@ def main(cfg: Config) -> dict:
         if not splits:
             raise ValueError(f"{file}: neither of {DEFAULT_SPLITS} has frames in {cache.root}")
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).eval
-    render, tracking = tracked_renderer(avatar, cache), None
+    render, refined = tracked_renderer(avatar, cache), ()
     if cfg.refine_tracking:
         refined = _refined_sequences(file, avatar, cache, splits)
         fitted = refine_heldout_tracking(file, avatar, cache, refined, out / REFINED_TRACKING, cfg.track)
         render = fitted_renderer(avatar, fitted, render)
-        tracking = {name: _tracking_used(avatar, cache, name, refined) for name in splits}
+    tracking = {name: _tracking_used(avatar, cache, name, refined) for name in splits}
     lpips = LPIPS(avatar.device)
     if not lpips.available:
         log.warning("%s; LPIPS is reported as null", lpips.reason)
@@ -157,13 +161,16 @@ def fitted_renderer(avatar: Avatar, tracking: dict[str, Tracking], others: Rende
 
 
 def _tracking_used(avatar: Avatar, cache: FrameCache, split: str, refined: tuple[str, ...]) -> str:
-    """Which tracking drove a split's renders, in words for metrics.json."""
-    sequences = avatar.split.eval_views(split, cache.serials)[0]
-    if not any(s in refined for s in sequences):
-        return CAPTURE
-    if all(s in refined for s in sequences):
-        return REFINED
-    return f"{CAPTURE}; the held-out sequences {REFINED}"
+    """Which tracking drove a split's renders, in words for metrics.json (several kinds joined by '; ')."""
+
+    def kind(seq: str) -> str:
+        if seq in refined:
+            return REFINED
+        if seq not in avatar.motions:
+            return CAPTURE
+        return REFINED_IN_TRAINING if avatar.motions[seq].refined else AS_TRAINED
+
+    return "; ".join(sorted({kind(s) for s in avatar.split.eval_views(split, cache.serials)[0]}))
 
 
 def _has_frames(avatar: Avatar, cache: FrameCache, split: str) -> bool:
