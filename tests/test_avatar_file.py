@@ -22,6 +22,8 @@ from npga.avatar.file import load_avatar, read_avatar_metadata, save_avatar
 from npga.avatar.model import Motion
 from npga.cli import main
 from npga.config import load_config
+from npga.data.layout import ParticipantLayout
+from npga.data.tracking import Tracking
 from npga.headmodel import head_model_from_description, load_head_model
 from npga.runs import RunLayout
 from npga.train import TrainConfig, build_trainer, read_checkpoint
@@ -61,6 +63,12 @@ def test_avatar_renders_exactly_in_a_fresh_process_after_the_capture_is_deleted(
     with torch.no_grad():
         rgb, alpha, _ = trainer.rasterize(deform(trainer.params, trainer.nets, batch.z, batch.head_pose), batch)
     expected = rgb[0].clamp(0, 1).numpy()
+
+    # it plays the capture's tracking as the capture wrote it (poses not transposed, codes not reordered)
+    played = load_avatar(run.avatar).motions[seq]
+    tracking = Tracking.load(ParticipantLayout(trainer.cfg.capture).tracking(seq))
+    np.testing.assert_allclose(played.head_pose.numpy(), tracking.head_poses, atol=1e-6)
+    np.testing.assert_allclose(played.expression.numpy(), tracking.expression, atol=1e-6)
 
     # the head model rebuilds from the avatar's description alone (the registry picks it by type)
     head = head_model_from_description(load_avatar(run.avatar).head_model)
