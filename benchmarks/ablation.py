@@ -25,6 +25,7 @@ import json
 import multiprocessing
 import shutil
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -227,6 +228,22 @@ def train_and_score(
     return row
 
 
+def trained_rows(
+    runs: list[tuple[str, TrainConfig]], scoring: Scoring, shared_field: RunLayout, jobs: int, threads: int | None
+) -> Iterator[dict]:
+    """Train and score each (row name, config) in `jobs` worker processes; yields each row as it finishes. A run
+    that fails is reported and skipped: one failed run must not lose the others."""
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(train_and_score, name, cfg, scoring, shared_field, threads): name for name, cfg in runs}
+        for future in as_completed(futures):
+            try:
+                row = future.result()
+            except Exception as e:  # the other runs go on
+                print(f"{futures[future]}: failed: {e!r}")
+                continue
+            yield row
+
+
 def summarize(results: list[dict], names: list[str]) -> list[dict]:
     """Per row (in `names` order, rows without results left out): the mean and the sample standard deviation
     over seeds of each score, and the mean's change from the previous row (the issue's per-part gain)."""
@@ -383,16 +400,9 @@ def main() -> None:
         }
         (args.out / "ablation.json").write_text(json.dumps(summary, indent=2))
 
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(train_and_score, name, cfg, scoring, shared_field, args.threads): name for name, cfg in runs
-        }
-        for future in as_completed(futures):
-            try:
-                results.append(future.result())
-            except Exception as e:  # one failed run must not lose the others
-                print(f"{futures[future]}: failed: {e!r}")
-            write()
+    for row in trained_rows(runs, scoring, shared_field, args.jobs, args.threads):
+        results.append(row)
+        write()
     print_summary(summarize(results, list(selected)))
     print(f"wrote {args.out / 'ablation.json'}")
     if len(results) < len(runs):

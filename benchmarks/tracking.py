@@ -18,12 +18,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
-from ablation import Scoring, held_out_regions, summarize, train_and_score
+from ablation import Scoring, held_out_regions, summarize, trained_rows
 
 from npga.avatar.file import load_avatar
 from npga.commands.distill import Config as DistillCommand
@@ -140,20 +138,11 @@ def main() -> None:
         summary |= {"every": args.every, "seeds": args.seeds, "summary": table, "rows": results}
         (args.out / "tracking.json").write_text(json.dumps(summary, indent=2))
 
-    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {
-            pool.submit(train_and_score, name, cfg, scoring, shared_field, args.threads): name for name, cfg in runs
-        }
-        for future in as_completed(futures):
-            try:
-                row = future.result()
-            except Exception as e:  # one failed run must not lose the others
-                print(f"{futures[future]}: failed: {e!r}")
-                continue
-            if synthetic:
-                row["pose"] = training_pose_errors(Path(row["run"]), args.capture)
-            results.append(row)
-            write()
+    for row in trained_rows(runs, scoring, shared_field, args.jobs, args.threads):
+        if synthetic:
+            row["pose"] = training_pose_errors(Path(row["run"]), args.capture)
+        results.append(row)
+        write()
     print_table(with_pose_errors(summarize(results, list(selected)), results))
     print(f"wrote {args.out / 'tracking.json'}")
     if len(results) < len(runs):

@@ -101,7 +101,7 @@ def training_tracking(cfg: TrainConfig, cache: FrameCache, split: Split) -> dict
     if missing:
         raise FileNotFoundError(
             f"--tracking true: {cfg.capture} has no {layout.true_tracking(missing[0]).name} for {missing} "
-            "(only a synthetic capture knows its true tracking)"
+            "(npga synth writes it for a capture with tracking noise)"
         )
     truth = {s: Tracking.load(layout.true_tracking(s)) for s in sequences}
     for s, tr in truth.items():
