@@ -142,3 +142,5 @@ def test_scores_render_the_avatar_s_own_refined_tracking_and_the_capture_s_for_o
     assert torch.equal(render("A", 2, cam)[0], refined) and not torch.equal(refined, as_tracked)
     new, _ = avatar.render_code(torch.full((4,), 0.2), torch.from_numpy(other.head_to_world(1)), cam)
     assert torch.equal(render("NEW", 1, cam)[0], new)
+    fitted = tracked_renderer(avatar, cache, {"A": other})  # a fit (`npga eval --refine-tracking`) goes first
+    assert torch.equal(fitted("A", 1, cam)[0], new) and torch.equal(fitted("NEW", 1, cam)[0], new)

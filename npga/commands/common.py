@@ -3,7 +3,7 @@ trained on."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +17,7 @@ from npga.avatar.precision import Precision, resolve_precision
 from npga.cameras import Camera
 from npga.config import DeviceName, resolve_device
 from npga.data.cache import FrameCache, read_manifest
+from npga.data.tracking import Tracking
 from npga.evaluate import Renderer
 from npga.runs import avatar_path
 
@@ -77,14 +78,16 @@ def open_training_cache(file: Path, avatar: Avatar, capture: Path | None) -> Fra
     return FrameCache.open(cache)
 
 
-def tracked_renderer(avatar: Avatar, cache: FrameCache) -> Renderer:
-    """Renders frame `t` of a cached sequence driven by the tracking the avatar plays it with (refined in training
-    where it was), else by the capture's own tracking of it (a sequence added to the cache after training)."""
+def tracked_renderer(avatar: Avatar, cache: FrameCache, fitted: Mapping[str, Tracking] | None = None) -> Renderer:
+    """Renders frame `t` of a cached sequence driven by `fitted`'s tracking of it (given one), else by the tracking
+    the avatar plays it with (refined in training where it was), else by the capture's own tracking of it (a
+    sequence added to the cache after training)."""
+    fitted = fitted or {}
 
     def render(sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
-        if sequence in avatar.motions:
+        if sequence not in fitted and sequence in avatar.motions:
             return avatar.render(sequence, t, cameras)
-        tr = cache.tracking(sequence)
+        tr = fitted[sequence] if sequence in fitted else cache.tracking(sequence)
         z, pose = torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t))
         return avatar.render_code(z, pose, cameras)
 

@@ -14,22 +14,19 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import torch
 import tyro
 
 from npga.avatar.model import Avatar
-from npga.cameras import Camera
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar, open_training_cache, tracked_renderer
 from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
 from npga.drive.fit import TrackConfig
 from npga.drive.multiview import CaptureViews, track_capture
-from npga.evaluate import Renderer, evaluate, write_report
+from npga.evaluate import evaluate, write_report
 from npga.io.atomic import write_text_atomic
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
@@ -93,12 +90,13 @@ def main(cfg: Config) -> dict:
         if not splits:
             raise ValueError(f"{file}: neither of {DEFAULT_SPLITS} has frames in {cache.root}")
     out = Path(cfg.out) if cfg.out is not None else RunLayout(file.parent).eval
-    render, refined = tracked_renderer(avatar, cache), ()
+    fitted = {}
     if cfg.refine_tracking:
-        refined = _refined_sequences(file, avatar, cache, splits)
-        fitted = refine_heldout_tracking(file, avatar, cache, refined, out / REFINED_TRACKING, cfg.track)
-        render = fitted_renderer(avatar, fitted, render)
-    tracking = {name: _tracking_used(avatar, cache, name, refined) for name in splits}
+        fitted = refine_heldout_tracking(
+            file, avatar, cache, _refined_sequences(file, avatar, cache, splits), out / REFINED_TRACKING, cfg.track
+        )
+    render = tracked_renderer(avatar, cache, fitted)
+    tracking = {name: _tracking_used(avatar, cache, name, tuple(fitted)) for name in splits}
     lpips = LPIPS(avatar.device)
     if not lpips.available:
         log.warning("%s; LPIPS is reported as null", lpips.reason)
@@ -146,18 +144,6 @@ def refine_heldout_tracking(
         path = track_capture(CaptureViews(cache, seq, serials), avatar, file, folder / f"{seq}.npz", cfg)
         fitted[seq] = Tracking.load(path)
     return fitted
-
-
-def fitted_renderer(avatar: Avatar, tracking: dict[str, Tracking], others: Renderer) -> Renderer:
-    """Renders frame `t` of the sequences in `tracking` driven by it, any other sequence by `others`."""
-
-    def render(sequence: str, t: int, cameras: Sequence[Camera]) -> tuple[torch.Tensor, torch.Tensor]:
-        if sequence not in tracking:
-            return others(sequence, t, cameras)
-        tr = tracking[sequence]
-        return avatar.render_code(torch.from_numpy(tr.expression[t]), torch.from_numpy(tr.head_to_world(t)), cameras)
-
-    return render
 
 
 def _tracking_used(avatar: Avatar, cache: FrameCache, split: str, refined: tuple[str, ...]) -> str:
