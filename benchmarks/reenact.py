@@ -47,7 +47,7 @@ def _frames(path: Path, size: tuple[int, int], grey: bool = False) -> list[np.nd
 
 def _poses(tracking: Tracking, n: int) -> torch.Tensor:
     """(n, 4, 4) head -> world of the first n frames."""
-    return torch.stack([torch.from_numpy(tracking.head_to_world(t)) for t in range(n)]).float()
+    return torch.from_numpy(tracking.head_poses[:n]).float()
 
 
 def main() -> None:
@@ -106,7 +106,7 @@ def main() -> None:
     cfg = TrackConfig(robust=args.robust)
     if args.tracking is not None:
         tracked_file = Tracking.load(args.tracking)
-        to_camera = [tracked_file.head_to_world(t) for t in range(tracked_file.n_frames)][: len(inputs)]
+        to_camera = list(tracked_file.head_poses[: len(inputs)])
         tracked_codes = torch.from_numpy(tracked_file.expression[: len(to_camera)]).float()
         ious = list(TrackingExtras.load(args.tracking).iou[: len(to_camera)])
     else:
