@@ -31,6 +31,7 @@ from npga.data.tracking import Tracking, pose_errors
 from npga.metrics import psnr
 from npga.runs import RunLayout
 from npga.train import BatchSource, JsonlLog, TrainConfig, Trainer, build_trainer, with_steps
+from npga.train.refine import RefineConfig
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -373,13 +374,15 @@ def test_every_preset_trains(preset, tiny_capture, tmp_path):
 
 
 def test_a_longer_run_densifies_in_the_same_stages_of_training():
-    """with_steps scales the densification window and interval with the step count; nothing else changes."""
+    """with_steps scales the densification window and interval and the refinement's start with the step count;
+    nothing else changes."""
 
     def refinements(c: TrainConfig) -> list[float]:  # when the strategies refine, as fractions of the run
         d = c.densify
         return [s / c.steps for s in range(d.refine_start + 1, d.refine_stop) if s % d.refine_every == 0]
 
-    cfg = TrainConfig(steps=600, densify=DensifyConfig(refine_start=120, refine_every=60, refine_stop=480))
+    densify = DensifyConfig(refine_start=120, refine_every=60, refine_stop=480)
+    cfg = TrainConfig(steps=600, densify=densify, refine=RefineConfig(start=90))
     longer = with_steps(cfg, 1000)
     assert (longer.steps, longer.densify.refine_start, longer.densify.refine_every, longer.densify.refine_stop) == (
         1000,
@@ -387,7 +390,8 @@ def test_a_longer_run_densifies_in_the_same_stages_of_training():
         100,
         800,
     )
-    assert dataclasses.replace(longer, steps=600, densify=cfg.densify) == cfg
+    assert longer.refine.start == 150
+    assert dataclasses.replace(longer, steps=600, densify=cfg.densify, refine=cfg.refine) == cfg
     assert refinements(longer) == refinements(cfg) == [0.3, 0.4, 0.5, 0.6, 0.7]
     with pytest.raises(ValueError, match="steps must be at least 1, got 0"):
         with_steps(cfg, 0)

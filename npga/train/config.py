@@ -108,8 +108,9 @@ class TrainConfig:
 
 
 def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
-    """The same schedule over `steps` steps: the densification window and interval scale with the step count,
-    as the learning-rate decays already do, so a longer run densifies in the same stages of training."""
+    """The same schedule over `steps` steps: the densification window and interval and the step from which the
+    tracking is refined scale with the step count, as the learning-rate decays already do, so a longer run
+    densifies and refines in the same stages of training."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     d, f = cfg.densify, steps / cfg.steps
@@ -119,7 +120,8 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
         refine_every=max(1, round(d.refine_every * f)),
         refine_stop=round(d.refine_stop * f),
     )
-    return replace(cfg, steps=steps, densify=densify)
+    refine = replace(cfg.refine, start=round(cfg.refine.start * f))
+    return replace(cfg, steps=steps, densify=densify, refine=refine)
 
 
 def avatar_config(cfg: TrainConfig, head: HeadModel) -> AvatarConfig:
