@@ -45,6 +45,8 @@ from npga.data.cache import FrameCache
 from npga.data.layout import ParticipantLayout
 from npga.data.prepare import open_or_prepare
 from npga.data.tracking import Tracking
+from npga.evaluate import evaluate
+from npga.evaluate import summarize as summarize_split
 from npga.headmodel import SyntheticHead, load_head_model
 from npga.headmodel.synthetic import EYE_CENTER, EYE_RADII
 from npga.metrics import composite
@@ -171,6 +173,12 @@ class Scoring:
     twin: Path | None = None
     """The capture rendered without its expression-dependent effects: the held-out sequence scored against it is
     what the row would score if it drew those effects perfectly."""
+    refit: bool = False
+    """Also score the held-out sequence after `npga eval --refine-tracking` (its codes and poses fitted to the
+    training cameras' frames)."""
+    true_tracking: Path | None = None
+    """A synthetic capture whose true tracking also drives the held-out sequence: what the row scores with a
+    perfect tracking of the sequence, the bound of any refit."""
 
 
 def train_and_score(
@@ -220,9 +228,29 @@ def train_and_score(
             )
         )["heldout_sequences"]
         row["heldout_sequences_twin"] = {k: twin[k] for k in ("psnr", "ssim")}
+    if scoring.refit:
+        refit = run_eval(
+            EvalConfig(
+                run.root,
+                split=("heldout_sequences",),
+                every=scoring.every,
+                out=run.root / "eval_refit",
+                refine_tracking=True,
+                runtime=runtime,
+            )
+        )["heldout_sequences"]
+        row["heldout_sequences_refit"] = {k: refit[k] for k in ("psnr", "ssim")}
+    file, avatar = open_avatar(run.root, cfg.device)
+    cache = open_training_cache(file, avatar, None)
+    if scoring.true_tracking is not None:
+        layout = ParticipantLayout(scoring.true_tracking)
+        truth = {s: Tracking.load(layout.true_tracking(s)) for s in avatar.split.heldout_sequences}
+        render = tracked_renderer(avatar, cache, truth)
+        background = avatar.background.cpu()
+        result = evaluate(render, cache, avatar.split, "heldout_sequences", scoring.every, None, background)
+        scored = summarize_split(result)
+        row["heldout_sequences_true"] = {k: scored[k] for k in ("psnr", "ssim")}
     if (regions := scoring.regions) is not None:
-        file, avatar = open_avatar(run.root, cfg.device)
-        cache = open_training_cache(file, avatar, None)
         row["regions"] = region_psnr(avatar, cache, regions.maps, regions.seq, regions.frames)
         row["region_pixels"] = {n: int((regions.maps == i).sum()) for i, n in enumerate(REGIONS)}
     return row
@@ -253,6 +281,10 @@ def summarize(results: list[dict], names: list[str]) -> list[dict]:
         out = {"seq PSNR": s["psnr"], "seq SSIM": s["ssim"], "cam PSNR": c["psnr"], "cam SSIM": c["ssim"]}
         if "heldout_sequences_twin" in r:
             out["seq PSNR, twin"] = r["heldout_sequences_twin"]["psnr"]
+        if "heldout_sequences_refit" in r:
+            out["seq PSNR, refit"] = r["heldout_sequences_refit"]["psnr"]
+        if "heldout_sequences_true" in r:
+            out["seq PSNR, true tracking"] = r["heldout_sequences_true"]["psnr"]
         return out | r.get("regions", {})
 
     table, previous = [], None
