@@ -26,6 +26,10 @@
 #   and carry those three instead of the demo's (with .whl: 58 MiB):
 #     run(command='STAGES="build gpu-tests ablation" ABLATION_LIMIT=380 bash benchmarks/gpu_session.sh', carry=[".whl",
 #         "data/gpu_abl", "data/gpu_abl_twin", "data/gpu_abl_distilled"], timeout_s=600)  (359 s on an H100)
+#   for the tracking stage (issue 29; not in the default stages) the same capture and distilled field (no twin):
+#     run(command='STAGES="build tracking" bash benchmarks/gpu_session.sh', carry=[".whl", "data/gpu_abl",
+#         "data/gpu_abl_distilled"], timeout_s=600): benchmarks/tracking.py's rows for seeds 0-2 at 1,000 steps,
+#         cut at TRACKING_LIMIT s (default 400), its tracking.json written after every finished run
 # Stages can be chosen: STAGES="build gpu-tests bench overhead precision suite" (the default), ablation (all six
 # rows for seeds 0-2 at 1,000 steps beside the coarse and full rows at ABLATION_LONG_STEPS, default 6,000, both cut
 # at ABLATION_LIMIT s, default 400, each with its ablation.json written after every finished run), and
@@ -42,7 +46,9 @@ STAGES=${STAGES:-"build gpu-tests bench overhead precision suite"}
 has() { [[ " $STAGES " == *" $1 "* ]]; }
 log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 snapshot() {
-    for f in $OUT/*_work/ablation.json; do [[ -f $f ]] && cp "$f" "$OUT/$(basename "$(dirname "$f")" _work).json"; done
+    for f in $OUT/*_work/ablation.json $OUT/*_work/tracking.json; do
+        [[ -f $f ]] && cp "$f" "$OUT/$(basename "$(dirname "$f")" _work).json"
+    done
     tar -czf "$BACK/.session.tar.gz" --exclude="./*_work" -C $OUT . 2>/dev/null && mv "$BACK/.session.tar.gz" "$BACK/session.tar.gz"
     cp $OUT/session.log "$BACK/session.log"
 }
@@ -72,8 +78,8 @@ if has bench && [[ ! -d $capture ]]; then
     (OMP_NUM_THREADS=4 npga synth --preset full --frames 2 --out $capture > "$OUT/synth.log" 2>&1; echo "exit $?" >> "$OUT/synth.log") &
     synth_pid=$!
 fi
-if has ablation; then
-    (for c in data/gpu_abl data/gpu_abl_twin; do OMP_NUM_THREADS=2 npga prepare --capture $c --height 256; done \
+if has ablation || has tracking; then
+    (for c in data/gpu_abl data/gpu_abl_twin; do [[ -d $c ]] && OMP_NUM_THREADS=2 npga prepare --capture $c --height 256; done \
         > "$OUT/ablation_prepare.log" 2>&1; echo "exit $?" >> "$OUT/ablation_prepare.log") &
     ablation_prepare_pid=$!
 fi
@@ -104,6 +110,16 @@ if has ablation; then
     seeds_pid=$!
     ablation ablation_long --steps "${ABLATION_LONG_STEPS:-6000}" --rows "+ coarse field" "+ Laplacian" --jobs 2 &
     long_pid=$!
+fi
+
+if has tracking; then
+    [[ -n ${ablation_prepare_pid:-} ]] && wait $ablation_prepare_pid
+    log "tracking: capture, refined and oracle rows, seeds 0-2 at 1,000 steps, with the held-out sequence refitted"
+    mkdir -p "$OUT/tracking_work" && cp -r data/gpu_abl_distilled "$OUT/tracking_work/distilled"
+    (OMP_NUM_THREADS=2 timeout "${TRACKING_LIMIT:-400}" python3 benchmarks/tracking.py --capture data/gpu_abl \
+        --config configs/demo.yaml --steps 1000 --seeds 0 1 2 --jobs 9 --threads 2 --out "$OUT/tracking_work" \
+        > "$OUT/tracking.log" 2>&1; echo "exit $?" >> "$OUT/tracking.log") &
+    tracking_pid=$!
 fi
 
 if has gpu-tests; then
@@ -163,6 +179,13 @@ if has ablation; then
     pkill -9 -f benchmarks/ablation.py  # workers left by a cut invocation
     for name in ablation_seeds ablation_long; do log "$name: $(tail -1 "$OUT/$name.log")"; done
     grep -h -A12 "^row " $OUT/ablation_*.log | grep -v "it/s"
+fi
+
+if has tracking; then
+    wait $tracking_pid
+    pkill -9 -f benchmarks/tracking.py
+    log "tracking: $(tail -1 "$OUT/tracking.log")"
+    grep -A8 "^row " "$OUT/tracking.log" | grep -v "it/s"
 fi
 
 kill $snapshot_loop
