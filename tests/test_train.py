@@ -31,7 +31,7 @@ from npga.data.tracking import Tracking, pose_errors
 from npga.metrics import psnr
 from npga.runs import RunLayout
 from npga.train import BatchSource, JsonlLog, TrainConfig, Trainer, build_trainer, with_steps
-from npga.train.refine import RefineConfig
+from npga.train.refine import RefineConfig, TrackingCorrections, make_refine_optimizer, refine_learning_rates
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
@@ -115,7 +115,7 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, 
         graph_every=15,
         densify=dataclasses.replace(preset.densify, refine_start=20, refine_every=20, refine_stop=45),
         refine_tracking=refine_tracking,
-        refine=dataclasses.replace(preset.refine, start=10),
+        refine=dataclasses.replace(preset.refine, start=10, lr_final=0.5),
     )
     full = build_trainer(tiny_config(tiny_capture, tmp_path / "full", **kw), hooks=[])
     full.fit()
@@ -144,6 +144,10 @@ def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(tiny_capture, 
             assert torch.equal(a, b)
         moments = [o.refine_optimizer.state_dict()["state"][1]["exp_avg_sq"] for o in (full, second)]
         assert torch.equal(*moments)
+        # the last step's rates have decayed by lr_final, from start (10) to the last step (49)
+        base = [g["lr"] for g in make_refine_optimizer(full.corrections, full.cfg.refine).param_groups]
+        decayed = [g["lr"] for g in full.refine_optimizer.param_groups]
+        assert np.allclose(decayed, np.array(base) * 0.5, rtol=1e-9)
 
 
 def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one(tiny_capture, tmp_path):
@@ -563,3 +567,14 @@ def test_refinement_removes_most_of_a_known_pose_error_and_pins_the_gauge(tiny_c
         assert refined_pos.mean() < 0.5 * tracked_pos.mean(), (refined_pos.mean(), tracked_pos.mean())
     for seq in trainer.split.heldout_sequences:
         assert not avatar.motions[seq].refined  # no training frame of it: played as tracked
+
+
+def test_refinement_learning_rates_decay_exponentially_from_the_start_to_the_last_step():
+    cfg = RefineConfig(
+        start=100, lr_rotation=1e-3, lr_translation=2e-4, lr_scale=0.0, lr_expression=1e-2, lr_final=0.01
+    )
+    corrections = TrackingCorrections({"A": 3}, 4, torch.zeros(3))
+    base = np.array([1e-3, 2e-4, 1e-2])  # the optimiser's groups: the scale is frozen, so it has none
+    assert len(make_refine_optimizer(corrections, cfg).param_groups) == 3
+    for step, factor in ((0, 1.0), (100, 1.0), (150, 0.1), (200, 0.01)):  # a run of 201 steps: 100 from start to last
+        assert np.allclose(refine_learning_rates(corrections, cfg, step, 201), base * factor, rtol=1e-9), step

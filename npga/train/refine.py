@@ -38,6 +38,10 @@ class RefineConfig:
     """Adam step of each frame's log scale correction; 0: the scale stays as tracked."""
     lr_expression: float = 1e-3
     """Adam step of each frame's expression code correction (code units)."""
+    lr_final: float = 1.0
+    """Factor every correction's learning rate decays to (exponentially) from `start` to the last step: each
+    frame is drawn only every few dozen steps with one camera, so its correction's steps are noisy; large early
+    steps find the error, small late ones average the cameras' views of it."""
     prior: float = 1e-3
     """Weight of the corrections' mean squared size, each in units of its typical error below."""
     smooth: float = 0.0
@@ -120,16 +124,27 @@ class TrackingCorrections(nn.Module):
         return Motion(expression, head_pose, motion.timesteps, motion.expression, motion.head_pose)
 
 
-def make_refine_optimizer(corrections: TrackingCorrections, cfg: RefineConfig) -> torch.optim.Adam:
-    """Adam with one learning rate per kind of correction; a kind whose rate is 0 is frozen (stays as tracked)."""
-    kinds = (
+def _kinds(corrections: TrackingCorrections, cfg: RefineConfig) -> tuple[tuple[nn.Parameter, float], ...]:
+    return (
         (corrections.rotation, cfg.lr_rotation),
         (corrections.translation, cfg.lr_translation),
         (corrections.log_scale, cfg.lr_scale),
         (corrections.expression, cfg.lr_expression),
     )
+
+
+def make_refine_optimizer(corrections: TrackingCorrections, cfg: RefineConfig) -> torch.optim.Adam:
+    """Adam with one learning rate per kind of correction; a kind whose rate is 0 is frozen (stays as tracked)."""
+    kinds = _kinds(corrections, cfg)
     if not any(lr > 0 for _, lr in kinds):
         raise ValueError("--refine-tracking: every refine.lr_* is 0, so nothing would be refined")
     for p, lr in kinds:
         p.requires_grad_(lr > 0)
     return torch.optim.Adam([{"params": [p], "lr": lr} for p, lr in kinds if lr > 0])
+
+
+def refine_learning_rates(corrections: TrackingCorrections, cfg: RefineConfig, step: int, steps: int) -> list[float]:
+    """The optimiser's learning rates at `step` of a run of `steps`, in its group order: each kind's rate decayed
+    exponentially from `cfg.start` (x1) to the last step (x `cfg.lr_final`)."""
+    frac = min(max((step - cfg.start) / max(steps - 1 - cfg.start, 1), 0.0), 1.0)
+    return [lr * cfg.lr_final**frac for _, lr in _kinds(corrections, cfg) if lr > 0]

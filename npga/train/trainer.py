@@ -39,7 +39,7 @@ from npga.runs import RunLayout
 from npga.split import Split
 from npga.train.batches import Batch, BatchSource
 from npga.train.config import LearningRates, TrainConfig
-from npga.train.refine import TrackingCorrections, make_refine_optimizer
+from npga.train.refine import TrackingCorrections, make_refine_optimizer, refine_learning_rates
 from npga.train.scalars import Value, to_host
 
 log = logging.getLogger(__name__)
@@ -159,6 +159,10 @@ class Trainer:
     def _set_learning_rates(self) -> None:
         frac = self.step / max(self.cfg.steps - 1, 1)
         self.optimizers["means"].param_groups[0]["lr"] = self.cfg.lr.means * self.cfg.lr.means_final**frac
+        if self.refine_optimizer is not None:
+            rates = refine_learning_rates(self.corrections, self.cfg.refine, self.step, self.cfg.steps)
+            for group, lr in zip(self.refine_optimizer.param_groups, rates, strict=True):
+                group["lr"] = lr
 
     @property
     def refining(self) -> bool:
