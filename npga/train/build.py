@@ -174,6 +174,11 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
     if cfg.resume:
         last = run.list_checkpoints()[-1]
         trainer.load_state_dict(read_checkpoint(last, device), source=last)
+        if trainer.step > cfg.steps:
+            raise ValueError(
+                f"--steps {cfg.steps} is below the step of {last} ({trainer.step}); a run cannot be trained back: "
+                f"pass --steps {trainer.step} or more, or start a new run in another --out"
+            )
         _truncate_log(run.log, trainer.step)
         log.info("resumed %s at step %d", last, trainer.step)
     return trainer

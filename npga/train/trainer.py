@@ -234,6 +234,8 @@ class Trainer:
     def fit(self) -> Path:
         """Train until `cfg.steps`; a checkpoint is written at the end and on Ctrl-C or SIGTERM (`kill`, a
         batch scheduler's time limit)."""
+        if self.step >= self.cfg.steps and self.run.checkpoint(self.step).is_file():
+            return self.run.checkpoint(self.step)  # a finished run: its checkpoint and avatar file stay as they are
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
