@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 import tyro
 
-from npga.config import load_config
+from npga.config import check_options, load_config
 
 # subcommand -> (module with `Config` and `main`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -76,6 +76,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as e:
         raise SystemExit(f"npga {name}: {e}") from None
     cfg = tyro.cli(module.Config, args=rest, default=default, prog=f"npga {name}", description=help_)
+    try:
+        check_options(cfg)  # every option's value, before the command does any work or writes any file
+    except ValueError as e:
+        raise SystemExit(f"npga {name}: error: {e}") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         module.main(cfg)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from npga.config import DeviceName, resolve_device
+from npga.config import DeviceName, OutFolder, resolve_device
 from npga.data.readers import open_capture
 from npga.deform.distill import DistillConfig, distill, save_distilled
 from npga.headmodel import load_head_model
@@ -23,7 +23,7 @@ from npga.runs import RunLayout
 class Config:
     capture: Path = Path("data/demo")
     """Participant folder with `headmodel.json` and tracked sequences (`npga synth` writes one)."""
-    out: Path = Path("runs/demo")
+    out: OutFolder = Path("runs/demo")
     """Run folder that receives distill.pt and distill_report.json (`npga train` picks them up)."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Distillation settings."""

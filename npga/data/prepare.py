@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from npga import nersemble
+from npga.config import AtLeast1, OutFolder
 from npga.data.cache import (
     CACHE_FORMAT,
     MANIFEST,
@@ -52,10 +53,10 @@ class PrepareConfig:
     capture: Path
     """Participant folder: raw NeRSemble v2, NeRSemble benchmark, a synthetic capture (`npga synth`), or a VHAP
     export (transforms_*.json + images/ + fg_masks/ + flame_param/)."""
-    height: int | None = DEFAULT_HEIGHT
+    height: AtLeast1 | None = DEFAULT_HEIGHT
     """Cache image height in pixels (802: the paper's 550 x 802); the width keeps the videos' aspect ratio.
     Never upsamples: capped at the video height. None: the videos' own size."""
-    out: Path | None = None
+    out: OutFolder | None = None
     """Cache folder. Default: {capture}/cache/{W}x{H}."""
     sequences: tuple[str, ...] = ()
     """Sequences to prepare. Empty: all of the capture's sequences."""

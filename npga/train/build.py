@@ -18,7 +18,7 @@ import torch
 
 from npga.avatar import init_params
 from npga.avatar.config import build_nets
-from npga.config import load_config, resolve_device, save_config, to_dict
+from npga.config import check_options, load_config, resolve_device, save_config, to_dict
 from npga.data.cache import FrameCache
 from npga.data.layout import ParticipantLayout
 from npga.data.prepare import open_or_prepare
@@ -137,6 +137,7 @@ def coarse_field(
 
 def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trainer:
     """Check the input, prepare data, distill if needed, initialise (or resume) and wire the trainer."""
+    check_options(cfg)  # `npga train` checked them already; a config built in code is checked here
     run = RunLayout(cfg.out)
     if cfg.resume:
         if not run.list_checkpoints():
