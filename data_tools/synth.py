@@ -14,10 +14,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
@@ -49,6 +47,7 @@ from npga.headmodel import EXPRESSIONS, SyntheticHead, save_description
 from npga.headmodel.base import Mesh
 from npga.io.atomic import atomic_dir
 from npga.io.video import to_uint8, write_video
+from npga.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -319,10 +318,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         jobs = render_processes(cfg.jobs)
         with ExitStack() as stack:
             if jobs > 1:  # one thread each: the frames are independent, and torch's threads help little here
-                spawn = multiprocessing.get_context("spawn")
-                pool = stack.enter_context(
-                    ProcessPoolExecutor(jobs, spawn, initializer=torch.set_num_threads, initargs=(1,))
-                )
+                pool = stack.enter_context(worker_pool(jobs, initializer=torch.set_num_threads, initargs=(1,)))
                 views = pool.map(render, *zip(*tasks, strict=True))
             else:
                 views = map(render, *zip(*tasks, strict=True))

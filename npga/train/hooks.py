@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ from npga.io.plots import plot_training_curves
 from npga.metrics import psnr
 from npga.train.scalars import Value, to_host
 from npga.train.trainer import Trainer
+from npga.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +58,7 @@ class JsonlLog:
         self.window: list[dict[str, Value]] = []
         self.failed: set[str] = set()  # what failed already (warned once; training goes on without it)
         self.last_time = time.perf_counter()
-        # spawn: a fresh interpreter that imports only the plotting module (no copy of a CUDA context)
-        self.plotter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.plotter = worker_pool(1)  # spawn: imports only the plotting module; it dies with this process
         self.plotting: Future | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
 
