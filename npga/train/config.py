@@ -95,6 +95,9 @@ class TrainConfig:
     """Steps between checkpoints and avatar files (both are always written at the end and on Ctrl-C)."""
     keep_checkpoints: AtLeast1 = 2
     """Checkpoints kept in the run folder (the newest ones)."""
+    max_nonfinite_steps: int = 20
+    """A step whose loss or gradients are not finite (NaN, inf) is skipped, changing nothing, and logged; this many
+    in a row stop training with an error. 0: no check (and no per-step copy of the optimised state it needs)."""
     init: InitConfig = field(default_factory=InitConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     cnn: CNNConfig = field(default_factory=CNNConfig)
