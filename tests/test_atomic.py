@@ -153,3 +153,32 @@ def test_a_failed_checkpoint_leaves_no_temp_file(tmp_path, monkeypatch):
         Trainer.save_checkpoint(trainer)
     assert list(run.checkpoints.iterdir()) == []
     assert not run.avatar.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "chown") or os.geteuid() != 0, reason="gives a folder to another group: root")
+def test_files_in_a_shared_group_folder_get_the_group_and_mode_of_their_neighbours(tmp_path):
+    """A folder a group shares (setgid, group-writable): avatars, cache.json and tracking files written atomically
+    belong to the folder's group with the mode of an ordinary file beside them, so the group can use them."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 4242)  # a group this process is not in
+    shared.chmod(0o2775)
+    old = os.umask(0o002)
+    try:
+        (shared / "ordinary.txt").write_text("x")
+        (shared / "ordinary_dir").mkdir()
+        write_text_atomic(shared / "cache.json", "{}")
+        with atomic_path(shared / "avatar.npga") as tmp:
+            torch.save({"x": torch.zeros(2)}, tmp)
+        with atomic_dir(shared / "capture") as tmp:
+            (tmp / "f.json").write_text("{}")
+    finally:
+        os.umask(old)
+    ordinary, folder = (shared / "ordinary.txt").stat(), (shared / "ordinary_dir").stat()
+    assert ordinary.st_gid == 4242 and stat.S_IMODE(ordinary.st_mode) == 0o664
+    for name in ("cache.json", "avatar.npga"):
+        st = (shared / name).stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (ordinary.st_gid, stat.S_IMODE(ordinary.st_mode)), name
+    st = (shared / "capture").stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (folder.st_gid, stat.S_IMODE(folder.st_mode)) == (4242, 0o2775)
+    assert (shared / "capture" / "f.json").stat().st_gid == 4242
