@@ -89,3 +89,11 @@ def test_npga_prepare_on_a_cache_in_use_fails_naming_the_holder(tiny_capture, tm
     ):
         cli.main(args)
     assert sorted(p.name for p in cache.iterdir()) == [".lock"]
+
+
+def test_npga_distill_into_a_run_in_use_is_refused(tiny_capture, tmp_path, holder):
+    run = tmp_path / "run"
+    first = holder(run)
+    with pytest.raises(SystemExit, match=rf"npga distill: error: {run}: this run is in use .*pid {first.pid}"):
+        cli.main(["distill", "--capture", str(tiny_capture), "--out", str(run), "--device", "cpu"])
+    assert sorted(p.name for p in run.iterdir()) == [".lock"]
