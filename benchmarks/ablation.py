@@ -22,11 +22,10 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import multiprocessing
 import shutil
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +51,7 @@ from npga.headmodel.synthetic import EYE_CENTER, EYE_RADII
 from npga.metrics import composite
 from npga.runs import RunLayout
 from npga.train import ProgressBar, TrainConfig, build_trainer, with_steps
+from npga.workers import worker_pool
 
 REGIONS = ("mouth", "eyes", "forehead and brows", "cheeks", "rest of face", "hair, ears, neck")
 
@@ -261,7 +261,7 @@ def trained_rows(
 ) -> Iterator[dict]:
     """Train and score each (row name, config) in `jobs` worker processes; yields each row as it finishes. A run
     that fails is reported and skipped: one failed run must not lose the others."""
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with worker_pool(jobs) as pool:
         futures = {pool.submit(train_and_score, name, cfg, scoring, shared_field, threads): name for name, cfg in runs}
         for future in as_completed(futures):
             try:

@@ -14,15 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import multiprocessing
 import os
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
@@ -41,6 +39,7 @@ from data_tools.capture_effects import (
 from data_tools.mesh_render import rasterize_mesh
 from npga import nersemble
 from npga.cameras import Camera, look_at
+from npga.config import AtLeast1, OutFolder, Positive, Range
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.geometry import centred_intrinsics
@@ -48,6 +47,7 @@ from npga.headmodel import EXPRESSIONS, SyntheticHead, save_description
 from npga.headmodel.base import Mesh
 from npga.io.atomic import atomic_dir
 from npga.io.video import to_uint8, write_video
+from npga.workers import worker_pool
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +81,17 @@ PRESETS: dict[str, Preset] = {
 
 @dataclass(frozen=True)
 class SynthConfig:
-    out: Path
+    out: OutFolder
     """Participant folder to create (NeRSemble benchmark layout)."""
     preset: Literal["tiny", "demo", "full"] = "demo"
     """tiny: tests (seconds); demo: what `make demo` trains on (256 px tall, ~2 min); full: 802 px tall."""
     seed: int = 0
     """Identity of the synthetic person; another seed gives another person (cross-reenactment)."""
-    frames: int | None = None
+    frames: AtLeast1 | None = None
     """Frames per sequence. Default: the preset's."""
-    height: int | None = None
+    height: Annotated[int, Range(2)] | None = None
     """Image height in pixels (the width follows NeRSemble's portrait aspect). Default: the preset's."""
-    fps: float = 25.0
+    fps: Positive = 25.0
     """Frame rate written into the videos."""
     effects: tuple[Effect, ...] | None = None
     """What the head model does not explain, rendered into the frames (default: the preset's; tiny has none,
@@ -318,10 +318,7 @@ def synthesize(cfg: SynthConfig) -> Path:
         jobs = render_processes(cfg.jobs)
         with ExitStack() as stack:
             if jobs > 1:  # one thread each: the frames are independent, and torch's threads help little here
-                spawn = multiprocessing.get_context("spawn")
-                pool = stack.enter_context(
-                    ProcessPoolExecutor(jobs, spawn, initializer=torch.set_num_threads, initargs=(1,))
-                )
+                pool = stack.enter_context(worker_pool(jobs, initializer=torch.set_num_threads, initargs=(1,)))
                 views = pool.map(render, *zip(*tasks, strict=True))
             else:
                 views = map(render, *zip(*tasks, strict=True))

@@ -21,6 +21,9 @@ from npga.io.atomic import write_text_atomic
 
 FORMAT = "npga-camera-path"
 VERSION = 1
+MAX_FRAMES = 30_000
+"""Most frames one render makes (about 20 minutes at 24 fps): a keyframe time in milliseconds where seconds
+were meant would otherwise start days of rendering."""
 _KEYFRAME_KEYS = {"time", "position", "look_at", "up", "fov"}
 
 
@@ -140,14 +143,23 @@ def load_camera_path(file: str | os.PathLike) -> CameraPath:
         raise ValueError(f"{file}: missing or malformed value ({type(e).__name__}: {e})") from e
     except ValueError as e:
         raise ValueError(f"{file}: {e}") from e
-    if width <= 0 or height <= 0 or fps <= 0:
+    if width <= 0 or height <= 0 or not 0 < fps < math.inf:
         raise ValueError(f"{file}: width, height and fps must be positive")
     if not keyframes:
         raise ValueError(f"{file}: no keyframes")
+    numbers = [x for k in keyframes for x in (k.time, *k.position, *k.look_at, *k.up, k.fov)]
+    if not all(math.isfinite(x) for x in numbers):
+        raise ValueError(f"{file}: keyframe times, vectors and fields of view must be finite numbers")
     times = [k.time for k in keyframes]
     if any(b <= a for a, b in zip(times, times[1:], strict=False)):
         raise ValueError(f"{file}: keyframe times must increase, got {times}")
     for i, k in enumerate(keyframes):
         if len(k.position) != 3 or len(k.look_at) != 3 or len(k.up) != 3 or not 0 < k.fov < 180:
             raise ValueError(f"{file}: keyframe {i} needs 3-vectors and 0 < fov < 180")
-    return CameraPath(keyframes=tuple(keyframes), width=width, height=height, fps=fps)
+    path = CameraPath(keyframes=tuple(keyframes), width=width, height=height, fps=fps)
+    if path.n_frames > MAX_FRAMES:
+        raise ValueError(
+            f"{file}: {path.duration:g} s at {fps:g} fps is {path.n_frames} frames, more than {MAX_FRAMES} "
+            "(are the keyframe times in seconds?)"
+        )
+    return path

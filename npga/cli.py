@@ -7,15 +7,18 @@ imported only when chosen, so `npga --help` stays fast.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import tyro
 
-from npga.config import load_config
+from npga.config import check_options, load_config
 
 # subcommand -> (module with `Config` and `main`, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -76,18 +79,37 @@ def main(argv: Sequence[str] | None = None) -> None:
     except (OSError, ValueError) as e:
         raise SystemExit(f"npga {name}: {e}") from None
     cfg = tyro.cli(module.Config, args=rest, default=default, prog=f"npga {name}", description=help_)
+    try:
+        check_options(cfg)  # every option's value, before the command does any work or writes any file
+    except ValueError as e:
+        raise SystemExit(f"npga {name}: error: {e}") from None
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         module.main(cfg)
     except KeyboardInterrupt:
         print(f"npga {name}: interrupted", file=sys.stderr)
         raise SystemExit(130) from None
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        # Bad input (a file, a value): one clear line, no traceback. NPGA_DEBUG=1 shows the traceback.
+    except (ValueError, FileNotFoundError, KeyError, OSError) as e:
+        # Bad input (a file, a value) or a disk that failed us: one clear line, no traceback. NPGA_DEBUG=1 shows
+        # the traceback.
         if os.environ.get("NPGA_DEBUG"):
             raise
         message = e.args[0] if isinstance(e, KeyError) and e.args else e
+        if isinstance(e, OSError) and not isinstance(e, FileNotFoundError):
+            message = os_error_line(e)
         raise SystemExit(f"npga {name}: error: {message}") from None
+
+
+def os_error_line(e: OSError) -> str:
+    """A failed file operation as one line: the path, the problem, and on a full disk how much is free there."""
+    if e.filename is None:
+        return str(e)
+    where = str(e.filename) if e.filename2 is None else f"{e.filename} -> {e.filename2}"
+    line = f"{where}: {e.strerror or e}"
+    if e.errno == errno.ENOSPC:
+        folder = next((p for p in Path(e.filename).absolute().parents if p.is_dir()), Path("/"))
+        line += f" ({shutil.disk_usage(folder).free / 1e6:.0f} MB free on the disk of {folder})"
+    return line
 
 
 if __name__ == "__main__":

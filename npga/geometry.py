@@ -167,3 +167,19 @@ def quat_from_z_to(n: torch.Tensor) -> torch.Tensor:
     opposite = w < 1e-6  # n = -z: any half turn about an axis in the xy plane
     q = torch.where(opposite[:, None], q.new_tensor([0.0, 1.0, 0.0, 0.0]), q)
     return F.normalize(q, dim=-1)
+
+
+ROTATION_TOL = 1e-3
+"""How far a calibration's rotation may be from orthonormal with det 1 (or a quaternion from unit length)."""
+
+
+def check_rotation(R: np.ndarray, where: str) -> None:
+    """Raise unless R is a proper rotation: R R^T = I and det R = 1 (within 1e-3)."""
+    if not np.isfinite(R).all():
+        raise ValueError(f"{where} contains NaN or inf")
+    det = float(np.linalg.det(R))
+    if abs(det - 1) > ROTATION_TOL or np.abs(R @ R.T - np.eye(3)).max() > ROTATION_TOL:
+        raise ValueError(
+            f"{where} is not a rotation (det {det:.4g}, max |R R^T - I| "
+            f"{np.abs(R @ R.T - np.eye(3)).max():.3g}); singular, scaled or mirrored"
+        )

@@ -15,6 +15,7 @@ import torch
 from npga.avatar.deform import Gaussians
 from npga.avatar.dynamics import APPEARANCE, MOTION
 from npga.avatar.graph import laplacian
+from npga.config import Positive
 from npga.metrics import ssim
 
 
@@ -43,7 +44,7 @@ class LossWeights:
     that would fit noise at zero, but a few Gaussians may change a lot (a mouth that opens) at linear cost."""
     scale: float = 1.0
     """Largest standard deviation beyond `max_scale` (head units), squared: no needle or blob artefacts."""
-    max_scale: float = 0.005
+    max_scale: Positive = 0.005
     """Threshold of the scale term (not a loss term)."""
     opacity_reg: float = 0.0
     """Mean opacity: 3DGS-MCMC's pressure towards few visible Gaussians (gsplat's MCMC preset: 0.01)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -56,17 +58,39 @@ def test_a_writer_that_writes_nothing_is_an_error(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_a_leftover_temp_file_is_not_taken_for_the_new_write(tmp_path):
     target = tmp_path / "grid.png"
-    temp_path(target).write_bytes(b"a killed run's half of a png")
+    temp_path(target).write_bytes(b"this process's half of a png, from a write that raised")
+    temp_path(target, _dead_pid()).write_bytes(b"a killed run's half of a png")
     with pytest.raises(OSError, match="wrote no file"), atomic_path(target):
         pass
     assert list(tmp_path.iterdir()) == []
 
 
+def test_two_processes_writing_one_target_write_separate_files(tmp_path):
+    """A second writer of the same file (another process) neither writes into nor removes the first one's file."""
+    target = tmp_path / "metrics.json"
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        theirs = temp_path(target, other.pid)
+        assert theirs != temp_path(target) and theirs.name == f".metrics.partial-{other.pid}.json"
+        theirs.write_text("the other process's half")
+        write_text_atomic(target, "mine")
+        assert target.read_text() == "mine" and theirs.read_text() == "the other process's half"
+    finally:
+        other.kill()
+        other.wait()
+
+
 def test_writers_that_choose_the_format_by_name_write_the_target(tmp_path):
     """np.savez appends `.npz` and cv2 picks its encoder from the suffix: the temporary name keeps it last."""
-    assert temp_path(tmp_path / "a.npz") == tmp_path / ".a.partial.npz"
+    assert temp_path(tmp_path / "a.npz") == tmp_path / f".a.partial-{os.getpid()}.npz"
     with atomic_path(tmp_path / "a.npz") as tmp:
         np.savez(tmp, x=np.arange(4))
     with np.load(tmp_path / "a.npz") as npz:
@@ -129,3 +153,32 @@ def test_a_failed_checkpoint_leaves_no_temp_file(tmp_path, monkeypatch):
         Trainer.save_checkpoint(trainer)
     assert list(run.checkpoints.iterdir()) == []
     assert not run.avatar.exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "chown") or os.geteuid() != 0, reason="gives a folder to another group: root")
+def test_files_in_a_shared_group_folder_get_the_group_and_mode_of_their_neighbours(tmp_path):
+    """A folder a group shares (setgid, group-writable): avatars, cache.json and tracking files written atomically
+    belong to the folder's group with the mode of an ordinary file beside them, so the group can use them."""
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chown(shared, -1, 4242)  # a group this process is not in
+    shared.chmod(0o2775)
+    old = os.umask(0o002)
+    try:
+        (shared / "ordinary.txt").write_text("x")
+        (shared / "ordinary_dir").mkdir()
+        write_text_atomic(shared / "cache.json", "{}")
+        with atomic_path(shared / "avatar.npga") as tmp:
+            torch.save({"x": torch.zeros(2)}, tmp)
+        with atomic_dir(shared / "capture") as tmp:
+            (tmp / "f.json").write_text("{}")
+    finally:
+        os.umask(old)
+    ordinary, folder = (shared / "ordinary.txt").stat(), (shared / "ordinary_dir").stat()
+    assert ordinary.st_gid == 4242 and stat.S_IMODE(ordinary.st_mode) == 0o664
+    for name in ("cache.json", "avatar.npga"):
+        st = (shared / name).stat()
+        assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (ordinary.st_gid, stat.S_IMODE(ordinary.st_mode)), name
+    st = (shared / "capture").stat()
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (folder.st_gid, stat.S_IMODE(folder.st_mode)) == (4242, 0o2775)
+    assert (shared / "capture" / "f.json").stat().st_gid == 4242

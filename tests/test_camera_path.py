@@ -53,6 +53,11 @@ def test_path_file_round_trips_and_bad_files_name_the_problem(tmp_path):
         "newer.json": (good | {"version": 2}, "newer.json: camera path version 2"),
         "foreign.json": ({"frames": []}, "foreign.json: not a camera path"),
         "short.json": (good | {"keyframes": [good["keyframes"][0] | {"position": [1, 2]}]}, "short.json: keyframe 0"),
+        "long.json": (  # 1e8 s at 4 fps: 4e8 frames
+            good | {"keyframes": [good["keyframes"][0], good["keyframes"][1] | {"time": 1e8}]},
+            r"long.json: 1e\+08 s at 4 fps is 400000001 frames, more than 30000 \(are the keyframe times in seconds",
+        ),
+        "nan.json": (good | {"keyframes": [good["keyframes"][0] | {"time": float("nan")}]}, "nan.json: .* finite"),
     }
     for name, (data, pattern) in cases.items():
         (tmp_path / name).write_text(json.dumps(data))

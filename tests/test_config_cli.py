@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import pytest
 
 from npga import cli
-from npga.config import from_dict, load_config, save_config
+from npga.config import Range, check_options, from_dict, load_config, save_config
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +49,46 @@ def test_unknown_or_bad_keys_name_the_file_and_key(tmp_path):
         from_dict(Outer, {"mode": "c"})
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("steps: abc", r"steps: expected int, got 'abc'"),
+        ("steps: 3.5", r"steps: expected int, got 3.5"),
+        ("steps: true", r"steps: expected int, got True"),
+        ("out: 3", r"out: expected a path, got 3"),
+        ("inner:\n  lr: fast", r"inner.lr: expected float, got 'fast'"),
+        ("inner:\n  sizes: 4", r"inner.sizes: expected a list, got 4"),
+        ("inner: 5", r"inner: expected a mapping for Inner, got 5"),
+    ],
+)
+def test_a_preset_value_of_the_wrong_type_is_refused_before_the_command_runs(tmp_path, monkeypatch, text, message):
+    seen = []
+    module = type("M", (), {"Config": Outer, "main": staticmethod(seen.append)})
+    monkeypatch.setattr(cli.importlib, "import_module", lambda name: module)
+    monkeypatch.setitem(cli.SUBCOMMANDS, "fake", ("m", "a fake subcommand"))
+    preset = tmp_path / "p.yaml"
+    preset.write_text(text + "\n")
+    with pytest.raises(SystemExit, match=rf"npga fake: .*p.yaml.{message}"):
+        cli.main(["fake", "--config", str(preset)])
+    assert seen == []
+
+
+def test_a_preset_value_out_of_range_names_the_option():
+    @dataclasses.dataclass(frozen=True)
+    class Checked:
+        steps: Annotated[int, Range(1)] = 1
+        rate: float = 0.1
+        inner: Inner = Inner()
+
+    check_options(Checked())
+    with pytest.raises(ValueError, match="--steps must be at least 1, got 0"):
+        check_options(Checked(steps=0))
+    with pytest.raises(ValueError, match="--rate must be at least 0, got -0.1"):
+        check_options(Checked(rate=-0.1))
+    with pytest.raises(ValueError, match=r"--inner.sizes must be at least 0, got \(1, -2\)"):
+        check_options(Checked(inner=Inner(sizes=(1, -2))))
 
 
 def test_cli_preset_then_command_line_override(tmp_path, monkeypatch):

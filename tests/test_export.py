@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -143,3 +146,24 @@ def test_canonical_and_tracking_sources_and_bad_input(avatar_file, tmp_path):
     with pytest.raises(SystemExit, match="no sequence 'NOPE'"):
         main(["export", str(path), "--ply", str(tmp_path / "x.ply"), "--sequence", "NOPE"])
     assert not (tmp_path / "w.ply").exists() and not (tmp_path / "x.ply").exists()
+
+
+def test_a_disk_that_fills_during_all_frames_leaves_no_truncated_file(avatar_file, tmp_path, monkeypatch):
+    """Frame 1's write fails half way: frame 0 stays whole, frame 1 has no file under its name (nor a temporary
+    one), and the command ends with one line naming it."""
+    _, path = avatar_file
+    write_bytes, calls = Path.write_bytes, []
+
+    def fill_up(self, data):
+        calls.append(self)
+        if len(calls) == 2:
+            write_bytes(self, data[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_bytes(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", fill_up)
+    out = tmp_path / "frames"
+    with pytest.raises(SystemExit, match=rf"npga export: error: {out / 'frame_00001.ply'}: No space left on device"):
+        main(["export", str(path), "--ply", str(out), "--all-frames", "--sequence", "B", "--device", "cpu"])
+    assert sorted(p.name for p in out.iterdir()) == ["frame_00000.ply"]
+    assert len(_read_ply(out / "frame_00000.ply")) == random_avatar(torch.Generator().manual_seed(3)).n_gaussians

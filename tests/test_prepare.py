@@ -126,6 +126,23 @@ def test_bad_input_fails_before_anything_is_written(bench_capture):
         prepare(PrepareConfig(capture=bench_capture, sequences=("NOPE",)))
 
 
+@pytest.mark.parametrize("factor", [2.0, -1.0], ids=["scaled", "mirrored"])
+def test_a_calibration_whose_rotation_is_no_rotation_is_refused(bench_capture, factor):
+    """A world_2_cam with a scale or a mirror would put every camera somewhere else than its images show."""
+    path = ParticipantLayout(bench_capture).camera_params
+    params = json.loads(path.read_text())
+    serial = sorted(params["world_2_cam"])[1]
+    w2c = np.asarray(params["world_2_cam"][serial])
+    w2c[:3, :3] = w2c[:3, :3] @ np.diag([1.0, 1.0, factor] if factor < 0 else [factor] * 3)
+    params["world_2_cam"][serial] = w2c.tolist()
+    path.write_text(json.dumps(params))
+    with pytest.raises(
+        ValueError, match=f"camera_params.json: the rotation of world_2_cam of serial {serial} is not a rotation"
+    ):
+        prepare(PrepareConfig(capture=bench_capture, height=24))
+    assert not (bench_capture / "cache").exists()
+
+
 def test_raw_capture_with_color_correction(raw_capture):
     ccm = np.array([[1.2, 0.0, -0.1, 0.02], [0.0, 0.9, 0.05, 0.0], [0.05, 0.0, 1.0, -0.01]])
     paths = ParticipantLayout(raw_capture)

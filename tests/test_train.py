@@ -22,6 +22,7 @@ from scipy.spatial.transform import Rotation
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import npga.render
+from npga import cli
 from npga.avatar import deform
 from npga.avatar.densify import DensifyConfig
 from npga.avatar.file import load_avatar
@@ -161,6 +162,26 @@ def test_resume_refuses_a_changed_config_and_a_fresh_run_refuses_an_existing_one
     assert resumed.step == 5
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         build_trainer(dataclasses.replace(cfg, out=tmp_path / "empty", resume=True), hooks=[])
+
+
+def test_resuming_a_finished_run_leaves_it_as_it_is_and_fewer_steps_are_refused(tiny_capture, tmp_path, capsys):
+    """What every rerun of `make demo` does: `--resume` of a finished run rewrites nothing (the avatar keeps its
+    PSNR), and `--steps` below the checkpoint's step is an error, not a run trained "back"."""
+    run = tmp_path / "run"
+    args = ["train", "--config", str(TINY), "--capture", str(tiny_capture), "--out", str(run), "--device", "cpu"]
+    args += ["--steps", "3", "--checkpoint-every", "1000", "--val-every", "0"]
+    cli.main(args)
+    files = {
+        p: (p.read_bytes(), p.stat().st_mtime_ns) for p in [RunLayout(run).avatar, *RunLayout(run).list_checkpoints()]
+    }
+    assert np.isfinite(load_avatar(RunLayout(run).avatar).provenance["psnr"])
+    capsys.readouterr()
+    cli.main([*args, "--resume"])
+    assert "already trained to step 3" in capsys.readouterr().out
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files
+    with pytest.raises(SystemExit, match=r"--steps 2 is below the step of .*step_0000003.pt \(3\)"):
+        cli.main([*args[:-4], "--steps", "2", "--resume", "--override-config", *args[-2:]])
+    assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files
 
 
 def test_a_resumed_run_takes_the_changed_config_s_learning_rates(tiny_capture, tmp_path):

@@ -328,8 +328,21 @@ def test_binding_beyond_loopback_warns(avatar_file, monkeypatch, caplog):
         raise Started
 
     monkeypatch.setattr(view_command.viser, "ViserServer", no_server)
+    monkeypatch.setattr(view_command, "check_host", lambda host: None)  # 192.168.1.5 need not be this machine's
     for host, warned in (("127.0.0.1", False), ("localhost", False), ("0.0.0.0", True), ("192.168.1.5", True)):
         caplog.clear()
         with caplog.at_level(logging.WARNING), pytest.raises(Started):
             view_command.main(view_command.Config(avatar=avatar_file, host=host))
         assert any("network" in r.getMessage() for r in caplog.records) == warned, host
+
+
+def test_a_host_this_machine_cannot_serve_on_is_refused_before_the_avatar_loads(tmp_path):
+    """Binding it would kill the server's thread and leave the command waiting forever."""
+    missing = tmp_path / "no_avatar.npga"  # never opened: the host is checked first
+    for host, problem in (
+        ("no-such-host.invalid", "is not a known host name or address"),
+        ("192.0.2.1", "is not an address of this machine"),  # TEST-NET-1: never a local address
+    ):
+        with pytest.raises(ValueError, match=f"--host '{host}' {problem}"):
+            view_command.main(view_command.Config(avatar=missing, host=host))
+    view_command.check_host("127.0.0.1")

@@ -12,14 +12,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from npga.config import AtLeast1
+
 
 @dataclass(frozen=True)
 class CNNConfig:
     enabled: bool = False
     """Refine the rendered RGB with the CNN (the paper's screen-space network)."""
-    latent_channels: int = 4
+    latent_channels: AtLeast1 = 4
     """Latent-feature channels rendered next to RGB (the first ones of each Gaussian's feature)."""
-    hidden: int = 16
+    hidden: AtLeast1 = 16
     """Channels of the hidden convolutions."""
 
 

@@ -24,6 +24,7 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import remove
 from torch import nn
 
+from npga.config import AtLeast1, Fraction
 from npga.render.projection import quat_scale_to_covar
 
 log = logging.getLogger(__name__)
@@ -41,13 +42,13 @@ class DensifyConfig:
     """Clone, split and prune (default) or relocate and add (mcmc) Gaussians during training."""
     kind: Literal["default", "mcmc"] = "default"
     """default: 3DGS's clone/split/prune by screen-space gradient; mcmc: 3DGS-MCMC relocation and noise."""
-    max_gaussians: int = 250_000
+    max_gaussians: AtLeast1 = 250_000
     """Cap on the number of Gaussians, for both kinds (the paper's avatars have up to 250k)."""
     grow_grad2d: float = 0.0002
     """default: mean screen-space gradient above which a Gaussian is cloned (small) or split (large)."""
     grow_scale3d: float = 0.01
     """default: size, relative to the head's extent, that separates cloning (smaller) from splitting."""
-    prune_opa: float = 0.005
+    prune_opa: Fraction = 0.005
     """default: opacity below which a Gaussian is removed."""
     prune_scale3d: float = 0.1
     """default: size, relative to the head's extent, above which a Gaussian is removed."""
@@ -55,11 +56,11 @@ class DensifyConfig:
     """First step that densifies."""
     refine_stop: int = 15_000
     """Last step that densifies."""
-    refine_every: int = 100
+    refine_every: AtLeast1 = 100
     """Steps between densifications."""
     noise_lr: float = 5e5
     """mcmc: position noise, times the means' learning rate, along each Gaussian's covariance (gsplat: 5e5)."""
-    min_opacity: float = 0.005
+    min_opacity: Fraction = 0.005
     """mcmc: opacity at or below which a Gaussian is dead and relocated onto a live one (gsplat: 0.005)."""
     grow_rate: float = 0.05
     """mcmc: fraction of Gaussians added at each densification, until the cap (gsplat: 0.05)."""

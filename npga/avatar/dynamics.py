@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from npga.config import AtLeast1
 from npga.deform.encoding import PositionalEncoding
 from npga.deform.field import conditioned, mlp
 
@@ -33,9 +34,9 @@ APPEARANCE = slice(RESIDUAL_SLICES["color"].start, RESIDUAL_SLICES["opacity"].st
 class DetailConfig:
     n_freqs: int = 4
     """Octaves of the positional encoding of the canonical position."""
-    width: int = 64
+    width: AtLeast1 = 64
     """Hidden units per layer."""
-    depth: int = 2
+    depth: AtLeast1 = 2
     """Hidden layers."""
     position_scale: float = 0.005
     """Head units of residual motion per unit of network output (millimetres on a metre-like head)."""

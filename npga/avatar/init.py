@@ -10,12 +10,14 @@ Adam's moments. Activations: scales are log, opacities and colours are logits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 from torch import nn
 
+from npga.config import Positive, Range
 from npga.geometry import quat_from_z_to
 from npga.headmodel.base import HeadModel, Mesh
 
@@ -24,15 +26,15 @@ PER_GAUSSIAN_KEYS = ("means", "quats", "scales", "opacities", "colors", "feature
 
 @dataclass(frozen=True)
 class InitConfig:
-    mesh_resolution: int = 96
+    mesh_resolution: Annotated[int, Range(2)] = 96
     """Marching-cubes grid of the canonical surface; one Gaussian per vertex (96: ~24k on the synthetic head)."""
     latent_dim: int = 32
     """Length of each Gaussian's latent feature (0: none, the detail MLP sees only position and expression)."""
-    scale_factor: float = 0.6
+    scale_factor: Positive = 0.6
     """In-plane standard deviation as a multiple of the mean distance to the 3 nearest vertices."""
-    flatness: float = 0.2
+    flatness: Positive = 0.2
     """Standard deviation along the normal relative to the in-plane one."""
-    opacity: float = 0.9
+    opacity: Annotated[float, Range(0, 1, above=True)] = 0.9
     """Initial opacity."""
 
 

@@ -12,10 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from npga.config import DeviceName, resolve_device
+from npga.config import DeviceName, OutFolder, resolve_device
 from npga.data.readers import open_capture
 from npga.deform.distill import DistillConfig, distill, save_distilled
 from npga.headmodel import load_head_model
+from npga.io.lock import folder_lock
 from npga.runs import RunLayout
 
 
@@ -23,7 +24,7 @@ from npga.runs import RunLayout
 class Config:
     capture: Path = Path("data/demo")
     """Participant folder with `headmodel.json` and tracked sequences (`npga synth` writes one)."""
-    out: Path = Path("runs/demo")
+    out: OutFolder = Path("runs/demo")
     """Run folder that receives distill.pt and distill_report.json (`npga train` picks them up)."""
     distill: DistillConfig = field(default_factory=DistillConfig)
     """Distillation settings."""
@@ -47,9 +48,10 @@ def main(cfg: Config) -> Path:
             f"{cfg.capture}: tracking has {codes.shape[1]}-d expression codes, "
             f"the head model expects {head.expression_dim}"
         )
-    g, report = distill(head, codes, cfg.distill, device=resolve_device(cfg.device))
-    run = RunLayout(cfg.out)
-    path = save_distilled(g, report, run.distill, run.distill_report)
+    with folder_lock(cfg.out, "run"):  # not while an `npga train` (or another distill) writes this run
+        g, report = distill(head, codes, cfg.distill, device=resolve_device(cfg.device))
+        run = RunLayout(cfg.out)
+        path = save_distilled(g, report, run.distill, run.distill_report)
     res = report["cycle_residual"]
     print(
         f"forward field: {path}\ncycle residual median {res['median']:.2e} (p95 {res['p95']:.2e}), "

@@ -22,6 +22,7 @@ import tyro
 
 from npga.avatar.model import Avatar
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar, open_training_cache, tracked_renderer
+from npga.config import AtLeast1, OutFolder
 from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
 from npga.drive.fit import TrackConfig
@@ -52,11 +53,11 @@ class Config:
     """Splits to score: heldout_cameras (training sequences, never-seen cameras), heldout_sequences (new
     expressions, all cameras), train, all. Default: the first two, those that have frames (NeRSemble
     benchmark data ships no frames of its hold-out cameras: `npga submit` is scored by the benchmark)."""
-    every: int = 1
+    every: AtLeast1 = 1
     """Score every n-th frame (1: all; larger for a quick look)."""
     capture: Path | None = None
     """The capture's folder when it moved since training (default: the one the avatar recorded)."""
-    out: Path | None = None
+    out: OutFolder | None = None
     """Report folder (default: eval/ next to the avatar file, i.e. RUN/eval)."""
     refine_tracking: bool = False
     """Fit the held-out sequences' codes and head poses to the training cameras' frames first (from the capture's

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from npga.avatar.deform import Gaussians
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar
+from npga.config import OutPath
 from npga.drive.reenact import driving_codes
 from npga.io.splats import write_ply, write_splat
 
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 class Config:
     avatar: tyro.conf.Positional[Path]
     """Avatar file (`RUN/avatar.npga`) or run folder written by `npga train`."""
-    ply: Path
+    ply: OutPath
     """Output file (a folder with --all-frames)."""
     format: Literal["ply", "splat"] = "ply"
     """ply: the 3DGS layout most splat tools open; splat: the compact layout of web viewers."""

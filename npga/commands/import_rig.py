@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from npga.config import OutFolder, Positive
 from npga.data.rig import ImportResult, import_rig
 
 
@@ -16,7 +17,7 @@ class Config:
     calibration: Path
     """OpenCV FileStorage .yml/.yaml, JSON `{"cameras": {...}}`, or a COLMAP text model (folder, cameras.txt or
     images.txt); formats: npga/data/rig.py."""
-    out: Path
+    out: OutFolder
     """Capture folder to create (must not exist or be empty); written atomically."""
     masks: Path | None = None
     """Folder of foreground masks named like the videos (grey, 255 = head); written as alpha maps."""
@@ -24,7 +25,7 @@ class Config:
     """Folder with one empty-rig image `<camera>.<ext>` per camera; alpha maps by differencing."""
     sequence: str = "IMPORTED"
     """Name of the sequence the videos become (sequences/<NAME>/)."""
-    fps: float = 25.0
+    fps: Positive = 25.0
     """Frame rate written for image folders (videos keep their own)."""
     plate_threshold: float = 25.0
     """Background plates: a pixel whose max-over-RGB difference to the plate (5x5 median filtered) exceeds this

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import cv2
 import numpy as np
@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from npga.cameras import orbit_cameras
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar
+from npga.config import SIGNED, OutFolder, Positive, Range
 from npga.drive.fit import TrackConfig
 from npga.drive.reenact import (
     check_expression_space,
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 class Config:
     avatar: Path
     """Avatar file or run folder to drive (B)."""
-    out: Path
+    out: OutFolder
     """Folder for reenact.mp4, novel_views.mp4, side_by_side.mp4 (and tracking.npz when tracking here)."""
     video: Path | None = None
     """The driver video: tracked with --track-with, or shown beside a --tracking file made from it."""
@@ -49,13 +50,13 @@ class Config:
     """Tracking file (`nphm_tracking.npz` layout) that drives B, instead of tracking here."""
     head_motion: Literal["driver", "none"] = "driver"
     """driver: B moves its head as the driver does; none: B keeps the driver's first head pose."""
-    orbit_degrees: float = 30.0
+    orbit_degrees: Annotated[float, SIGNED] = 30.0
     """Largest angle of the novel view's orbit to either side of the reenactment camera."""
-    height: int | None = None
+    height: Annotated[int, Range(2)] | None = None
     """Height of the videos in pixels (default: the driver video's, else B's training size)."""
-    fps: float | None = None
+    fps: Positive | None = None
     """Frame rate of the videos (default: the driver video's, else 25)."""
-    fov: float | None = None
+    fov: Annotated[float, Range(0, 180, above=True)] | None = None
     """With --track-with: the driver camera's vertical field of view in degrees (default: fitted)."""
     intrinsics: Path | None = None
     """With --track-with: JSON {"K": 3x3, "width": W, "height": H} of the driver camera."""

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
@@ -19,9 +21,10 @@ import tyro
 from tqdm import tqdm
 
 from npga.avatar.model import Avatar
-from npga.camera_path import load_camera_path, path_cameras
+from npga.camera_path import MAX_FRAMES, load_camera_path, path_cameras
 from npga.cameras import Camera, frontal_camera, orbit_cameras, rig_up, turntable_cameras
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar, open_training_cache
+from npga.config import SIGNED, OutPath, Positive, Range
 from npga.data.cache import FrameCache
 from npga.drive.reenact import driving_codes
 from npga.geometry import even_side
@@ -37,7 +40,7 @@ log = logging.getLogger(__name__)
 class Config:
     avatar: tyro.conf.Positional[Path]
     """Avatar file (`RUN/avatar.npga`) or run folder written by `npga train`."""
-    out: Path | None = None
+    out: OutPath | None = None
     """Overview: folder for the videos (default: videos/ next to the avatar file, i.e. RUN/videos). With
     --camera-path: an .mp4 file, or a folder for PNG frames."""
     camera_path: str | None = None
@@ -47,7 +50,7 @@ class Config:
     """With --camera-path: the avatar's sequence that drives it (default: its first training sequence)."""
     tracking: Path | None = None
     """With --camera-path: a tracking file (`nphm_tracking.npz` layout) that drives it instead."""
-    frames: int | None = None
+    frames: Annotated[int, Range(1, MAX_FRAMES)] | None = None
     """With orbit, turntable or capture:SERIAL: frames to render (default: the expression track's length)."""
     size: str | None = None
     """With --camera-path: WxH in pixels (default: the path file's, else the avatar's training size)."""
@@ -55,12 +58,12 @@ class Config:
     """With --camera-path: avatar (its training background), white, black or R,G,B in [0, 1]."""
     png_alpha: bool = False
     """With --camera-path and a folder --out: RGBA PNGs (alpha from the render)."""
-    height: int | None = None
+    height: Annotated[int, Range(2)] | None = None
     """Video height in pixels (default: the size the avatar was trained at)."""
-    orbit_frames: int = 96
-    orbit_degrees: float = 60.0
+    orbit_frames: Annotated[int, Range(1, MAX_FRAMES)] = 96
+    orbit_degrees: Annotated[float, SIGNED] = 60.0
     """Largest angle of the orbit to either side of the frontal camera."""
-    fps: float = 24.0
+    fps: Positive = 24.0
     capture: Path | None = None
     """Where the capture is now, for ground truth beside the renders (default: where the avatar recorded it)."""
     runtime: Runtime = RuntimeOptions()
@@ -186,27 +189,27 @@ def render_path(cfg: Config) -> list[Path]:
     video = out.suffix.lower() == ".mp4"
     if video and cfg.png_alpha:
         raise ValueError("--png-alpha writes PNG frames: give a folder as --out, not an .mp4")
-    if cfg.frames is not None and cfg.frames < 1:
-        raise ValueError(f"--frames must be at least 1, got {cfg.frames}")
     file, avatar = open_avatar(cfg.avatar, cfg.runtime.device, cfg.runtime.precision)
     size = _size(cfg.size) if cfg.size is not None else None
     background = _background(cfg.background, avatar)
     codes, poses, _ = driving_codes(avatar, str(file), cfg.sequence, cfg.tracking)
     cams = path_cameras_for(cfg.camera_path, avatar, cfg.frames or len(codes), size)
-    frames = []
-    for i, cam in enumerate(tqdm(cams, desc="render", unit="frame")):
-        t = i % len(codes)  # the expression track loops when the path is longer
-        rgb, alpha = avatar.render_code(codes[t], poses[t], [cam], background)
-        rgba = torch.cat([rgb[0], alpha[0].clamp(0, 1)], -1) if cfg.png_alpha else rgb[0]
-        frames.append(to_uint8(rgba.cpu().numpy()))
+
+    def frames() -> Iterator[np.ndarray]:  # one at a time: a long path never holds all its frames in memory
+        for i, cam in enumerate(tqdm(cams, desc="render", unit="frame")):
+            t = i % len(codes)  # the expression track loops when the path is longer
+            rgb, alpha = avatar.render_code(codes[t], poses[t], [cam], background)
+            rgba = torch.cat([rgb[0], alpha[0].clamp(0, 1)], -1) if cfg.png_alpha else rgb[0]
+            yield to_uint8(rgba.cpu().numpy())
+
     if video:
-        write_video(out, frames, fps=cfg.fps)
+        write_video(out, frames(), fps=cfg.fps)
         paths = [out]
     else:
         out.mkdir(parents=True, exist_ok=True)
-        paths = [out / f"frame_{i:05d}.png" for i in range(len(frames))]
-        for path, frame in zip(paths, frames, strict=True):
+        paths = [out / f"frame_{i:05d}.png" for i in range(len(cams))]
+        for path, frame in zip(paths, frames(), strict=True):
             with atomic_path(path) as tmp:
                 cv2.imwrite(str(tmp), cv2.cvtColor(frame, cv2.COLOR_RGBA2BGRA if cfg.png_alpha else cv2.COLOR_RGB2BGR))
-    print(f"wrote {len(frames)} frames of {cams[0].width}x{cams[0].height} along {cfg.camera_path}: {out}")
+    print(f"wrote {len(cams)} frames of {cams[0].width}x{cams[0].height} along {cfg.camera_path}: {out}")
     return paths

@@ -27,6 +27,7 @@ from npga.commands.common import (
     tracked_renderer,
     trained_capture,
 )
+from npga.config import OutFile
 from npga.data.cache import FrameCache
 from npga.evaluate import Renderer
 from npga.io.submission import SubmissionWriter, check_benchmark_target, check_submission, submission_entry
@@ -39,7 +40,7 @@ log = logging.getLogger(__name__)
 class Config:
     avatar: tyro.conf.Positional[Path]
     """Avatar file (`RUN/avatar.npga`) or run folder trained on a benchmark participant."""
-    out: Path = Path("submission.zip")
+    out: OutFile = Path("submission.zip")
     """The zip to write (it appears only when complete and checked)."""
     capture: Path | None = None
     """The capture's folder when it moved since training (default: the one the avatar recorded)."""

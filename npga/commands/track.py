@@ -12,11 +12,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
 from npga.avatar.model import Avatar
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar
+from npga.config import OutFile, Range
 from npga.data.cache import FrameCache, read_manifest
 from npga.data.tracking import TrackingExtras
 from npga.drive.fit import TrackConfig
@@ -37,9 +39,9 @@ class Config:
     """With --capture: the sequence to track."""
     cameras: tuple[str, ...] = ()
     """With --capture: the serials of the cameras to fit to; the first films the tracking file."""
-    out: Path = Path("codes.npz")
+    out: OutFile = Path("codes.npz")
     """Tracking file to write (`nphm_tracking.npz` layout plus the camera and fit residuals)."""
-    fov: float | None = None
+    fov: Annotated[float, Range(0, 180, above=True)] | None = None
     """Vertical field of view of the video's camera in degrees (default: fitted on the first frame)."""
     intrinsics: Path | None = None
     """JSON file {"K": 3x3 in pixels, "width": W, "height": H} of the video's camera, instead of --fov."""

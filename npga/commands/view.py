@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import tyro
 import viser
 
 from npga.commands.common import Runtime, RuntimeOptions, open_avatar
+from npga.config import Range
 from npga.viewer.app import ViewerApp, ViewerOptions
 
 log = logging.getLogger(__name__)
@@ -26,7 +28,7 @@ log = logging.getLogger(__name__)
 class Config:
     avatar: tyro.conf.Positional[Path]
     """Avatar file (`RUN/avatar.npga`) or run folder written by `npga train`."""
-    port: int = 8080
+    port: Annotated[int, Range(0, 65535)] = 8080
     """Port to serve on (the next free one when it is taken)."""
     host: str = "127.0.0.1"
     """Address to bind. Anything but a loopback address exposes the avatar to the network."""
@@ -47,8 +49,24 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def check_host(host: str) -> None:
+    """Raise ValueError unless `host` is an address this machine can serve on: otherwise the server's thread
+    would die binding it while this process waited for it forever."""
+    try:
+        infos = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as e:
+        raise ValueError(f"--host {host!r} is not a known host name or address ({e})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as s:
+        try:
+            s.bind(address)
+        except OSError as e:
+            raise ValueError(f"--host {host!r} is not an address of this machine ({e.strerror})") from None
+
+
 def main(cfg: Config) -> None:
     """Serves until Ctrl-C (the CLI turns that into exit status 130)."""
+    check_host(cfg.host)
     file, avatar = open_avatar(cfg.avatar, cfg.runtime.device)  # a bad file fails here, before any server starts
     logging.getLogger("websockets").setLevel(logging.WARNING)  # one line per connection otherwise
     if not _is_loopback(cfg.host):

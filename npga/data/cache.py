@@ -7,6 +7,7 @@ reads it through `FrameCache`. Layout and `cache.json`: docs/captures.md.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -60,11 +61,30 @@ def has_frames(path: Path, shape: tuple[int, ...]) -> bool:
     return arr.shape == shape and arr.dtype == np.uint8
 
 
+def reserve(path: Path) -> None:
+    """Allocate every block of the (sparse) file at `path` now; no-op where the system or file system cannot."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    except OSError as e:
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):
+            raise  # (atomic_path names the file being written)
+    finally:
+        os.close(fd)
+
+
 @contextmanager
 def frames_writer(path: Path, shape: tuple[int, ...]) -> Iterator[np.ndarray]:
-    """A writable uint8 memmap of `shape` that appears at `path` only when the block finishes without error."""
+    """A writable uint8 memmap of `shape` that appears at `path` only when the block finishes without error.
+
+    The file's blocks are reserved before it is mapped: a disk too full for it is an OSError here, not a SIGBUS
+    that kills the process at the first frame written into a hole the disk has no room for.
+    """
     with atomic_path(path) as tmp:
         arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        reserve(tmp)
         yield arr
         arr.flush()
 

@@ -25,6 +25,7 @@ from npga.data.color import load_color_calibration
 from npga.data.flame_tracking import capture_flame_head, load_nersemble_flame_tracking
 from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
+from npga.geometry import check_rotation
 from npga.io.video import VideoInfo, iter_video, probe_video
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ def _read_camera_params(path: Path) -> tuple[LayoutName, dict[str, np.ndarray], 
         w2c = _matrix(m, (4, 4), f"{path}: world_2_cam of serial {serial}")
         if not np.allclose(w2c[3], [0, 0, 0, 1], atol=1e-6):
             raise ValueError(f"{path}: world_2_cam of serial {serial} has last row {w2c[3]}, expected [0 0 0 1]")
+        check_rotation(w2c[:3, :3], f"{path}: the rotation of world_2_cam of serial {serial}")
         world_2_cam[str(serial)] = w2c
     intrinsics = data["intrinsics"]
     if isinstance(intrinsics, dict):

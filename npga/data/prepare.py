@@ -20,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from npga import nersemble
+from npga.config import AtLeast1, OutFolder
 from npga.data.cache import (
     CACHE_FORMAT,
     MANIFEST,
@@ -37,6 +38,7 @@ from npga.data.flame_tracking import write_flame_head
 from npga.data.readers import open_capture
 from npga.data.vhap import VhapCapture
 from npga.io.atomic import temp_path
+from npga.io.lock import folder_lock
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +53,10 @@ class PrepareConfig:
     capture: Path
     """Participant folder: raw NeRSemble v2, NeRSemble benchmark, a synthetic capture (`npga synth`), or a VHAP
     export (transforms_*.json + images/ + fg_masks/ + flame_param/)."""
-    height: int | None = DEFAULT_HEIGHT
+    height: AtLeast1 | None = DEFAULT_HEIGHT
     """Cache image height in pixels (802: the paper's 550 x 802); the width keeps the videos' aspect ratio.
     Never upsamples: capped at the video height. None: the videos' own size."""
-    out: Path | None = None
+    out: OutFolder | None = None
     """Cache folder. Default: {capture}/cache/{W}x{H}."""
     sequences: tuple[str, ...] = ()
     """Sequences to prepare. Empty: all of the capture's sequences."""
@@ -115,7 +117,8 @@ def _remove_sequence(out: Path, seq: str) -> None:
     """Delete the files this module writes for `seq` (and nothing else a user may keep there)."""
     folder = out / seq
     frames, tracking = frames_path(out, seq, "*"), tracking_path(out, seq)  # with their unfinished writes
-    for f in [*folder.glob(frames.name), *folder.glob(temp_path(frames).name), tracking, temp_path(tracking)]:
+    temps = [*folder.glob(temp_path(frames, "*").name), *folder.glob(temp_path(tracking, "*").name)]
+    for f in [*folder.glob(frames.name), tracking, *temps]:
         f.unlink(missing_ok=True)
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
@@ -205,34 +208,35 @@ def prepare(cfg: PrepareConfig) -> Path:
         "cameras": {s: {"K": c.K.tolist(), "world_2_cam": c.world_2_cam.tolist()} for s, c in cameras.items()},
         "sequences": entries,
     }
-    # The new manifest no longer vouches for the outdated files, then they go (a finished file is never reused
-    # unless its sequence's entry survived).
-    write_manifest(out, manifest)
-    for seq in [*(old["sequences"] if changed else ()), *stale]:
-        _remove_sequence(out, seq)
+    with folder_lock(out, "frame cache"):  # one writer: a second `npga prepare` here fails at once
+        # The new manifest no longer vouches for the outdated files, then they go (a finished file is never reused
+        # unless its sequence's entry survived).
+        write_manifest(out, manifest)
+        for seq in [*(old["sequences"] if changed else ()), *stale]:
+            _remove_sequence(out, seq)
 
-    todo = [seq for seq in sequences if not entries[seq]["complete"]]
-    total = sum(len(timesteps[seq]) for seq in todo) * len(cap.serials)
-    log.info("caching %d sequence(s) x %d cameras at %dx%d in %s", len(todo), len(cap.serials), *size, out)
-    with tqdm(total=total, unit="frame", desc="npga prepare", disable=None) as bar:
-        for seq in todo:
-            shape = (len(timesteps[seq]), size[1], size[0], settings["channels"])  # (T, H, W, C)
-            for serial in cap.serials:
-                bar.set_postfix_str(f"{seq} cam {serial}")
-                path = frames_path(out, seq, serial)
-                if has_frames(path, shape):
-                    bar.update(shape[0])
-                    continue
-                ccm = None if ccms is None else ccms[serial]
-                with frames_writer(path, shape) as arr:
-                    frames = cap.read_frames(seq, serial, timesteps[seq].tolist())
-                    for i, (_, rgb, alpha) in enumerate(frames):
-                        arr[i] = cache_frame(rgb, alpha, size, ccm)
-                        bar.update(1)
-            if cap.has_tracking(seq):
-                cap.tracking(seq).save(tracking_path(out, seq))
-            entries[seq]["complete"] = True
-            write_manifest(out, manifest)
+        todo = [seq for seq in sequences if not entries[seq]["complete"]]
+        total = sum(len(timesteps[seq]) for seq in todo) * len(cap.serials)
+        log.info("caching %d sequence(s) x %d cameras at %dx%d in %s", len(todo), len(cap.serials), *size, out)
+        with tqdm(total=total, unit="frame", desc="npga prepare", disable=None) as bar:
+            for seq in todo:
+                shape = (len(timesteps[seq]), size[1], size[0], settings["channels"])  # (T, H, W, C)
+                for serial in cap.serials:
+                    bar.set_postfix_str(f"{seq} cam {serial}")
+                    path = frames_path(out, seq, serial)
+                    if has_frames(path, shape):
+                        bar.update(shape[0])
+                        continue
+                    ccm = None if ccms is None else ccms[serial]
+                    with frames_writer(path, shape) as arr:
+                        frames = cap.read_frames(seq, serial, timesteps[seq].tolist())
+                        for i, (_, rgb, alpha) in enumerate(frames):
+                            arr[i] = cache_frame(rgb, alpha, size, ccm)
+                            bar.update(1)
+                if cap.has_tracking(seq):
+                    cap.tracking(seq).save(tracking_path(out, seq))
+                entries[seq]["complete"] = True
+                write_manifest(out, manifest)
     log.info("frame cache ready: %s", out)
     return out
 

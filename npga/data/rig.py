@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from npga.data.layout import ParticipantLayout
-from npga.geometry import even_side, quat_to_matrix
+from npga.geometry import ROTATION_TOL, check_rotation, even_side, quat_to_matrix
 from npga.io.atomic import atomic_dir
 from npga.io.video import iter_video, probe_video, write_video
 
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 DIST_LENGTHS = (4, 5, 8, 12, 14)  # what OpenCV's distortion model accepts
-ROTATION_TOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -134,18 +133,6 @@ def _camera_from_fields(name: str, get: Callable[[str], object | None], where: s
             raise ValueError(f"{where}: width/height of camera {name} must be positive integers, got {w}x{h}")
         size = (int(wh[0]), int(wh[1]))
     return RigCamera(name=name, K=K, dist=dist, R=R, t=t, size=size)
-
-
-def check_rotation(R: np.ndarray, where: str) -> None:
-    """Raise unless R is a proper rotation: R R^T = I and det R = 1 (within 1e-3)."""
-    if not np.isfinite(R).all():
-        raise ValueError(f"{where} contains NaN or inf")
-    det = float(np.linalg.det(R))
-    if abs(det - 1) > ROTATION_TOL or np.abs(R @ R.T - np.eye(3)).max() > ROTATION_TOL:
-        raise ValueError(
-            f"{where} is not a rotation (det {det:.4g}, max |R R^T - I| "
-            f"{np.abs(R @ R.T - np.eye(3)).max():.3g}); singular, scaled or mirrored"
-        )
 
 
 def _fs_value(node: cv2.FileNode) -> object | None:

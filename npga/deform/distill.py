@@ -17,12 +17,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from npga.config import AtLeast1, Fraction, Range
 from npga.deform.field import FieldConfig, ForwardField
 from npga.deform.sampling import sample_codes, sample_near_surface, sample_surface
 from npga.headmodel.base import HeadModel, Mesh
@@ -35,13 +36,13 @@ log = logging.getLogger(__name__)
 class DistillConfig:
     field: FieldConfig = field(default_factory=FieldConfig)
     """Architecture of the forward field."""
-    pool_size: int = 32768
+    pool_size: AtLeast1 = 32768
     """Backward-mapped point pairs per round (the expensive part: one `backward` call each)."""
-    rounds: int = 2
+    rounds: AtLeast1 = 2
     """Pooling rounds; from the second on, canonical surface points are pushed forward by the current fit."""
     steps: int = 1500
     """Optimiser steps per round."""
-    batch_size: int = 4096
+    batch_size: AtLeast1 = 4096
     """Pairs per optimiser step."""
     lr: float = 2e-3
     """Adam learning rate, decayed by cosine to 1% within each round."""
@@ -49,13 +50,13 @@ class DistillConfig:
     """Half-width of the band around the surface that is sampled (head units; about the largest motion)."""
     surface_jitter: float = 0.002
     """Standard deviation of the offsets of the points that sample the surface itself."""
-    surface_fraction: float = 0.5
+    surface_fraction: Fraction = 0.5
     """Share of pooled points on the surface (the rest fill the band)."""
-    interpolation_fraction: float = 0.5
+    interpolation_fraction: Fraction = 0.5
     """Share of pooled codes that blend two tracked codes instead of repeating one."""
-    mesh_resolution: int = 64
+    mesh_resolution: Annotated[int, Range(2)] = 64
     """Marching-cubes grid of the canonical surface that is sampled."""
-    eval_points: int = 8192
+    eval_points: AtLeast1 = 8192
     """Surface points (each with a tracked code) on which the report measures the cycle residual."""
     seed: int = 0
 

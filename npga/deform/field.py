@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from npga.config import from_dict, to_dict
+from npga.config import AtLeast1, Positive, from_dict, to_dict
 from npga.deform.encoding import PositionalEncoding
 
 
@@ -22,11 +22,11 @@ from npga.deform.encoding import PositionalEncoding
 class FieldConfig:
     n_freqs: int = 6
     """Octaves of the positional encoding of x_c."""
-    width: int = 128
+    width: AtLeast1 = 128
     """Hidden units per layer."""
-    depth: int = 4
+    depth: AtLeast1 = 4
     """Hidden layers."""
-    output_scale: float = 0.01
+    output_scale: Positive = 0.01
     """Displacement units per unit of network output: keeps the last layer's outputs O(1) for
     centimetre-sized motions in metre-like head coordinates."""
 

@@ -28,6 +28,7 @@ import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import cv2
 import numpy as np
@@ -38,6 +39,7 @@ from npga.avatar.deform import deform
 from npga.avatar.model import Avatar
 from npga.avatar.render import render_gaussians
 from npga.cameras import frontal_camera
+from npga.config import SIGNED, AtLeast1, Fraction, Positive, Range
 from npga.geometry import axis_angle_to_matrix, centred_intrinsics, matrix_to_axis_angle
 from npga.losses import dssim, l1
 
@@ -46,9 +48,9 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrackConfig:
-    pyramid: tuple[float, ...] = (0.5, 1.0)
+    pyramid: tuple[Annotated[float, Range(0, 1, above=True)], ...] = (0.5, 1.0)
     """Image scales of the coarse-to-fine pyramid, coarsest first."""
-    min_height: int = 112
+    min_height: AtLeast1 = 112
     """Levels less tall than this (pixels) are skipped, their steps taken at the next level: the rasterizer's
     screen-space dilation (0.3 px^2) fattens a head only a few dozen pixels wide, and with few pixels a level
     saves little time (most of the work is per Gaussian)."""
@@ -89,9 +91,9 @@ class TrackConfig:
     smooth_pose: float = 1e-2
     """Weight of the squared change of rotation (radians) and position (head radii; log distance with one view)
     from the previous frame."""
-    init_yaws: tuple[float, ...] = (-40.0, -20.0, 0.0, 20.0, 40.0)
+    init_yaws: tuple[Annotated[float, SIGNED], ...] = (-40.0, -20.0, 0.0, 20.0, 40.0)
     """Yaw angles (degrees) tried for the first frame's pose."""
-    init_distances: tuple[float, ...] = (0.85, 1.0, 1.2)
+    init_distances: tuple[Positive, ...] = (0.85, 1.0, 1.2)
     """Distances tried for the first frame's pose, relative to the one the foreground's size suggests."""
     distance_smoothing: float = 5.0
     """After tracking: standard deviation (frames) of the Gaussian that smooths the head's distance from the
@@ -99,7 +101,7 @@ class TrackConfig:
     millimetre changes the head's width by a tenth of a pixel) and per-frame fits jitter in it by millimetres,
     which shifts the head in any other view; a person's distance changes slowly (5 frames: 0.2 s at 25 fps).
     Each head moves along its own ray, so the driver's own view does not shift."""
-    min_iou: float = 0.7
+    min_iou: Fraction = 0.7
     """A frame whose silhouette IoU with the foreground stays below this is reported as not converged."""
     min_contribution: float = 1e-3
     """Gaussians whose opacity moves the rendered alpha by less than this (summed over pixels) at the start of a

@@ -18,7 +18,7 @@ import torch
 
 from npga.avatar import init_params
 from npga.avatar.config import build_nets
-from npga.config import load_config, resolve_device, save_config, to_dict
+from npga.config import check_options, load_config, resolve_device, save_config, to_dict
 from npga.data.cache import FrameCache
 from npga.data.layout import ParticipantLayout
 from npga.data.prepare import open_or_prepare
@@ -137,6 +137,7 @@ def coarse_field(
 
 def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trainer:
     """Check the input, prepare data, distill if needed, initialise (or resume) and wire the trainer."""
+    check_options(cfg)  # `npga train` checked them already; a config built in code is checked here
     run = RunLayout(cfg.out)
     if cfg.resume:
         if not run.list_checkpoints():
@@ -174,6 +175,11 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
     if cfg.resume:
         last = run.list_checkpoints()[-1]
         trainer.load_state_dict(read_checkpoint(last, device), source=last)
+        if trainer.step > cfg.steps:
+            raise ValueError(
+                f"--steps {cfg.steps} is below the step of {last} ({trainer.step}); a run cannot be trained back: "
+                f"pass --steps {trainer.step} or more, or start a new run in another --out"
+            )
         _truncate_log(run.log, trainer.step)
         log.info("resumed %s at step %d", last, trainer.step)
     return trainer

@@ -10,7 +10,7 @@ from npga import nersemble
 from npga.avatar import CNNConfig, DetailConfig, InitConfig
 from npga.avatar.config import AvatarConfig
 from npga.avatar.densify import DensifyConfig
-from npga.config import DeviceName
+from npga.config import AtLeast1, DeviceName, Fraction, OutFolder
 from npga.deform.distill import DistillConfig
 from npga.headmodel import HeadModel
 from npga.losses import LossWeights
@@ -44,20 +44,20 @@ class LearningRates:
 class TrainConfig:
     capture: Path = Path("data/demo")
     """Participant folder (`npga synth` output or a NeRSemble participant with tracking)."""
-    out: Path = Path("runs/demo")
+    out: OutFolder = Path("runs/demo")
     """Run folder: config, split, distilled field, checkpoints, logs, the avatar file (npga/runs.py)."""
     resume: bool = False
     """Continue the run in `out` from its last checkpoint."""
     override_config: bool = False
     """Allow resuming with a config that differs from the run's."""
-    steps: int = 3000
+    steps: AtLeast1 = 3000
     """Total optimisation steps."""
     seed: int = 0
     """Seeds initialisation, batch sampling and densification."""
     device: DeviceName = "auto"
-    height: int | None = 256
+    height: AtLeast1 | None = 256
     """Frame-cache image height (capped at the videos' height); None: the videos' size."""
-    cameras_per_step: int = 1
+    cameras_per_step: AtLeast1 = 1
     """Training cameras rendered per step (all from the same frame)."""
     frames_on_device_gb: float = 4.0
     """Largest size (GB, as uint8) of the training split's frames kept on the training device; a larger split
@@ -66,7 +66,7 @@ class TrainConfig:
     """Cameras never trained on (NeRSemble's NVS hold-out by default)."""
     heldout_sequences: tuple[str, ...] = (nersemble.HELDOUT_SEQUENCE,)
     """Sequences never trained on (new expressions for evaluation)."""
-    background: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    background: tuple[Fraction, Fraction, Fraction] = (1.0, 1.0, 1.0)
     """Background colour that renders and ground truth are composited on."""
     use_coarse: bool = True
     """Move Gaussians with the distilled forward field."""
@@ -83,18 +83,21 @@ class TrainConfig:
     gets the tracked code): with a few dozen frames per sequence each frame's code is unique, and a network fed
     exact codes can learn each training frame's tracking error and gaze as a function of its code, which does
     not carry over to new expressions. 0: exact codes."""
-    knn: int = 8
+    knn: AtLeast1 = 8
     """Neighbours per Gaussian in the Laplacian graph."""
     graph_every: int = 100
     """Steps between rebuilds of the kNN graph (it is also rebuilt after every densification); 0: only then."""
-    log_every: int = 10
+    log_every: AtLeast1 = 10
     """Steps between JSONL records."""
     val_every: int = 100
     """Steps between validation renders (PSNR on a held-out camera, logged as val_psnr); 0: never."""
-    checkpoint_every: int = 500
+    checkpoint_every: AtLeast1 = 500
     """Steps between checkpoints and avatar files (both are always written at the end and on Ctrl-C)."""
-    keep_checkpoints: int = 2
+    keep_checkpoints: AtLeast1 = 2
     """Checkpoints kept in the run folder (the newest ones)."""
+    max_nonfinite_steps: int = 20
+    """A step whose loss or gradients are not finite (NaN, inf) is skipped, changing nothing, and logged; this many
+    in a row stop training with an error. 0: no check (and no per-step copy of the optimised state it needs)."""
     init: InitConfig = field(default_factory=InitConfig)
     detail: DetailConfig = field(default_factory=DetailConfig)
     cnn: CNNConfig = field(default_factory=CNNConfig)

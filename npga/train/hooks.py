@@ -7,10 +7,10 @@ the step's device values more often than every `log_every` steps, and none draws
 from __future__ import annotations
 
 import json
-import multiprocessing
+import logging
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +22,9 @@ from npga.io.plots import plot_training_curves
 from npga.metrics import psnr
 from npga.train.scalars import Value, to_host
 from npga.train.trainer import Trainer
+from npga.workers import worker_pool
+
+log = logging.getLogger(__name__)
 
 
 class ProgressBar:
@@ -53,9 +56,9 @@ class JsonlLog:
     def __init__(self, path: Path, every: int, plot: Callable[..., object] = plot_training_curves) -> None:
         self.path, self.every, self.plot = path, every, plot  # `plot` (log, png, title=): picklable, a module's
         self.window: list[dict[str, Value]] = []
+        self.failed: set[str] = set()  # what failed already (warned once; training goes on without it)
         self.last_time = time.perf_counter()
-        # spawn: a fresh interpreter that imports only the plotting module (no copy of a CUDA context)
-        self.plotter = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self.plotter = worker_pool(1)  # spawn: imports only the plotting module; it dies with this process
         self.plotting: Future | None = None
         path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -72,21 +75,33 @@ class JsonlLog:
             "n_gaussians": out["n_gaussians"],
             "it_s": len(self.window) / (now - self.last_time),
         }
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
+        self.window, self.last_time = [], now
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(rec) + "\n")
+        except OSError as e:
+            self._failed("the log", e)
+        if self.plotting is not None and self.plotting.done() and self.plotting.exception() is not None:
+            self._failed("the curves", self.plotting.exception())
         if "val_psnr" in rec and (self.plotting is None or self.plotting.done()):  # the curves follow the run
             self.plotting = self.plotter.submit(self.plot, self.path, trainer.run.curves, title=str(trainer.cfg.out))
-        self.window, self.last_time = [], now
 
     def close(self, trainer: Trainer) -> None:
         self.plotter.shutdown(wait=True)
-        if self.plotting is not None:
-            self.plotting.result()  # a failed redraw fails the run here, not silently
-        self._plot(trainer)
+        try:
+            if self.plotting is not None:
+                self.plotting.result()
+            if self.path.is_file():  # a record being appended meanwhile is a torn last line, which `read_log` skips
+                self.plot(self.path, trainer.run.curves, title=str(trainer.cfg.out))
+        except Exception as e:  # the curves are a view of the log: losing them loses no training
+            self._failed("the curves", e)
 
-    def _plot(self, trainer: Trainer) -> None:
-        if self.path.is_file():  # a record being appended meanwhile is a torn last line, which `read_log` skips
-            self.plot(self.path, trainer.run.curves, title=str(trainer.cfg.out))
+    def _failed(self, what: str, e: BaseException) -> None:
+        """Warn once per kind of failure: the log and its curves are for watching a run, never a reason to stop it
+        (or to hide why it stopped: checkpoints raise)."""
+        if what not in self.failed:
+            self.failed.add(what)
+            log.warning("could not write %s of %s (%s); training goes on without it", what, self.path.parent, e)
 
 
 class Validation:

@@ -39,6 +39,7 @@ from npga.runs import RunLayout
 from npga.split import Split
 from npga.train.batches import Batch, BatchSource
 from npga.train.config import LearningRates, TrainConfig
+from npga.train.guard import NonFiniteGuard
 from npga.train.refine import TrackingCorrections, make_refine_optimizer, refine_learning_rates
 from npga.train.scalars import Value, to_host
 
@@ -139,6 +140,7 @@ class Trainer:
             cfg.frames_on_device_gb * 1e9,
         )
         self.sync_timers: Callable[[], None] = lambda: None  # benchmarks: torch.cuda.synchronize, to time each part
+        self.guard = NonFiniteGuard(self, cfg.max_nonfinite_steps) if cfg.max_nonfinite_steps > 0 else None
         self.lpips = LPIPS(self.device) if cfg.loss.lpips > 0 else None
         if self.lpips is not None and not self.lpips.available:
             log.warning("%s; training without the LPIPS term", self.lpips.reason)
@@ -205,6 +207,7 @@ class Trainer:
         tick()
         loss.backward()
         tick()
+        guard = self.guard.check(terms, self.gradient_groups(), meta) if self.guard is not None else None
         self._set_learning_rates()
         for opt in [*self.optimizers.values(), self.net_optimizer]:
             if opt is not None:
@@ -215,6 +218,8 @@ class Trainer:
                 self.refine_optimizer.step()
                 self.corrections.remove_mean()
             self.refine_optimizer.zero_grad(set_to_none=True)
+        if guard is not None:
+            guard.restore()  # a non-finite step changes nothing
         tick()
         self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
         self.step += 1
@@ -230,6 +235,8 @@ class Trainer:
                 "psnr": psnr(rgb.clamp(0, 1), batch.rgb).mean(),
             }
         out |= {f"loss_{k}": v.detach() for k, v in terms.items()}
+        if guard is not None:
+            out["skipped"] = guard.skipped
         out["n_gaussians"] = len(self.params["means"])
         names = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
         out |= {f"time_{n}": b - a for n, a, b in zip(names, clock[:-1], clock[1:], strict=True)}
@@ -238,6 +245,8 @@ class Trainer:
     def fit(self) -> Path:
         """Train until `cfg.steps`; a checkpoint is written at the end and on Ctrl-C or SIGTERM (`kill`, a
         batch scheduler's time limit)."""
+        if self.step >= self.cfg.steps and self.run.checkpoint(self.step).is_file():
+            return self.run.checkpoint(self.step)  # a finished run: its checkpoint and avatar file stay as they are
         main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
         try:
@@ -246,6 +255,8 @@ class Trainer:
                 for hook in self.hooks:
                     hook.after_step(self, out)
                 self.latest |= {k: v for k, v in out.items() if "psnr" in k}
+                if self.guard is not None and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
+                    self.guard.report(self.step)  # reads the device: only as often as the log does
         except KeyboardInterrupt:
             path = self.save_checkpoint()
             log.warning("interrupted at step %d; saved %s (resume with --resume)", self.step, path)
@@ -256,6 +267,21 @@ class Trainer:
             for hook in self.hooks:
                 hook.close(self)
         return self.save_checkpoint()
+
+    def gradient_groups(self) -> dict[str, list[torch.Tensor]]:
+        """{name: parameters} as the optimisers update them: each Gaussian entry, each network, the corrections."""
+        groups = {k: [p] for k, p in self.params.items()}
+        for name in ("detail", "cnn", "coarse"):
+            net = getattr(self.nets, name)
+            if net is not None:
+                groups[name] = [p for p in net.parameters() if p.requires_grad]
+        if self.corrections is not None:
+            groups["tracking"] = list(self.corrections.parameters())
+        return groups
+
+    def optimizer_list(self) -> list[torch.optim.Optimizer]:
+        opts = [*self.optimizers.values(), self.net_optimizer, self.refine_optimizer]
+        return [o for o in opts if o is not None]
 
     def reset_optimizers(self) -> None:
         """Fresh Adam states for the current parameters (fused on CUDA)."""
