@@ -83,7 +83,9 @@ def bake_avatar(avatar: Avatar, rank: int) -> Bake:
     k = min(rank, stats.n_moving)
     codes = _fit_frames(avatar)  # (S1, D)
     slider = torch.tensor(SLIDER_STEPS, device=codes.device)
-    moves = (torch.eye(k, device=codes.device)[:, None, :] * slider[None, :, None]).reshape(-1, k)  # (S2, k)
+    moves = (torch.eye(k, device=codes.device)[:, None, :] * slider[None, :, None]).reshape(
+        k * len(slider), k
+    )  # (S2, k)
     samples = torch.cat([codes, torch.stack([stats.unwhiten(a) for a in moves])]) if k else codes  # (S, D)
     design = torch.cat([samples.new_ones(len(samples), 1), stats.whiten(samples)[:, :k]], 1).double()  # (S, 1+k)
     solve = torch.linalg.pinv(design)  # (1 + k, S): the basis is solve @ attributes, summed sample by sample
