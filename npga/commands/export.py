@@ -34,7 +34,7 @@ class Config:
     """Output file (a folder with --all-frames)."""
     web: Path | None = None
     """Output folder for the web page instead (replaced if it exists): every sequence, expression sliders."""
-    web_rank: int = 8
+    web_rank: int = 16
     """--web: expression directions baked (the first principal directions of the training codes)."""
     format: Literal["ply", "splat"] = "ply"
     """ply: the 3DGS layout most splat tools open; splat: the compact layout of web viewers."""

@@ -53,6 +53,7 @@ class Viewer {
     this.state = { sequence: 0, frame: 0, sliders: new Float32Array(avatar.rank), playing: false, fps: 25 };
     this.version = 0; // bumped by every change of what is shown; `drawn` reports the version on screen
     this.drawnVersion = -1;
+    this.rendered = 0; // frames drawn since load (the benchmark's frame rate)
     this.waiters = [];
 
     const canvas = $("canvas");
@@ -62,7 +63,9 @@ class Viewer {
     this.renderer.setPixelRatio(1);
     this.renderer.setClearColor(new THREE.Color(...avatar.background), 1);
     this.scene = new THREE.Scene();
-    this.spark = new SparkRenderer({ renderer: this.renderer, ...NPGA_MODE });
+    // Drawn only when something changed (Spark calls onDirty when a sort finishes): an idle page costs nothing.
+    this.dirty = true;
+    this.spark = new SparkRenderer({ renderer: this.renderer, ...NPGA_MODE, onDirty: () => (this.dirty = true) });
     this.scene.add(this.spark);
 
     // Spark's extended encoding: float32 centres, float16 colours, opacities and log sizes (its packed one rounds
@@ -92,6 +95,7 @@ class Viewer {
 
   touch() {
     this.version += 1;
+    this.dirty = true;
   }
 
   // camera: {width, height, fx, fy, cx, cy, world_to_camera (16 numbers, row-major, OpenCV axes)}
@@ -152,8 +156,13 @@ class Viewer {
     } else {
       this.lastTick = now;
     }
+    // While Spark sorts (in its worker) there is nothing new to draw: its onDirty says when the order is in.
+    const confirming = this.waiters.length > 0 && !this.spark.sorting;
+    if (!this.dirty && !this.spark.sortDirty && !confirming) return;
+    this.dirty = false;
     const version = this.version;
     this.renderer.render(this.scene, this.camera);
+    this.rendered += 1;
     // The sort runs in a worker: a frame counts as drawn once a sort started after the change has finished.
     if (!this.spark.sorting && !this.spark.sortDirty) {
       if (this.sortedFor === version) this.markDrawn(version);
@@ -183,10 +192,14 @@ class Viewer {
       camera: this.cameraName,
       size: [this.intrinsics.width, this.intrinsics.height],
       expressionMs: this.expressionMs,
+      rendered: this.rendered,
+      playing: this.state.playing,
     };
   }
 
-  // The hook: {camera?: name or intrinsics+pose, sequence?: name, frame?: int, sliders?: [numbers]}.
+  // The hook (docs/web.md): {camera?: a rig camera's name or {width, height, fx, fy, cx, cy, world_to_camera},
+  // sequence?: name, frame?: int, sliders?: [numbers], playing?: bool, fps?: number}; resolves once drawn (at once
+  // while playing).
   set(view) {
     if (view.sequence !== undefined) {
       const index = this.avatar.sequences.findIndex((s) => s.name === view.sequence);
@@ -204,13 +217,15 @@ class Viewer {
       view.sliders.slice(0, this.avatar.rank).forEach((x, k) => (this.state.sliders[k] = x));
     }
     if (view.playing !== undefined) this.state.playing = Boolean(view.playing);
+    if (view.fps !== undefined) this.state.fps = Math.min(Math.max(Number(view.fps), 1), 60);
     if (view.camera !== undefined) {
       const camera = typeof view.camera === "string" ? this.avatar.cameras.find((c) => c.name === view.camera) : view.camera;
       if (!camera) throw new Error(`no camera ${view.camera}`);
       this.setCamera(camera);
     }
     this.applyExpression();
-    return this.drawn();
+    // While playing, every frame is a new version: nothing to wait for.
+    return this.state.playing ? Promise.resolve(this.describe()) : this.drawn();
   }
 
   buildPanel() {
@@ -248,6 +263,7 @@ class Viewer {
     $("frame").max = String(seq.frames - 1);
     $("frame").value = String(s.frame);
     $("play").textContent = s.playing ? "pause" : "play";
+    $("fps").value = String(s.fps);
     this.sliderInputs.forEach((input, k) => (input.value = String(s.sliders[k])));
     const moved = Array.from(s.sliders).some((x) => x !== 0) ? ", expression moved by the sliders" : "";
     $("status").textContent = `${this.avatar.name}: ${this.avatar.gaussians} Gaussians, sequence ${seq.name}, ` +
