@@ -92,6 +92,24 @@ def test_the_folder_holds_the_page_and_the_bake_as_documented(tmp_path):
     assert (cams["c0"]["fx"], cams["c0"]["cx"], cams["c0"]["width"]) == (c0.K[0, 0], c0.K[0, 2], c0.width)
 
 
+def test_an_export_replaces_an_earlier_one_but_no_other_folder(tmp_path):
+    file = save_avatar(random_avatar(torch.Generator().manual_seed(0), cnn=False), tmp_path / "a.npga")
+    site = tmp_path / "site"
+    for _ in range(2):  # the second replaces the first
+        main(["export", str(file), "--web", str(site), "--web-rank", "1"])
+    (site / "avatar.json").write_text('{"format": "npga-web-avatar", "gaussians": 1}')
+    main(["export", str(file), "--web", str(site), "--web-rank", "1"])
+    assert json.loads((site / "avatar.json").read_text())["gaussians"] == 50
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "thesis.tex").write_text("years of work")
+    with pytest.raises(SystemExit, match="home exists and is not an earlier `npga export --web` folder"):
+        main(["export", str(file), "--web", str(home)])
+    assert (home / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "empty").mkdir()
+    main(["export", str(file), "--web", str(tmp_path / "empty"), "--web-rank", "1"])
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -85,8 +85,19 @@ def manifest(avatar: Avatar, bake: Bake, name: str) -> dict:
     }
 
 
+def _is_export(folder: Path) -> bool:
+    try:
+        return json.loads((folder / MANIFEST).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def write_web(out: Path, avatar: Avatar, bake: Bake, name: str) -> Path:
-    """Write the folder `out` (replacing it): page, manifest, blob. Returns `out`."""
+    """Write the folder `out`: page, manifest, blob. Returns `out`. An earlier export there is replaced; any other
+    non-empty folder is refused (replacing means deleting it)."""
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and (not any(out.iterdir()) or _is_export(out))):
+        raise ValueError(f"{out} exists and is not an earlier `npga export --web` folder: refusing to replace it")
     static = resources.files("npga.viewer") / "static"
     with atomic_dir(out) as tmp:
         for file in PAGE_FILES:
