@@ -137,6 +137,30 @@ def test_the_url_chooses_camera_sequence_frame_and_sliders(avatar_and_folder, pa
     assert shown["sliders"][:3] == [1.5, -0.5, 0.0]
 
 
+def test_the_mouse_turns_the_view_and_the_panel_drives_the_page(avatar_and_folder, page_of):
+    page = page_of(avatar_and_folder[1])
+    page.evaluate("window.npga.ready")
+    page.evaluate("(v) => window.npga.set(v)", {"camera": HOOK_CAMERA})
+    before = _canvas(page)
+    box = page.locator("#canvas").bounding_box()
+    page.mouse.move(box["x"] + 100, box["y"] + 80)
+    page.mouse.down()
+    page.mouse.move(box["x"] + 160, box["y"] + 90, steps=5)
+    page.mouse.up()
+    page.evaluate("window.npga.set({})")  # resolves once drawn
+    assert _psnr(_canvas(page), before) < 25  # orbited
+    page.locator("#camera").select_option("c0")
+    page.locator("#sequence").select_option(label="B (3 frames)")
+    page.locator("#frame").fill("2")
+    page.locator("#sliders input").nth(1).fill("-1.5")
+    shown = page.evaluate("window.npga.set({})")
+    assert (shown["camera"], shown["size"], shown["sequence"], shown["frame"]) == ("c0", [32, 48], "B", 2)
+    assert shown["sliders"] == [0.0, -1.5, 0.0, 0.0]
+    page.locator("#play").click()
+    assert page.evaluate("window.npga.state()")["playing"]
+    assert page.locator("#play").inner_text() == "pause"
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
