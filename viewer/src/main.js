@@ -51,8 +51,7 @@ class Viewer {
   constructor(avatar) {
     this.avatar = avatar;
     this.state = { sequence: 0, frame: 0, sliders: new Float32Array(avatar.rank), playing: false, fps: 25 };
-    this.version = 0; // bumped by every change of what is shown; `drawn` reports the version on screen
-    this.drawnVersion = -1;
+    this.version = 0; // bumped by every change of what is shown; `drawn()` waits for the version to be on screen
     this.rendered = 0; // frames drawn since load (the benchmark's frame rate)
     this.waiters = [];
 
@@ -173,7 +172,6 @@ class Viewer {
   }
 
   markDrawn(version) {
-    this.drawnVersion = version;
     const ready = this.waiters.filter((w) => w.version <= version);
     this.waiters = this.waiters.filter((w) => w.version > version);
     ready.forEach((w) => w.resolve(this.describe()));
