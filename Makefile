@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test lint clean-demo web web-check
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,17 @@ lint: $(STAMP)
 
 test: $(STAMP) lint
 	$(BIN)/python -m pytest -q
+
+# The page `npga export --web` writes, built from viewer/ into npga/viewer/static/ (committed: Python users never
+# need node). Needs node and npm; `npm ci` installs exactly the lockfile's packages.
+web:
+	cd viewer && npm ci --no-audit --no-fund && npm run build
+
+# Fails when the committed bundle is not what the sources and lockfile build (the build is byte-reproducible).
+web-check: web
+	@test -z "$$(git status --porcelain -- npga/viewer/static)" || \
+	    (git status --short -- npga/viewer/static; \
+	     echo "npga/viewer/static is not what viewer/ builds: run make web and commit it"; exit 1)
 
 clean-demo:
 	rm -rf $(DEMO_CAPTURE) runs/demo

@@ -15,7 +15,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -24,22 +23,9 @@ import viser
 
 from npga.avatar.file import load_avatar, save_avatar
 from npga.viewer.app import ViewerApp, ViewerOptions
+from tests.helpers.chromium import CHROMIUM, LAUNCH_FLAGS
 from tests.helpers.viewer_avatar import vivid_avatar
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 VIEWPORT = {"width": 900, "height": 700}
 BACKGROUND = np.array([26, 51, 76])  # vivid_avatar's background (0.1, 0.2, 0.3) in 8 bits
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -34,4 +35,22 @@ def vivid_avatar(seed: int = 0) -> Avatar:
         avatar.nets.detail.net[2].weight[color].mul_(30)
         avatar.nets.detail.net[2].weight[: color.start].zero_()
         avatar.nets.detail.net[2].weight[color.stop :].zero_()
+    return avatar
+
+
+def posed_vivid_avatar(seed: int = 0) -> Avatar:
+    """`vivid_avatar` whose expression changes colours smoothly enough for a linear bake (its colour residuals at
+    a fifth), and whose sequences turn, scale and move the head visibly (20 degrees, 10%, 10 cm): a page that
+    drops the head pose draws something else."""
+    avatar = vivid_avatar(seed)
+    with torch.no_grad():
+        avatar.nets.detail.net[2].weight[RESIDUAL_SLICES["color"]].mul_(0.2)
+    motions = {}
+    for i, (name, m) in enumerate(avatar.motions.items()):
+        angle = math.radians(20.0 + 10.0 * i)
+        c, s = math.cos(angle), math.sin(angle)
+        pose = torch.tensor([[c, 0.0, s, 0.1], [0.0, 1.0, 0.0, -0.05], [-s, 0.0, c, 0.0], [0.0, 0.0, 0.0, 1.0]])
+        pose[:3, :3] *= 1.1
+        motions[name] = dataclasses.replace(m, head_pose=pose.expand(len(m), 4, 4).clone())
+    avatar.motions = motions
     return avatar
