@@ -21,7 +21,6 @@ face) or full (N, 3 + n_hyper) points. Colours come out of the network in [-1, 1
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from npga.headmodel.base import Mesh
 from npga.headmodel.surface import zero_level_mesh
+from npga.io.untrusted import load_torch
 
 BLEND_WIDTH_NEIGHBORS = 8  # the blend width follows the distance to this many nearest anchors (fixed in MonoNPHM)
 GLOBAL_NODE_DISTANCE = 0.75  # blend distance given to the global node, whatever the query's position
@@ -431,13 +431,7 @@ def read_anchors(path: Path | None, dims: MonoNPHMDims) -> torch.Tensor:
 
 def load_networks(checkpoint: Path, dims: MonoNPHMDims) -> tuple[IdentityNetwork, ExpressionNetwork]:
     """Both networks from an official checkpoint, strictly; `weights_only` loading never runs code from the file."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"MonoNPHM checkpoint not found: {checkpoint}")
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{checkpoint}: not a loadable torch checkpoint of plain tensors ({e})") from e
+    state = load_torch(checkpoint, "a MonoNPHM checkpoint")
     if not isinstance(state, Mapping):
         raise ValueError(f"{checkpoint}: expected a dict with 'id_decoder' and 'ex_decoder'")
     nets = IdentityNetwork(dims), ExpressionNetwork(dims)
