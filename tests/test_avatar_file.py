@@ -193,7 +193,7 @@ def test_bad_avatar_files_fail_with_one_line_naming_file_and_problem(trained, tm
     huge = _corrupt(tmp_path, run.avatar, "huge.npga", cameras=lambda cs: [cs[0] | {"width": 10**9}, *cs[1:]])
     cases[huge.name] = "huge.npga: refused as unsafe.*is 1000000000x.* pixels"
     no_motion = _corrupt(tmp_path, run.avatar, "no_motion.npga", sequences=lambda s: [*s, "GHOST"])
-    cases[no_motion.name] = "no_motion.npga: damaged or not an npga avatar file .incomplete metadata or tensors.*GHOST"
+    cases[no_motion.name] = "no_motion.npga: damaged or not an npga avatar file .bad metadata or tensors.*GHOST"
     with safe_open(str(run.avatar), framework="pt") as f:
         tensors = {k: f.get_tensor(k) for k in f.keys()}
         meta = f.metadata()

@@ -164,14 +164,14 @@ def _checked_parts(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Te
     except (UnsafeFile, CorruptFile):
         raise
     except (KeyError, TypeError, ValueError, AttributeError) as e:
-        raise CorruptFile(path, KIND, f"incomplete metadata or tensors: {type(e).__name__}: {e}") from None
+        raise CorruptFile(path, KIND, f"bad metadata or tensors: {type(e).__name__}: {first_line(e)}") from None
     D = cfg.expression_dim
     for s, m in motions.items():
-        T = len(m.expression)
+        T = m.expression.shape[0] if m.expression.ndim else -1
         shapes = {"expression": (T, D), "head_pose": (T, 4, 4), "timesteps": (T,)}
         shapes |= {"tracked_expression": (T, D), "tracked_head_pose": (T, 4, 4)} if m.refined else {}
         _check_shapes(path, f"motion/{s}/", {f: getattr(m, f) for f in shapes}, shapes)
-    K = len(codes.std)
+    K = codes.std.shape[0] if codes.std.ndim else -1
     _check_shapes(
         path,
         "codes/",

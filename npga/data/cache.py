@@ -8,6 +8,7 @@ reads it through `FrameCache`. Layout and `cache.json`: docs/captures.md.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -73,22 +74,30 @@ def open_frames(path: Path, shape: tuple[int, ...]) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"frame cache file missing: {path}; run `npga prepare` again to re-make it")
     try:
-        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            header = read_header(f)
+            offset = f.tell()
     except Exception as e:  # numpy's header parser raises many kinds; the file is damaged whichever
-        raise CorruptFile(path, KIND, f"{first_line(e)}; run `npga prepare` again to re-make it") from None
-    size = path.stat().st_size
-    expected = getattr(arr, "offset", 0) + arr.nbytes
+        raise CorruptFile(
+            path, KIND, f"not a .npy array: {first_line(e)}; run `npga prepare` again to re-make it"
+        ) from None
+    claimed, size = header[0], path.stat().st_size
+    expected = offset + math.prod(claimed) * header[2].itemsize
     if size != expected:
         raise CorruptFile(
             path, KIND, f"{size} bytes, its header says {expected}; run `npga prepare` again to re-make it"
         )
-    if arr.shape != shape or arr.dtype != np.uint8:
+    if claimed != shape or header[2] != np.uint8 or header[1]:
         raise CorruptFile(
             path,
             KIND,
-            f"{arr.dtype} {arr.shape}, the manifest says uint8 {shape}; run `npga prepare` again to re-make it",
+            f"{header[2]} {claimed}, the manifest says uint8 {shape}; run `npga prepare` again to re-make it",
         )
-    return arr
+    return np.load(path, mmap_mode="r", allow_pickle=False)
 
 
 def has_frames(path: Path, shape: tuple[int, ...]) -> bool:

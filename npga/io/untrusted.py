@@ -93,7 +93,12 @@ def load_torch(path: str | os.PathLike, kind: str, map_location: torch.device | 
         unsafe = re.search(r"unsupported global:? (?:GLOBAL )?([\w.]+)", str(e), re.IGNORECASE)
         if unsafe:
             raise UnsafeFile(path, kind, f"it would run code: it names {unsafe.group(1)}") from None
-        raise CorruptFile(path, kind, first_line(e) or type(e).__name__) from None
+        # torch wraps what its unpickler found in paragraphs of advice (to load with weights_only=False): keep the find
+        found = re.search(r"WeightsUnpickler error:\s*(.+)", str(e))
+        problem = f"not a pickle of tensors: {found.group(1).strip()}" if found else first_line(e)
+        if "legacy .tar format" in problem:
+            problem = "not a torch zip archive (damaged, or torch's legacy tar format, which cannot be read safely)"
+        raise CorruptFile(path, kind, problem or type(e).__name__) from None
 
 
 def load_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:

@@ -404,7 +404,8 @@ def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
         raise CorruptFile(path, CHECKPOINT, f"no {missing or ['params/means']}")
     for k, v in params.items():
         if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 or v.ndim < 1:
-            raise CorruptFile(path, CHECKPOINT, f"params/{k} is not a float32 tensor")
+            raise CorruptFile(path, CHECKPOINT, f"params/{k} is not a float32 tensor of one row per Gaussian")
+    for k, v in params.items():
         if len(v) != len(params["means"]):
             raise CorruptFile(path, CHECKPOINT, f"params/{k} has {len(v)} rows, params/means {len(params['means'])}")
         if not torch.isfinite(v).all():
