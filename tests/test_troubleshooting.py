@@ -51,7 +51,7 @@ def test_every_loader_error_class_and_file_kind_is_documented():
     assert {"CorruptFile", "UnsafeFile", "NewerFormat"} <= set(classes)
     source = source_text()
     kinds = set(re.findall(r"^(?:KIND|CHECKPOINT) = \"(.+)\"$", source, re.M))
-    kinds |= set(re.findall(r"(?:load_torch|load_npz)\([^,()]+, \"([^\"]+)\"", source))
+    kinds |= set(re.findall(r"(?:load_torch|load_npz|load_npy)\([^,()]+, \"([^\"]+)\"", source))
     assert len(kinds) >= 6, kinds
     undocumented = [c for c in classes if f"`{c}`" not in text] + [k for k in sorted(kinds) if f"| {k} |" not in text]
     assert not undocumented, f"add these to docs/troubleshooting.md: {undocumented}"

@@ -33,7 +33,7 @@ from torch import nn
 
 from npga.headmodel.base import Mesh
 from npga.headmodel.surface import zero_level_mesh
-from npga.io.untrusted import load_torch
+from npga.io.untrusted import load_npy, load_torch
 
 BLEND_WIDTH_NEIGHBORS = 8  # the blend width follows the distance to this many nearest anchors (fixed in MonoNPHM)
 GLOBAL_NODE_DISTANCE = 0.75  # blend distance given to the global node, whatever the query's position
@@ -420,10 +420,9 @@ def read_anchors(path: Path | None, dims: MonoNPHMDims) -> torch.Tensor:
         raise FileNotFoundError(
             f"MonoNPHM anchors file not found: {path} (assets/anchors_{dims.n_anchors}.npy of the MonoNPHM repository)"
         )
-    try:
-        anchors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e})") from e
+    anchors = load_npy(path, "a MonoNPHM anchors file (.npy)")
+    if not np.issubdtype(anchors.dtype, np.number) or np.iscomplexobj(anchors):
+        raise ValueError(f"{path}: dtype {anchors.dtype}, expected real numbers")
     if anchors.size != 3 * dims.n_anchors or not np.isfinite(anchors).all():
         raise ValueError(f"{path}: shape {anchors.shape}, expected {dims.n_anchors} finite 3-d anchors")
     return torch.from_numpy(np.asarray(anchors, dtype=np.float32).reshape(dims.n_anchors, 3))

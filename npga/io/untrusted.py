@@ -118,6 +118,24 @@ def load_npz(path: str | os.PathLike, kind: str) -> dict[str, np.ndarray]:
         raise CorruptFile(path, kind, first_line(e) or type(e).__name__) from None
 
 
+def load_npy(path: str | os.PathLike, kind: str) -> np.ndarray:
+    """The array of an .npy file, read without unpickling anything (a pickled array is refused)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"file not found: {path} (expected {kind})")
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":
+            raise CorruptFile(path, kind, "not a .npy array")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as e:
+        if "pickle" in str(e):
+            raise UnsafeFile(path, kind, "it holds pickled objects, which could run code") from None
+        raise CorruptFile(path, kind, first_line(e)) from None
+    except Exception as e:  # header and size errors alike: the file is damaged
+        raise CorruptFile(path, kind, first_line(e) or type(e).__name__) from None
+
+
 def check_config(cfg: Any, path: str | os.PathLike, kind: str, where: str = "config") -> None:
     """A (nested) config dataclass read from a file: numbers where numbers belong, finite, and every size within
     CONFIG_LIMITS, before anything is built from it."""
