@@ -63,9 +63,12 @@ class NewerFormat(ValueError):
 
 
 def first_line(e: BaseException) -> str:
-    """An exception's message as one line without terminal colour codes (torch's are several, with both)."""
+    """An exception's message as one line without terminal colour codes (torch's are several, with both), cut
+    after its first sentence (what follows is advice for the library's own users, e.g. torch's on miniz errors)."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip()
-    return (text.splitlines() or [type(e).__name__])[0][:300]
+    line = (text.splitlines() or [type(e).__name__])[0]
+    sentence = line.split(". ")[0]
+    return (sentence if len(sentence) >= 20 else line)[:300]
 
 
 def _check_zip(path: Path, kind: str) -> None:
