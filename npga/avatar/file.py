@@ -107,24 +107,37 @@ def load_avatar(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         raise CorruptFile(path, KIND, f"truncated or damaged tensors: {first_line(e)}") from None
     parts = _checked_parts(path, meta, tensors)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights; leave the caller's RNG alone
-        nets = build_nets(parts["config"])
-    nets.load_state_dict(parts["nets"])
+        nets = build_nets(parts.config)
+    nets.load_state_dict(parts.nets)
     nets.eval().requires_grad_(False)
     device = torch.device(device)
     return Avatar(
-        config=parts["config"],
-        params={k: v.to(device) for k, v in parts["params"].items()},
+        config=parts.config,
+        params={k: v.to(device) for k, v in parts.params.items()},
         nets=nets.to(device),
-        motions={s: m.to(device) for s, m in parts["motions"].items()},
-        codes=CodeStats(*(t.to(device) for t in dataclasses.astuple(parts["codes"]))),
-        cameras=parts["cameras"],
-        split=parts["split"],
+        motions={s: m.to(device) for s, m in parts.motions.items()},
+        codes=CodeStats(*(t.to(device) for t in dataclasses.astuple(parts.codes))),
+        cameras=parts.cameras,
+        split=parts.split,
         head_model=meta["head_model"],
         provenance=meta.get("provenance", {}),
     )
 
 
-def _checked_parts(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class _Parts:
+    """What an avatar file holds, checked; the networks' weights still to be loaded into modules."""
+
+    config: AvatarConfig
+    cameras: dict[str, Camera]
+    split: Split
+    motions: dict[str, Motion]
+    codes: CodeStats
+    params: dict[str, torch.Tensor]  # per-Gaussian (N, ...)
+    nets: dict[str, torch.Tensor]  # the networks' state dict
+
+
+def _checked_parts(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Tensor]) -> _Parts:
     """Everything an avatar is made of, each part checked against the metadata, CONFIG_LIMITS and the file's
     other parts (names, shapes, dtypes, finite values), before any network is built: the one check of an
     avatar file, so a crafted one costs no more memory than its own size."""
@@ -184,15 +197,7 @@ def _checked_parts(path: Path, meta: dict[str, Any], tensors: dict[str, torch.Te
     problem = state_problems(lambda: build_nets(cfg), nets)
     if problem:
         raise CorruptFile(path, KIND, f"network weights do not match the avatar's config: {problem}")
-    return {
-        "config": cfg,
-        "cameras": cameras,
-        "split": split,
-        "motions": motions,
-        "codes": codes,
-        "params": params,
-        "nets": nets,
-    }
+    return _Parts(cfg, cameras, split, motions, codes, params, nets)
 
 
 def _check_shapes(path: Path, prefix: str, tensors: dict[str, torch.Tensor], shapes: dict[str, tuple]) -> None:
