@@ -278,10 +278,10 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "checkpoint_unpickles_anything",
-        "npga/train/trainer.py",
-        "torch.load(path, map_location=device, weights_only=True)",
-        "torch.load(path, map_location=device, weights_only=False)",
-        "checkpoints loaded with the full unpickler (runs code from the file)",
+        "npga/io/untrusted.py",
+        "torch.load(path, map_location=map_location, weights_only=True)",
+        "torch.load(path, map_location=map_location, weights_only=False)",
+        "untrusted torch files (checkpoints, distill.pt, MonoNPHM) loaded with the full unpickler (runs code)",
         ("tests/test_avatar_file.py", "-k", "crafted"),
     ),
     Mutant(

@@ -151,19 +151,22 @@ def test_crafted_pickles_are_refused_and_run_nothing(trained, tmp_path):
     marker = tmp_path / "pwned"
     crafted = tmp_path / "crafted.npga"
     crafted.write_bytes(pickle.dumps({"params": _Payload(marker)}))
-    with pytest.raises(ValueError, match="crafted.npga: not an npga avatar file"):
+    with pytest.raises(ValueError, match="crafted.npga: damaged or not an npga avatar file"):
         load_avatar(crafted)
-    with pytest.raises(SystemExit, match="crafted.npga: not an npga avatar file"):
+    with pytest.raises(SystemExit, match="crafted.npga: damaged or not an npga avatar file"):
         main(["eval", str(crafted)])
 
     torch_crafted = tmp_path / "step_0000020.pt"
     torch.save({"step": 1, "params": _Payload(marker)}, torch_crafted)
-    with pytest.raises(ValueError, match="step_0000020.pt: refused"):
+    with pytest.raises(ValueError, match="step_0000020.pt: refused as unsafe"):
         read_checkpoint(torch_crafted)
     copy = RunLayout(Path(shutil.copytree(run.root, tmp_path / "run")))
     shutil.copy(torch_crafted, copy.list_checkpoints()[-1])
     cfg = dataclasses.replace(load_config(TrainConfig, copy.config), out=copy.root, resume=True, override_config=True)
-    with pytest.raises(ValueError, match="refused: not a checkpoint written by npga"):
+    with pytest.raises(
+        ValueError,
+        match=r"refused as unsafe, not loaded as an npga training checkpoint \(it would run code: it names io.open",
+    ):
         build_trainer(cfg, hooks=[])
     assert not marker.exists()
 
@@ -175,16 +178,31 @@ def test_bad_avatar_files_fail_with_one_line_naming_file_and_problem(trained, tm
     (tmp_path / "foreign.npga").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
     save_file({"x": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
     cases = {
-        "truncated.npga": "truncated.npga: (not an npga avatar file|truncated or corrupt)",
-        "foreign.npga": "foreign.npga: not an npga avatar file",
-        "other.safetensors": "other.safetensors: not an npga avatar file .a safetensors file without npga metadata",
+        "truncated.npga": "truncated.npga: damaged or not an npga avatar file",
+        "foreign.npga": "foreign.npga: damaged or not an npga avatar file",
+        "other.safetensors": "other.safetensors: damaged .*.a safetensors file without npga metadata",
     }
     newer = _corrupt(tmp_path, run.avatar, "newer.npga", version=2)
-    cases[newer.name] = "newer.npga: avatar format version 2 is newer than this npga reads .1.; upgrade npga"
+    cases[newer.name] = (
+        "newer.npga: written by a newer npga .an npga avatar file, format version 2; .* up to 1.; upgrade npga"
+    )
     narrow = _corrupt(tmp_path, run.avatar, "narrow.npga", config=lambda c: c | {"detail": c["detail"] | {"width": 7}})
-    cases[narrow.name] = "narrow.npga: network weights do not match the avatar's config .* is .*, expected"
+    cases[narrow.name] = "narrow.npga: damaged .*network weights do not match the avatar's config: .* is .*, expected"
+    deep = _corrupt(tmp_path, run.avatar, "deep.npga", config=lambda c: c | {"detail": c["detail"] | {"depth": 10**7}})
+    cases[deep.name] = r"deep.npga: refused as unsafe.*config.detail.depth = 10000000 is outside \[0, 64\]"
+    huge = _corrupt(tmp_path, run.avatar, "huge.npga", cameras=lambda cs: [cs[0] | {"width": 10**9}, *cs[1:]])
+    cases[huge.name] = "huge.npga: refused as unsafe.*is 1000000000x.* pixels"
     no_motion = _corrupt(tmp_path, run.avatar, "no_motion.npga", sequences=lambda s: [*s, "GHOST"])
-    cases[no_motion.name] = "no_motion.npga: incomplete avatar file .*GHOST"
+    cases[no_motion.name] = "no_motion.npga: damaged or not an npga avatar file .bad metadata or tensors.*GHOST"
+    with safe_open(str(run.avatar), framework="pt") as f:
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+        meta = f.metadata()
+    save_file(tensors | {"gaussians/means": tensors["gaussians/means"].double()}, str(tmp_path / "f64.npga"), meta)
+    cases["f64.npga"] = "f64.npga: damaged .*gaussians/means is torch.float64, expected torch.float32"
+    nan = tensors["nets/detail.net.0.weight"].clone()
+    nan[0, 0] = float("nan")
+    save_file(tensors | {"nets/detail.net.0.weight": nan}, str(tmp_path / "nan.npga"), meta)
+    cases["nan.npga"] = "nan.npga: damaged .*nets/detail.net.0.weight contains NaN or inf"
     for name, pattern in cases.items():
         with pytest.raises(ValueError, match=pattern) as info:
             load_avatar(tmp_path / name)

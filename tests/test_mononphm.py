@@ -136,8 +136,9 @@ def test_loading_never_runs_code_and_missing_anchors_are_named(tmp_path):
         MonoNPHM.load(ckpt, exp / "configs.yaml", anchors, z_geo[:10], z_app)
     evil = tmp_path / "evil.tar"
     torch.save({"id_decoder": _NotATensor()}, evil)
-    with pytest.raises(ValueError, match=f"{evil}: not a loadable torch checkpoint"):
+    with pytest.raises(ValueError, match=f"{evil}: refused as unsafe, not loaded as a MonoNPHM checkpoint") as err:
         MonoNPHM.load(evil, exp / "configs.yaml", anchors, z_geo, z_app)
+    assert "\n" not in str(err.value) and "\x1b" not in str(err.value) and "weights_only" not in str(err.value)
 
 
 # ---- numerical properties ------------------------------------------------------------------------------------------

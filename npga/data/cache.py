@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import math
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -20,9 +21,11 @@ import numpy as np
 from npga.cameras import Camera
 from npga.data.tracking import Tracking
 from npga.io.atomic import atomic_path, write_text_atomic
+from npga.io.untrusted import CorruptFile, first_line
 
 CACHE_FORMAT = 1
 MANIFEST = "cache.json"
+KIND = "a frame cache file"
 
 
 def frames_path(root: Path, seq: str, serial: str) -> Path:
@@ -44,6 +47,20 @@ def read_manifest(root: Path) -> dict[str, Any] | None:
         raise ValueError(f"{path}: not a readable cache manifest ({e}); delete the cache folder to rebuild it") from e
     if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT:
         raise ValueError(f"{path}: not a cache manifest of format {CACHE_FORMAT}; delete the cache folder to rebuild")
+    entry = {"complete": bool, "n_video_frames": int, "timesteps": list, "tracking": bool, "sources": dict}
+    kinds = {"width": int, "height": int, "channels": int, "serials": list, "cameras": dict, "sequences": dict}
+    sequences = manifest.get("sequences")
+    wrong = [k for k, kind in kinds.items() if not isinstance(manifest.get(k), kind)]
+    wrong += [
+        f"sequences/{seq}/{k}"
+        for seq, e in (sequences.items() if isinstance(sequences, dict) else ())
+        for k, kind in entry.items()
+        if not isinstance(e, dict) or not isinstance(e.get(k), kind)
+    ]
+    if wrong:
+        raise ValueError(
+            f"{path}: damaged cache manifest (bad or missing {wrong[:3]}); delete the cache folder to rebuild"
+        )
     return manifest
 
 
@@ -52,13 +69,45 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     write_text_atomic(root / MANIFEST, json.dumps(manifest, indent=1))
 
 
-def has_frames(path: Path, shape: tuple[int, ...]) -> bool:
-    """Whether a finished frames file of this shape exists (finished files only appear by rename)."""
+def open_frames(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """The memory-mapped uint8 frames file at `path`, checked against the `shape` the manifest makes (T, H, W, C)
+    and against its own header (a truncated or extended file is damaged): the one check of a frames file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"frame cache file missing: {path}; run `npga prepare` again to re-make it")
     try:
-        arr = np.load(path, mmap_mode="r")
-    except (OSError, ValueError):
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            )
+            header = read_header(f)
+            offset = f.tell()
+    except Exception as e:  # numpy's header parser raises many kinds; the file is damaged whichever
+        raise CorruptFile(
+            path, KIND, f"not a .npy array: {first_line(e)}; run `npga prepare` again to re-make it"
+        ) from None
+    claimed, size = header[0], path.stat().st_size
+    expected = offset + math.prod(claimed) * header[2].itemsize
+    if size != expected:
+        raise CorruptFile(
+            path, KIND, f"{size} bytes, its header says {expected}; run `npga prepare` again to re-make it"
+        )
+    if claimed != shape or header[2] != np.uint8 or header[1]:
+        raise CorruptFile(
+            path,
+            KIND,
+            f"{header[2]} {claimed}, the manifest says uint8 {shape}; run `npga prepare` again to re-make it",
+        )
+    return np.load(path, mmap_mode="r", allow_pickle=False)
+
+
+def has_frames(path: Path, shape: tuple[int, ...]) -> bool:
+    """Whether an intact frames file of this shape exists (finished files only appear by rename)."""
+    try:
+        open_frames(path, shape)
+    except (FileNotFoundError, ValueError):
         return False
-    return arr.shape == shape and arr.dtype == np.uint8
+    return True
 
 
 def reserve(path: Path) -> None:
@@ -119,7 +168,12 @@ class FrameCache:
         manifest = read_manifest(root)
         if manifest is None:
             raise FileNotFoundError(f"no frame cache at {root} ({MANIFEST} missing); run `npga prepare` first")
-        cache = cls(root, manifest)
+        try:
+            cache = cls(root, manifest)
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(
+                f"{root / MANIFEST}: damaged cache manifest ({first_line(e)}); delete the cache folder to rebuild"
+            ) from None
         if not cache.sequences:
             raise ValueError(f"{root / MANIFEST}: no sequence is finished yet; run `npga prepare` again to resume")
         return cache
@@ -151,7 +205,8 @@ class FrameCache:
             raise KeyError(f"{self.root}: no frames for camera {serial!r} (cameras with frames: {list(self.serials)})")
         key = (seq, serial)
         if key not in self._arrays:
-            self._arrays[key] = np.load(frames_path(self.root, seq, serial), mmap_mode="r")
+            shape = (self.n_frames(seq), self.height, self.width, 4 if self.has_alpha else 3)
+            self._arrays[key] = open_frames(frames_path(self.root, seq, serial), shape)
         return self._arrays[key]
 
     def frames(self, seq: str, t: int, serials: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:

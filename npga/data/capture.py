@@ -44,7 +44,7 @@ def _serial_order(serials: Iterable[str]) -> tuple[str, ...]:
 def _matrix(value: object, shape: tuple[int, int], where: str) -> np.ndarray:
     try:
         m = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"{where} is not a numeric matrix ({e})") from e
     if m.shape != shape:
         raise ValueError(f"{where} has shape {m.shape}, expected {shape}")

@@ -32,6 +32,7 @@ from npga.headmodel import FlameHead, load_flame_model, load_head_model
 from npga.headmodel.flame import N_SHAPE
 from npga.headmodel.registry import DESCRIPTION_FILE
 from npga.io.atomic import write_text_atomic
+from npga.io.untrusted import load_npz
 
 VHAP_KEYS = ("expr", "rotation", "neck_pose", "jaw_pose", "eyes_pose", "translation", "shape")
 NERSEMBLE_KEYS = ("shape", "expression", "rotation_matrices", "translation", "jaw", "frames", "scale", "neck", "eyes")
@@ -41,16 +42,14 @@ def read_npz(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     """The named float arrays of an npz, every one present and finite (errors name the file and the key)."""
     if not path.is_file():
         raise FileNotFoundError(f"FLAME parameters not found: {path}")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in keys if k not in npz.files]
-            if missing:
-                raise ValueError(f"{path}: missing array(s) {missing}")
-            out = {k: np.asarray(npz[k], dtype=np.float64) for k in npz.files}
-    except (OSError, ValueError) as e:
-        if isinstance(e, ValueError) and str(path) in str(e):
-            raise
-        raise ValueError(f"{path}: not a readable npz ({e})") from e
+    arrays = load_npz(path, "a FLAME tracking file (.npz)")
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: missing array(s) {missing}")
+    wrong = [k for k, v in arrays.items() if not np.issubdtype(v.dtype, np.number) or np.iscomplexobj(v)]
+    if wrong:
+        raise ValueError(f"{path}: array(s) {wrong} are not real numbers")
+    out = {k: v.astype(np.float64) for k, v in arrays.items()}
     for k, v in out.items():
         if not np.isfinite(v).all():
             raise ValueError(f"{path}: '{k}' contains NaN or inf")

@@ -20,6 +20,7 @@ from npga.data.capture import Capture
 from npga.data.tracking import Tracking
 from npga.headmodel.mononphm import MonoNPHM, checkpoint_path, read_dims
 from npga.headmodel.registry import load_head_model, save_description
+from npga.io.untrusted import load_npy, load_npz
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,13 @@ def align_to_rig(tracking: Tracking, metrical_tracker: Path, cam_to_world: np.nd
         file = Path(metrical_tracker) / f"{max(int(tracking.timesteps[i]) - 1, 0):05d}_cam_params_opencv.npz"
         if not file.is_file():
             raise FileNotFoundError(f"metrical tracker camera missing: {file}")
-        with np.load(file, allow_pickle=False) as npz:
-            if "R" not in npz.files or "t" not in npz.files:
-                raise ValueError(f"{file}: expected arrays 'R' (1, 3, 3) and 't' (1, 3), found {npz.files}")
-            cam_from_flame = np.eye(4)
-            cam_from_flame[:3, :3], cam_from_flame[:3, 3] = np.reshape(npz["R"], (3, 3)), np.reshape(npz["t"], 3)
+        npz = load_npz(file, "a metrical tracker camera (.npz)")
+        if "R" not in npz or "t" not in npz or npz["R"].size != 9 or npz["t"].size != 3:
+            raise ValueError(f"{file}: expected arrays 'R' (1, 3, 3) and 't' (1, 3), found {sorted(npz)}")
+        if not all(np.issubdtype(npz[k].dtype, np.number) and not np.iscomplexobj(npz[k]) for k in "Rt"):
+            raise ValueError(f"{file}: 'R' and 't' must be real numbers")
+        cam_from_flame = np.eye(4)
+        cam_from_flame[:3, :3], cam_from_flame[:3, 3] = np.reshape(npz["R"], (3, 3)), np.reshape(npz["t"], 3)
         if not np.isfinite(cam_from_flame).all():
             raise ValueError(f"{file}: contains NaN or inf")
         m = cam_to_world @ cam_from_flame @ flame_from_mononphm @ tracking.head_to_world(i)
@@ -74,10 +77,9 @@ def _load(path: Path, shape: tuple[int | None, ...]) -> np.ndarray:
     """An .npy array of `shape` (None: any length) with finite values; errors name the file."""
     if not path.is_file():
         raise FileNotFoundError(f"MonoNPHM tracking file missing: {path}")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e})") from e
+    arr = load_npy(path, "a MonoNPHM tracking array (.npy)")
+    if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+        raise ValueError(f"{path}: dtype {arr.dtype}, expected real numbers")
     if arr.ndim != len(shape) or any(s is not None and s != a for s, a in zip(shape, arr.shape, strict=True)):
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{path}: shape {arr.shape}, expected {want}")

@@ -36,6 +36,7 @@ from npga.data.capture import Capture
 from npga.data.color import correct_colors
 from npga.data.flame_tracking import write_flame_head
 from npga.data.readers import open_capture
+from npga.data.tracking import Tracking
 from npga.data.vhap import VhapCapture
 from npga.io.atomic import temp_path
 from npga.io.lock import folder_lock
@@ -129,6 +130,20 @@ def _first_difference(old: dict[str, Any], new: dict[str, Any]) -> str:
     return f"{key}: cached {old.get(key)!r}, now {new.get(key)!r}"
 
 
+def _damaged_file(out: Path, seq: str, entry: dict[str, Any], settings: dict[str, Any]) -> Path | None:
+    """The first file of a cached sequence that is missing or damaged (a disk error, a copy cut short), else None."""
+    shape = (len(entry["timesteps"]), settings["height"], settings["width"], settings["channels"])
+    for serial in settings["serials"]:
+        if not has_frames(frames_path(out, seq, serial), shape):
+            return frames_path(out, seq, serial)
+    if entry["tracking"]:
+        try:
+            Tracking.load(tracking_path(out, seq))
+        except (FileNotFoundError, ValueError):
+            return tracking_path(out, seq)
+    return None
+
+
 def _output_size(cap: Capture | VhapCapture, height: int | None) -> tuple[int, int]:
     if height is not None and height <= 0:
         raise ValueError(f"height must be positive, got {height}")
@@ -176,6 +191,11 @@ def prepare(cfg: PrepareConfig) -> Path:
             f"{out / MANIFEST}: sequence {seq} changed since it was cached "
             f"({_first_difference(entries[seq]['sources'], sources[seq])}); use --overwrite to rebuild it"
         )
+    for seq in sequences:
+        damaged = entries.get(seq, {}).get("complete") and _damaged_file(out, seq, entries[seq], settings)
+        if damaged:
+            log.warning("%s is missing or damaged; caching sequence %s again", damaged, seq)
+            entries[seq]["complete"] = False
     if not changed and not stale and all(entries.get(seq, {}).get("complete") for seq in sequences):
         log.info("frame cache %s is up to date", out)
         return out

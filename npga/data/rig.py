@@ -68,7 +68,7 @@ class RigCamera:
 def _array(value: object, where: str) -> np.ndarray:
     try:
         a = np.asarray(value, dtype=np.float64)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, OverflowError) as e:
         raise ValueError(f"{where} is not numeric ({e})") from e
     if not np.isfinite(a).all():
         raise ValueError(f"{where} contains NaN or inf")

@@ -15,7 +15,9 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from npga.io.atomic import atomic_path
+from npga.io.untrusted import CorruptFile, load_npz
 
+KIND = "a tracking file (.npz)"
 _FIELDS = ("expression", "identity", "rotation", "translation", "scale", "timesteps")
 
 
@@ -70,24 +72,18 @@ class Tracking:
             if not ok:
                 want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
                 raise ValueError(f"{source}: '{name}' has shape {arr.shape}, expected {want}")
+            if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+                raise ValueError(f"{source}: '{name}' has dtype {arr.dtype}, expected real numbers")
             if not np.isfinite(arr).all():
                 raise ValueError(f"{source}: '{name}' contains NaN or inf")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Tracking:
         path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tracking file not found: {path}")
-        try:
-            with np.load(path) as npz:
-                missing = [f for f in _FIELDS if f not in npz.files]
-                if missing:
-                    raise ValueError(f"{path}: missing arrays {missing}")
-                arrays = {f: np.asarray(npz[f]) for f in _FIELDS}
-        except (OSError, ValueError) as e:
-            if isinstance(e, ValueError) and str(path) in str(e):
-                raise
-            raise ValueError(f"{path}: not a readable tracking .npz ({e})") from e
+        arrays = load_npz(path, KIND)
+        missing = [f for f in _FIELDS if f not in arrays]
+        if missing:
+            raise CorruptFile(path, KIND, f"missing arrays {missing}")
         obj = object.__new__(cls)
         for f in _FIELDS:
             object.__setattr__(obj, f, arrays[f])
@@ -131,13 +127,16 @@ class TrackingExtras:
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrackingExtras:
         """The extras of a tracking file (Tracking.load checks the layout itself); absent keys are None."""
-        with np.load(path) as npz:
-            found = {name: np.asarray(npz[name]) for name in cls.__dataclass_fields__ if name in npz.files}
-        if "image_size" in found:
-            width, height = (int(v) for v in found["image_size"])
-            found["image_size"] = (width, height)
-        if "head_model" in found:
-            found["head_model"] = str(found["head_model"])
+        arrays = load_npz(path, KIND)
+        found = {name: arrays[name] for name in cls.__dataclass_fields__ if name in arrays}
+        try:
+            if "image_size" in found:
+                width, height = (int(v) for v in found["image_size"])
+                found["image_size"] = (width, height)
+            if "head_model" in found:
+                found["head_model"] = str(found["head_model"].item())
+        except (TypeError, ValueError) as e:
+            raise CorruptFile(path, KIND, f"its extras: {e}") from None
         return cls(**found)
 
 

@@ -23,13 +23,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from npga.config import AtLeast1, Fraction, Range
+from npga.config import AtLeast1, Fraction, Range, from_dict
 from npga.deform.field import FieldConfig, ForwardField
 from npga.deform.sampling import sample_codes, sample_near_surface, sample_surface
 from npga.headmodel.base import HeadModel, Mesh
 from npga.io.atomic import atomic_path, write_text_atomic
+from npga.io.untrusted import CONFIG_LIMITS, CorruptFile, UnsafeFile, check_config, load_torch, state_problems
 
 log = logging.getLogger(__name__)
+KIND = "a distilled forward field (distill.pt)"
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,25 @@ def save_distilled(g: ForwardField, report: dict[str, Any], field_path: Path, re
 
 
 def load_distilled(path: str | Path) -> ForwardField:
+    """The field of `distill.pt`, every part checked (CONFIG_LIMITS, shapes, dtypes, finite values) before the
+    field is built."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no distilled forward field at {path}; run `npga distill` first")
-    return ForwardField.from_checkpoint(torch.load(path, map_location="cpu", weights_only=True))
+    data = load_torch(path, KIND)
+    try:
+        cfg = from_dict(FieldConfig, data["config"], where="config")
+        dim, bounds, state = data["expression_dim"], data["bounds"], data["state_dict"]
+    except (KeyError, TypeError, ValueError) as e:
+        raise CorruptFile(path, KIND, f"incomplete: {type(e).__name__}: {e}") from None
+    check_config(cfg, path, KIND)
+    if not isinstance(dim, int) or not 0 < dim <= CONFIG_LIMITS["expression_dim"]:
+        raise UnsafeFile(path, KIND, f"expression_dim = {dim!r} is outside [1, {CONFIG_LIMITS['expression_dim']}]")
+    if not (isinstance(bounds, torch.Tensor) and bounds.shape == (2, 3) and bounds.dtype == torch.float32):
+        raise CorruptFile(path, KIND, f"bounds are not a (2, 3) float32 tensor: {bounds!r}"[:300])
+    if not torch.isfinite(bounds).all():
+        raise CorruptFile(path, KIND, "bounds contain NaN or inf")
+    problem = state_problems(lambda: ForwardField(cfg, dim, bounds), state if isinstance(state, dict) else {})
+    if problem:
+        raise CorruptFile(path, KIND, f"weights do not match the field's config: {problem}")
+    return ForwardField.from_checkpoint(data)

@@ -24,6 +24,7 @@ from scipy.spatial import cKDTree
 
 from npga.geometry import axis_angle_to_matrix
 from npga.headmodel.base import Mesh
+from npga.io.untrusted import load_npz
 
 N_SHAPE = 300  # FLAME's shape components come first in `shapedirs`, the expression components after them
 N_JOINTS = 5  # global, neck, jaw, left eye, right eye
@@ -72,11 +73,7 @@ def load_flame_model(path: str | os.PathLike) -> FlameModel:
         )
     if not path.is_file():
         raise FileNotFoundError(f"FLAME model file not found: {path} (pass your own licensed model, .npz)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: np.asarray(npz[k]) for k in _SHAPES if k in npz.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable FLAME .npz ({e})") from e
+    arrays = {k: v for k, v in load_npz(path, "a FLAME model file (.npz)").items() if k in _SHAPES}
     missing = [k for k in _SHAPES if k not in arrays]
     if missing:
         raise ValueError(f"{path}: missing array(s) {missing} of the FLAME layout")

@@ -21,7 +21,6 @@ face) or full (N, 3 + n_hyper) points. Colours come out of the network in [-1, 1
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -34,6 +33,7 @@ from torch import nn
 
 from npga.headmodel.base import Mesh
 from npga.headmodel.surface import zero_level_mesh
+from npga.io.untrusted import load_npy, load_torch
 
 BLEND_WIDTH_NEIGHBORS = 8  # the blend width follows the distance to this many nearest anchors (fixed in MonoNPHM)
 GLOBAL_NODE_DISTANCE = 0.75  # blend distance given to the global node, whatever the query's position
@@ -420,10 +420,9 @@ def read_anchors(path: Path | None, dims: MonoNPHMDims) -> torch.Tensor:
         raise FileNotFoundError(
             f"MonoNPHM anchors file not found: {path} (assets/anchors_{dims.n_anchors}.npy of the MonoNPHM repository)"
         )
-    try:
-        anchors = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path}: not a readable .npy array ({e})") from e
+    anchors = load_npy(path, "a MonoNPHM anchors file (.npy)")
+    if not np.issubdtype(anchors.dtype, np.number) or np.iscomplexobj(anchors):
+        raise ValueError(f"{path}: dtype {anchors.dtype}, expected real numbers")
     if anchors.size != 3 * dims.n_anchors or not np.isfinite(anchors).all():
         raise ValueError(f"{path}: shape {anchors.shape}, expected {dims.n_anchors} finite 3-d anchors")
     return torch.from_numpy(np.asarray(anchors, dtype=np.float32).reshape(dims.n_anchors, 3))
@@ -431,13 +430,7 @@ def read_anchors(path: Path | None, dims: MonoNPHMDims) -> torch.Tensor:
 
 def load_networks(checkpoint: Path, dims: MonoNPHMDims) -> tuple[IdentityNetwork, ExpressionNetwork]:
     """Both networks from an official checkpoint, strictly; `weights_only` loading never runs code from the file."""
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise FileNotFoundError(f"MonoNPHM checkpoint not found: {checkpoint}")
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{checkpoint}: not a loadable torch checkpoint of plain tensors ({e})") from e
+    state = load_torch(checkpoint, "a MonoNPHM checkpoint")
     if not isinstance(state, Mapping):
         raise ValueError(f"{checkpoint}: expected a dict with 'id_decoder' and 'ex_decoder'")
     nets = IdentityNetwork(dims), ExpressionNetwork(dims)

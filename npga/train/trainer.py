@@ -10,7 +10,6 @@ file with each of them.
 from __future__ import annotations
 
 import logging
-import pickle
 import signal
 import threading
 import time
@@ -32,6 +31,7 @@ from npga.config import to_dict
 from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
 from npga.io.atomic import atomic_path
+from npga.io.untrusted import CorruptFile, first_line, load_torch
 from npga.losses import compute_losses, total_loss
 from npga.metrics import LPIPS, psnr
 from npga.provenance import git_commit
@@ -44,6 +44,7 @@ from npga.train.refine import TrackingCorrections, make_refine_optimizer, refine
 from npga.train.scalars import Value, to_host
 
 log = logging.getLogger(__name__)
+CHECKPOINT = "an npga training checkpoint"
 
 
 class Hook(Protocol):
@@ -321,6 +322,12 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any], source: Path | str = "checkpoint") -> None:
         """Restore a checkpoint into a trainer built from the same config (parameters of any size)."""
+        try:
+            self._load_state(state, source)
+        except (KeyError, TypeError, AttributeError, IndexError, RuntimeError) as e:
+            raise CorruptFile(source, CHECKPOINT, f"{type(e).__name__}: {first_line(e)}") from None
+
+    def _load_state(self, state: dict[str, Any], source: Path | str) -> None:
         if set(state["params"]) != set(self.params):
             raise ValueError(
                 f"{source}: Gaussian parameters {sorted(state['params'])} do not match the config's "
@@ -414,16 +421,26 @@ class Trainer:
 
 
 def read_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """A checkpoint's state, loaded without running code from it (tensors and plain values only)."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise ValueError(
-            f"{path}: refused: not a checkpoint written by npga (it holds more than tensors and "
-            f"plain values, which could run code when loaded): {str(e).splitlines()[0]}"
-        ) from None
-    except (RuntimeError, EOFError, OSError) as e:
-        raise ValueError(f"{path}: truncated or corrupt checkpoint ({str(e).splitlines()[0]})") from None
+    """A checkpoint's state, loaded without running code from it (tensors and plain values only), its Gaussians
+    checked (float32, finite, one row each) before anything is built from it."""
+    state = load_torch(path, CHECKPOINT, map_location=device)
+    params = state.get("params") if isinstance(state, dict) else None
+    missing = [
+        k
+        for k in ("params", "nets", "optimizers", "net_optimizer", "strategy_state", "neighbors", "step")
+        if not isinstance(state, dict) or k not in state
+    ]
+    if missing or not isinstance(params, dict) or "means" not in params:
+        raise CorruptFile(path, CHECKPOINT, f"no {missing or ['params/means']}")
+    for k, v in params.items():
+        if not isinstance(v, torch.Tensor) or v.dtype != torch.float32 or v.ndim < 1:
+            raise CorruptFile(path, CHECKPOINT, f"params/{k} is not a float32 tensor of one row per Gaussian")
+    for k, v in params.items():
+        if len(v) != len(params["means"]):
+            raise CorruptFile(path, CHECKPOINT, f"params/{k} has {len(v)} rows, params/means {len(params['means'])}")
+        if not torch.isfinite(v).all():
+            raise CorruptFile(path, CHECKPOINT, f"params/{k} contains NaN or inf")
+    return state
 
 
 def _interrupt(signum: int, frame: object) -> None:
