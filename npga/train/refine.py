@@ -38,7 +38,7 @@ class RefineConfig:
     """Adam step of each frame's log scale correction; 0: the scale stays as tracked."""
     lr_expression: float = 1e-3
     """Adam step of each frame's expression code correction (code units)."""
-    lr_final: float = 1.0
+    lr_final: float = 0.1
     """Factor every correction's learning rate decays to (exponentially) from `start` to the last step: each
     frame is drawn only every few dozen steps with one camera, so its correction's steps are noisy; large early
     steps find the error, small late ones average the cameras' views of it."""
