@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import viser
+from chromium import CHROMIUM, LAUNCH_FLAGS
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
@@ -49,20 +50,6 @@ from npga.viewer.camera import camera_viewport, viewport_camera
 from npga.viewer.renderer import ViewRenderer
 from npga.viewer.state import ViewState
 
-CHROMIUM = Path("/usr/bin/chromium")
-LAUNCH_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--use-gl=angle",
-    "--use-angle=swiftshader",
-    "--enable-unsafe-swiftshader",
-]
 RECORD_SOCKET = """
 window.__npgaSocket = [];
 const PlainWorker = window.Worker;

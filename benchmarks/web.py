@@ -30,6 +30,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from chromium import CHROMIUM, LAUNCH_FLAGS
 
 from npga.avatar.deform import pose
 from npga.avatar.file import load_avatar
@@ -39,7 +40,6 @@ from npga.commands import export
 from npga.metrics import psnr
 from npga.viewer.bake import bake_avatar, baked
 from npga.viewer.webpage import write_web
-from tests.helpers.chromium import CHROMIUM, LAUNCH_FLAGS
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
