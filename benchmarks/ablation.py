@@ -240,6 +240,8 @@ def train_and_score(
             )
         )["heldout_sequences"]
         row["heldout_sequences_refit"] = {k: refit[k] for k in ("psnr", "ssim")}
+    if scoring.true_tracking is None and scoring.regions is None:
+        return row
     file, avatar = open_avatar(run.root, cfg.device)
     cache = open_training_cache(file, avatar, None)
     if scoring.true_tracking is not None:
