@@ -332,6 +332,39 @@ MUTANTS: tuple[Mutant, ...] = (
         "OpenCV principal point taken in npga's pixel convention",
         ("tests/test_import_rig.py", "-k", "same_cameras"),
     ),
+    Mutant(
+        "mouth_weight_inverted",
+        "npga/avatar/mouth.py",
+        "t = ((1.0 - r) / FADE).clamp(0.0, 1.0)",
+        "t = ((r - 1.0) / FADE).clamp(0.0, 1.0)",
+        "the mouth network acts everywhere but the mouth",
+        ("tests/test_mouth.py",),
+    ),
+    Mutant(
+        "mouth_code_unclamped",
+        "npga/avatar/mouth.py",
+        "z = z_ex.clamp(self.code_low, self.code_high)",
+        "z = z_ex",
+        "the mouth network extrapolates beyond the training codes",
+        ("tests/test_mouth.py",),
+    ),
+    Mutant(
+        "flame_mouth_under_the_chin",
+        "npga/headmodel/flame.py",
+        "near &= v[:, 1] >= v[near, 1].max() - 0.03 * extent[1]",
+        "near &= v[:, 1] <= v[near, 1].min() + 0.03 * extent[1]",
+        "FLAME's mouth found where the jaw's weight fades under the chin",
+        ("tests/test_mouth.py",),
+    ),
+    Mutant(
+        "mouth_under_the_size_priors",
+        "npga/avatar/deform.py",
+        "residuals = nets.detail(x_c.detach(), features, code)  # (N, 14), under the losses' size priors",
+        "residuals = nets.detail(x_c.detach(), features, code) + (0 if nets.detail.mouth is None else "
+        "nets.detail.mouth(x_c.detach(), code))",
+        "the mouth's residuals held near zero by the priors meant for the shared network's",
+        ("tests/test_mouth.py",),
+    ),
 )
 
 

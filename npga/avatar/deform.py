@@ -101,8 +101,10 @@ def express(
     residuals = None
     if nets.detail is not None:
         # Position enters through its encoding only as a lookup key: its gradient is left to the image loss.
-        residuals = nets.detail(x_c.detach(), features, z_ex if detail_code is None else detail_code)  # (N, 14)
-        r = {k: residuals[:, s] for k, s in RESIDUAL_SLICES.items()}
+        code = z_ex if detail_code is None else detail_code
+        residuals = nets.detail(x_c.detach(), features, code)  # (N, 14), under the losses' size priors
+        total = residuals if nets.detail.mouth is None else residuals + nets.detail.mouth(x_c.detach(), code)
+        r = {k: total[:, s] for k, s in RESIDUAL_SLICES.items()}
         means = means + r["position"] * nets.detail.cfg.position_scale
         dq = F.normalize(r["rotation"] + r["rotation"].new_tensor([1.0, 0.0, 0.0, 0.0]), dim=-1)
         quats = quat_multiply(dq, quats)

@@ -7,11 +7,12 @@ rotation, scale, colour and opacity. Its last layer starts at zero, so training 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from npga.avatar.mouth import MouthConfig, MouthNet
 from npga.config import AtLeast1
 from npga.deform.encoding import PositionalEncoding
 from npga.deform.field import conditioned, mlp
@@ -48,6 +49,8 @@ class DetailConfig:
     gives (benchmarks/RESULTS.md, Ablation). A low rank keeps the directions the whole avatar needs, not one
     per code component that could fit the tracking noise; the code is clamped to the training codes' range
     first (`set_code_range`), so no response is extrapolated."""
+    mouth: MouthConfig = field(default_factory=MouthConfig)
+    """A network of its own for the Gaussians around the lips (`npga.avatar.mouth`)."""
 
 
 class DetailMLP(nn.Module):
@@ -69,12 +72,17 @@ class DetailMLP(nn.Module):
             # random E, P and B, zero features: the term starts at zero and each feature gets a gradient at once
             self.register_buffer("code_low", torch.full((expression_dim,), -torch.inf))
             self.register_buffer("code_high", torch.full((expression_dim,), torch.inf))
+        # Not part of `forward`: the mouth's residuals are large by nature (lips turning into a dark cavity are
+        # several colour logits), so `express` adds them outside the size priors the shared residuals are under.
+        self.mouth = MouthNet(cfg.mouth, expression_dim, RESIDUAL_DIM) if cfg.mouth.enabled else None
 
     def set_code_range(self, codes: torch.Tensor) -> None:
-        """The per-component range of the training codes (T, D) the blendshapes clamp to."""
+        """The per-component range of the training codes (T, D) the blendshapes and the mouth network clamp to."""
         if self.blendshapes:
             self.code_low.copy_(codes.min(0).values)
             self.code_high.copy_(codes.max(0).values)
+        if self.mouth is not None:
+            self.mouth.set_code_range(codes)
 
     def forward(self, x_c: torch.Tensor, features: torch.Tensor | None, z_ex: torch.Tensor) -> torch.Tensor:
         parts = [self.encoding(x_c)]

@@ -22,6 +22,16 @@ class Mesh:
     normals: torch.Tensor  # (V, 3) unit, pointing out of the head
 
 
+@dataclass(frozen=True)
+class MouthRegion:
+    """An axis-aligned ellipsoid in canonical space around the lips' seam, deep enough to hold the teeth and the
+    mouth's interior: where an opening mouth changes the picture far more than the head model's motion says
+    (the avatar gives it a network of its own, `npga.avatar.mouth`)."""
+
+    center: tuple[float, float, float]
+    radii: tuple[float, float, float]
+
+
 @runtime_checkable
 class HeadModel(Protocol):
     """Canonical geometry, appearance and the backward deformation of one identity."""
@@ -50,6 +60,10 @@ class HeadModel(Protocol):
 
     def description(self) -> dict[str, Any]:
         """JSON-able mapping with a `type` that `npga.headmodel.head_model_from_description` rebuilds this from."""
+        ...
+
+    def mouth_region(self) -> MouthRegion | None:
+        """Where the mouth is in canonical space; None when the model cannot say (then the user can)."""
         ...
 
     def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:

@@ -23,7 +23,7 @@ import torch
 from scipy.spatial import cKDTree
 
 from npga.geometry import axis_angle_to_matrix
-from npga.headmodel.base import Mesh
+from npga.headmodel.base import Mesh, MouthRegion
 from npga.io.untrusted import load_npz
 
 N_SHAPE = 300  # FLAME's shape components come first in `shapedirs`, the expression components after them
@@ -224,6 +224,24 @@ class FlameHead:
         lo, hi = v.min(0).values, v.max(0).values
         pad = 0.1 * float((hi - lo).max())
         return torch.stack([lo - pad, hi + pad]).float()
+
+    def mouth_region(self) -> MouthRegion | None:
+        """Around the lips' seam: where the jaw's skinning weight crosses one half on the front of the face (the
+        upper lip follows the head, the lower lip the jaw) nearest the face's middle, the highest such place (the
+        jaw's weight also fades under the chin); sized in proportion to the head (a fifth of its width, a tenth
+        of its height, an eighth of its depth), deep enough for the teeth."""
+        v, n = self._v_identity, self._normals
+        lo, hi = v.min(0).values, v.max(0).values
+        extent = hi - lo
+        w = self.model.weights[:, JAW]
+        seam = (w > 0.2) & (w < 0.8) & (n[:, 2] > 0.5)  # (V,) front-facing vertices where the jaw's weight changes
+        if not seam.any():
+            return None
+        middle = (v[:, 0] - (lo[0] + hi[0]) / 2).abs()
+        near = seam & (middle <= middle[seam].min() + 0.05 * extent[0])
+        near &= v[:, 1] >= v[near, 1].max() - 0.03 * extent[1]
+        radii = (0.2 * extent[0], 0.1 * extent[1], 0.125 * extent[2])
+        return MouthRegion(tuple(float(c) for c in v[near].mean(0)), tuple(float(r) for r in radii))
 
     def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:
         """The neutral FLAME mesh itself (`resolution` and `device` are for implicit heads; FLAME's surface is

@@ -591,6 +591,11 @@ class MonoNPHM:
             out.append(torch.nn.functional.normalize(g, dim=-1))
         return torch.cat(out) if out else x.new_zeros(0, 3)
 
+    def mouth_region(self) -> None:
+        """None: MonoNPHM's anchors carry no names, and its mouth opens through the hyper-coordinates npga drops
+        (docs/real-data.md); give the region with `--detail.mouth.center` and `--detail.mouth.radii`."""
+        return None
+
     def canonical_mesh(self, resolution: int = 128, device: torch.device | str = "cpu") -> Mesh:
         """Zero level set by marching cubes on a `resolution`^3 grid over `bounds`, evaluated slab by slab."""
         return zero_level_mesh(self.sdf, self.normals, self._bounds, resolution, device=device)

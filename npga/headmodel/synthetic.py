@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from npga.headmodel.base import Mesh
+from npga.headmodel.base import Mesh, MouthRegion
 from npga.headmodel.surface import zero_level_mesh
 
 EXPRESSIONS: tuple[str, ...] = (
@@ -155,6 +155,10 @@ class SyntheticHead:
             i.strand_frequency / 100.0,
         ]
         return np.asarray(v, dtype=np.float32)
+
+    def mouth_region(self) -> MouthRegion:
+        """The lips' seam, 3 cm deep, a little wider than the band the capture's mouth effect darkens."""
+        return MouthRegion(center=(0.0, MOUTH_LINE_Y, 0.074), radii=(0.048, 0.016, 0.03))
 
     @property
     def bounds(self) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -10,11 +11,14 @@ from npga import nersemble
 from npga.avatar import CNNConfig, DetailConfig, InitConfig
 from npga.avatar.config import AvatarConfig
 from npga.avatar.densify import DensifyConfig
+from npga.avatar.mouth import MouthConfig
 from npga.config import AtLeast1, DeviceName, Fraction, OutFolder
 from npga.deform.distill import DistillConfig
 from npga.headmodel import HeadModel
 from npga.losses import LossWeights
 from npga.train.refine import RefineConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -127,15 +131,32 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
     return replace(cfg, steps=steps, densify=densify, refine=refine)
 
 
+def mouth_config(mouth: MouthConfig, head: HeadModel) -> MouthConfig:
+    """The mouth network's settings with its region: as given, or the head model's (`mouth_region`); disabled,
+    with a warning, when neither says where the mouth is."""
+    if not mouth.enabled or (mouth.center is not None and mouth.radii is not None):
+        return mouth
+    region = head.mouth_region()
+    if region is None:
+        log.warning(
+            "the head model (%s) does not say where the mouth is: training without the mouth network "
+            "(give --detail.mouth.center X Y Z and --detail.mouth.radii RX RY RZ in canonical coordinates)",
+            type(head).__name__,
+        )
+        return replace(mouth, enabled=False)
+    return replace(mouth, center=mouth.center or region.center, radii=mouth.radii or region.radii)
+
+
 def avatar_config(cfg: TrainConfig, head: HeadModel) -> AvatarConfig:
     """The architecture a training config asks for, for this head model."""
     lo, hi = (tuple(float(v) for v in corner) for corner in head.bounds)
+    detail = replace(cfg.detail, mouth=mouth_config(cfg.detail.mouth, head)) if cfg.use_detail else None
     return AvatarConfig(
         expression_dim=head.expression_dim,
         bounds=(lo, hi),  # type: ignore[arg-type]
         latent_dim=cfg.init.latent_dim,
         coarse=cfg.distill.field if cfg.use_coarse else None,
-        detail=cfg.detail if cfg.use_detail else None,
+        detail=detail,
         cnn=cfg.cnn if cfg.cnn.enabled else None,
         background=cfg.background,
     )
