@@ -122,6 +122,10 @@ class ViewerApp:
     def _build_scene(self) -> None:
         scene = self.server.scene
         scene.set_up_direction(tuple(self._up))
+        # Nothing here is lit, and viser's default environment map would hide the page: its browser shows the
+        # canvas at 5% opacity until the map is decoded, which takes 10-20 s on a busy CPU without a graphics chip
+        # (a pale head over the white page meanwhile).
+        scene.configure_environment_map(hdri=None)
         start = camera_viewport(frontal_camera(self.avatar.cameras), self.head_centre)
         ic = self.server.initial_camera
         ic.position, ic.look_at, ic.up, ic.fov = start.position, start.look_at, start.up_direction, start.fov
