@@ -345,6 +345,8 @@ class ViewerApp:
         if not made:
             made.append(self.renderer.splats())
         buffer, pose = made[0]
+        if self._gone(view):  # the tab closed while we deformed
+            return
         with view.client.atomic():
             if view.splats is None:
                 view.splats = view.client.scene.add_gaussian_splats(
@@ -384,15 +386,19 @@ class ViewerApp:
         view.dirty = False
         start = time.perf_counter()
         image = self.renderer.render(camera)  # (h, w, 3)
-        with self._lock:
-            if view.client.client_id not in self._views:  # the tab closed while we rendered
-                return
+        if self._gone(view):  # the tab closed while we rendered
+            return
         view.client.scene.set_background_image(to_uint8(image), format="jpeg", jpeg_quality=90)
         view.backdrop = None
         view.sharp = not moving
         view.frames += 1
         self.readout.smooth(1000 * (time.perf_counter() - start))
         self.readout.size = (w, h)
+
+    def _gone(self, view: ClientView) -> bool:
+        """Whether the tab has closed (viser drops, with a warning, what is sent to a closed tab)."""
+        with self._lock:
+            return view.client.client_id not in self._views
 
     def _show_readout(self, view: ClientView) -> None:
         r = self.readout
@@ -408,7 +414,7 @@ class ViewerApp:
                 line += f"  \n{self.renderer.state.mode} needs the server render: showing RGB"
         if self.last_error:
             line += f"  \n**error:** {self.last_error}"
-        if line != view.shown_readout and view.status is not None:
+        if line != view.shown_readout and view.status is not None and not self._gone(view):
             view.status.content = line
             view.shown_readout = line
 

@@ -33,6 +33,7 @@ class ProbeTab:
         self.width, self.height = width, height
         self.received: collections.Counter[str] = collections.Counter()  # message type -> how many
         self.images: list[float] = []  # time.monotonic() of each background image (a server-rendered frame)
+        self.moves: list[float] = []  # time.monotonic() of each camera message sent
         self.controls: dict[str, str] = {}  # GUI label -> uuid, of the controls this tab was sent
         self.values: dict[str, object] = {}  # GUI label -> the value this tab shows
         self._lock = threading.Lock()
@@ -67,6 +68,7 @@ class ProbeTab:
 
     def move(self, pose: ViewportPose) -> None:
         """Report the viewport at `pose`, as a page does while its camera is dragged."""
+        self.moves.append(time.monotonic())
         self._send(
             {
                 "type": "ViewerCameraMessage",
@@ -101,7 +103,22 @@ class ProbeTab:
     def frames_between(self, start: float, stop: float) -> int:
         """Server-rendered frames this tab received between two time.monotonic() readings."""
         with self._lock:
-            return int(np.count_nonzero((np.asarray(self.images) >= start) & (np.asarray(self.images) < stop)))
+            images = np.asarray(self.images)
+        return int(np.count_nonzero((images >= start) & (images < stop)))
+
+    def waits_between(self, start: float, stop: float) -> np.ndarray:
+        """Seconds from each camera message sent between two time.monotonic() readings to the next image that
+        arrived after it (an upper bound on the answer's wait: that image may have been rendered for an earlier
+        message; inf where none came)."""
+        with self._lock:
+            images = np.asarray(self.images)
+        moves = np.asarray(self.moves)
+        moves = moves[(moves >= start) & (moves < stop)]
+        later = np.searchsorted(images, moves, side="right")  # the first image after each move
+        found = later < len(images)
+        waits = np.full(len(moves), np.inf)
+        waits[found] = images[later[found]] - moves[found]
+        return waits
 
     def close(self) -> None:
         """Drop the connection at once, as a closing tab does (whatever the server is sending)."""
