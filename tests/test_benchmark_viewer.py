@@ -24,10 +24,12 @@ def test_every_tab_keeps_being_answered_and_none_leaves_anything_behind(tmp_path
     monkeypatch.setattr(sys, "argv", [*argv, "--out", str(out)])
     monkeypatch.syspath_prepend(str(SCRIPT.parent))  # the script imports its sibling chromium.py
     runpy.run_path(str(SCRIPT), run_name="__main__")
-    load = json.loads(out.read_text())["load"]
-    assert load["error"] is None
-    assert len(load["fps"]) == 2 and min(load["fps"]) > 0
-    assert math.isfinite(load["wait_max_s"]), "a camera message was never followed by an image"
-    assert load["churned_tabs"] >= 1  # tabs dropped mid-frame meanwhile
-    assert (load["tabs_left_in_app"], load["clients_left_in_viser"], load["threads_left"]) == (0, 0, [])
-    assert "answered frames / s per tab" in capsys.readouterr().out
+    runs = json.loads(out.read_text())["load"]
+    assert [run["path"] for run in runs] == ["server", "splats"]
+    for run in runs:
+        assert run["error"] is None, run["path"]
+        assert len(run["answers_per_s"]) == 2 and min(run["answers_per_s"]) > 0, run["path"]
+        assert math.isfinite(run["wait_max_s"]), f"{run['path']}: an ask was never answered"
+        assert run["churned_tabs"] >= 1  # tabs dropped mid-frame meanwhile
+        assert (run["tabs_left_in_app"], run["clients_left_in_viser"], run["threads_left"]) == (0, 0, []), run["path"]
+    assert "ask -> next image" in capsys.readouterr().out

@@ -343,6 +343,17 @@ def test_the_rendering_chosen_in_one_tab_is_that_tabs_alone(app):
     assert _until(lambda: not app.tabs()), "a closed tab left its state in the app"
 
 
+def test_a_tab_that_closes_before_its_connect_callback_runs_leaves_nothing(app):
+    """viser calls connect and disconnect callbacks on a thread pool: for a tab that closes as it opens, the
+    disconnect callback may run first. Here the connect callback runs once viser has dropped the tab."""
+    tab, view = _connect_tab(app)
+    client = view.client
+    tab.close()
+    assert _until(lambda: not app.tabs() and client.client_id not in app.server.get_clients())
+    app._connect(client)  # late, as from the pool
+    assert not app.tabs()
+
+
 def test_screenshot_and_recording_land_next_to_the_avatar_file(app, avatar_file):
     client = _fake_client(app.avatar)
     app.sliders[0].value = 1.5

@@ -233,6 +233,8 @@ class ViewerApp:
     # ---- clients ----
 
     def _connect(self, client: viser.ClientHandle) -> None:
+        if client.client_id not in self.server.get_clients():  # gone already (see below)
+            return
         view = ClientView(client, path=self.path)
         with self._gui_lock:
             view.status = client.gui.add_markdown("", order=self._status_order)
@@ -244,6 +246,12 @@ class ViewerApp:
         view.path_choice.on_update(lambda _: self._choose_path(view))
         with self._lock:
             self._views[client.client_id] = view
+        # viser runs connect and disconnect callbacks on a thread pool: a tab that closes as it opens may have
+        # been disconnected before this ran. viser forgets a client before it calls the disconnect callbacks,
+        # so a tab still listed now will have its view removed by `_disconnect`; one no longer listed, here.
+        if client.client_id not in self.server.get_clients():
+            self._disconnect(client)
+            return
 
         def moved(_: viser.CameraHandle) -> None:
             view.moved_at = time.monotonic()

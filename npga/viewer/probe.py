@@ -17,7 +17,6 @@ import threading
 import time
 
 import msgspec.msgpack
-import numpy as np
 import viser
 import zstandard
 from websockets.exceptions import ConnectionClosed
@@ -32,8 +31,12 @@ class ProbeTab:
     def __init__(self, url: str, pose: ViewportPose, width: int = 320, height: int = 240) -> None:
         self.width, self.height = width, height
         self.received: collections.Counter[str] = collections.Counter()  # message type -> how many
-        self.images: list[float] = []  # time.monotonic() of each background image (a server-rendered frame)
-        self.moves: list[float] = []  # time.monotonic() of each camera message sent
+        # time.monotonic() of: each background image (a server-rendered frame), each splat buffer (a node's
+        # creation or update), each camera message sent and each GUI value set
+        self.images: list[float] = []
+        self.splats: list[float] = []
+        self.moves: list[float] = []
+        self.sets: list[float] = []
         self.controls: dict[str, str] = {}  # GUI label -> uuid, of the controls this tab was sent
         self.values: dict[str, object] = {}  # GUI label -> the value this tab shows
         self._lock = threading.Lock()
@@ -55,6 +58,10 @@ class ProbeTab:
                         self.received[kind] += 1
                         if kind == "BackgroundImageMessage":
                             self.images.append(now)
+                        elif kind == "GaussianSplatsMessage" or (
+                            kind == "SceneNodeUpdateMessage" and "buffer" in message["updates"]
+                        ):
+                            self.splats.append(now)
                         elif kind.startswith("Gui") and "label" in message.get("props", {}):
                             self.controls[message["props"]["label"]] = message["uuid"]
                             self.values[message["props"]["label"]] = message.get("value")
@@ -88,6 +95,7 @@ class ProbeTab:
         """Set the GUI control labelled `label` (a slider, drop-down, checkbox) as a page does."""
         with self._lock:
             uuid = self.controls[label]
+        self.sets.append(time.monotonic())
         self._send({"type": "GuiUpdateMessage", "uuid": uuid, "updates": {"value": value}})
         with self._lock:
             self.values[label] = value
@@ -99,26 +107,6 @@ class ProbeTab:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no GUI control {label!r} reached the tab within {timeout} s")
             time.sleep(0.02)
-
-    def frames_between(self, start: float, stop: float) -> int:
-        """Server-rendered frames this tab received between two time.monotonic() readings."""
-        with self._lock:
-            images = np.asarray(self.images)
-        return int(np.count_nonzero((images >= start) & (images < stop)))
-
-    def waits_between(self, start: float, stop: float) -> np.ndarray:
-        """Seconds from each camera message sent between two time.monotonic() readings to the next image that
-        arrived after it (an upper bound on the answer's wait: that image may have been rendered for an earlier
-        message; inf where none came)."""
-        with self._lock:
-            images = np.asarray(self.images)
-        moves = np.asarray(self.moves)
-        moves = moves[(moves >= start) & (moves < stop)]
-        later = np.searchsorted(images, moves, side="right")  # the first image after each move
-        found = later < len(images)
-        waits = np.full(len(moves), np.inf)
-        waits[found] = images[later[found]] - moves[found]
-        return waits
 
     def close(self) -> None:
         """Drop the connection at once, as a closing tab does (whatever the server is sending)."""
