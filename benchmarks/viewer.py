@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -311,7 +312,11 @@ def splat_updates(avatar: Avatar, file: Path, changes: int, precision: str, scre
 
 
 def _rss_mb() -> float:
-    """This process's resident memory (the viewer's server runs in it), in MB."""
+    """This process's resident memory (the viewer's server runs in it), in MB, once freed heap memory is handed
+    back to the system (glibc's malloc_trim): what is in use, not what the allocator keeps for later."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -390,7 +395,6 @@ def load(avatar: Avatar, file: Path, path: str, clients: int, seconds: float, pr
         _settle(lambda: len(answers(warm)) >= 1, 60)
         warm.close()
         _settle(lambda: not app.tabs(), 10)
-        gc.collect()
         threads_before, rss_before = set(threading.enumerate()), _rss_mb()
         tabs = [ProbeTab(url, poses[0], 320, 240) for _ in range(clients)]
         stop = threading.Event()
@@ -421,7 +425,6 @@ def load(avatar: Avatar, file: Path, path: str, clients: int, seconds: float, pr
         _settle(lambda: not app.tabs() and not server.get_clients(), 30)
         pool = "ThreadPoolExecutor"  # viser's callback pool: it keeps up to 32 idle workers, whoever asked
         _settle(lambda: not [t for t in set(threading.enumerate()) - threads_before if pool not in t.name], 10)
-        gc.collect()
         report = {
             "path": path,
             "clients": clients,
