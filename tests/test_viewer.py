@@ -26,8 +26,9 @@ from npga.avatar.model import Avatar
 from npga.cameras import Camera, look_at
 from npga.commands import view as view_command
 from npga.io.video import probe_video
-from npga.viewer.app import ViewerApp, ViewerOptions
+from npga.viewer.app import ClientView, ViewerApp, ViewerOptions
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
+from npga.viewer.probe import ProbeTab
 from npga.viewer.renderer import ViewRenderer, colorize_depth, feature_pca_colors
 from npga.viewer.state import ViewState
 from tests.helpers.viewer_avatar import vivid_avatar
@@ -227,6 +228,29 @@ def app(avatar, avatar_file):
     server.stop()
 
 
+def _connect_tab(app: ViewerApp, width: int = 96, height: int = 72) -> tuple[ProbeTab, ClientView]:
+    """A tab speaking viser's protocol over a real websocket, and what the app keeps for it once connected."""
+    before = set(app.tabs())
+    pose = camera_viewport(app.avatar.cameras["c0"], app.head_centre)
+    tab = ProbeTab(f"ws://127.0.0.1:{app.server.get_port()}", pose, width, height)
+    tab.wait_for("rendering", timeout=10)
+    deadline = time.monotonic() + 10
+    while not set(app.tabs()) - before:
+        assert time.monotonic() < deadline, "the app never registered the tab"
+        time.sleep(0.02)
+    (new,) = set(app.tabs()) - before
+    return tab, app.tabs()[new]
+
+
+def _until(condition, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def _fake_client(avatar) -> SimpleNamespace:
     """What the app reads of a browser tab: its viewport camera; notifications are recorded."""
     pose = camera_viewport(avatar.cameras["c0"], np.zeros(3))
@@ -241,6 +265,7 @@ def _fake_client(avatar) -> SimpleNamespace:
 
 
 def test_a_failing_frame_is_reported_and_the_loop_goes_on(app, monkeypatch, caplog):
+    tab, view = _connect_tab(app)
     app.step()
     good = app.renderer.splats
 
@@ -252,13 +277,14 @@ def test_a_failing_frame_is_reported_and_the_loop_goes_on(app, monkeypatch, capl
     with caplog.at_level(logging.ERROR):
         app.step()
     assert "RuntimeError: boom" in app.last_error
-    assert "boom" in app.status.content
+    assert "boom" in view.status.content
     assert any("boom" in r.getMessage() or (r.exc_info and "boom" in str(r.exc_info[1])) for r in caplog.records)
     monkeypatch.setattr(app.renderer, "splats", good)
     app.sliders[0].value = 2.0
     app.step()  # the next change renders again
     buffer, _ = app.renderer.splats()
-    np.testing.assert_array_equal(app.splat_handle.buffer[:, :3].view(np.float32), buffer.centers)
+    np.testing.assert_array_equal(view.splats.buffer[:, :3].view(np.float32), buffer.centers)
+    tab.close()
 
 
 def test_playback_advances_the_frame_at_the_chosen_rate(app, monkeypatch):
@@ -277,6 +303,7 @@ def test_playback_advances_the_frame_at_the_chosen_rate(app, monkeypatch):
 
 
 def test_gui_choices_reach_the_state_the_loop_renders(app):
+    tab, view = _connect_tab(app)
     app.frame.value = 4
     app.sequence.value = "B"  # 3 frames
     assert (app.renderer.state.sequence, app.renderer.state.frame) == ("B", 0)
@@ -285,12 +312,46 @@ def test_gui_choices_reach_the_state_the_loop_renders(app):
     app.background.value = (255, 0, 0)
     assert app.renderer.state.mode == "depth" and app.renderer.state.background == (1.0, 0.0, 0.0)
     app.step()
-    assert "needs the server render" in app.status.content  # depth in splat mode
-    app.path_choice.value = "server render"
-    assert app.path == "server" and not app.splat_handle.visible
+    assert "needs the server render" in view.status.content  # depth in splat mode
+    view.path_choice.value = "server render"
+    app.step()
+    assert view.path == "server" and not view.splats.visible and view.frames == 1
     app.sliders[1].value = -1.0
     app._reset_sliders()
     assert app.renderer.state.offsets == (0.0,) * len(app.sliders)
+    tab.close()
+
+
+def test_the_rendering_chosen_in_one_tab_is_that_tabs_alone(app):
+    app.start()
+    (a, view_a), (b, view_b) = _connect_tab(app), _connect_tab(app)
+    assert _until(lambda: view_a.splats is not None and view_b.splats is not None)
+    a.set("rendering", "server render")  # as tab A's page sends it
+    assert _until(lambda: view_a.frames > 0), "tab A got no server-rendered image"
+    assert a.values["rendering"] == "server render" and view_a.path == "server" and not view_a.splats.visible
+    time.sleep(0.5)  # what the server would broadcast to tab B has arrived by now
+    assert b.values["rendering"] == "browser splats", "tab A's choice reached tab B's drop-down"
+    assert view_b.path == "splats" and view_b.splats.visible and view_b.frames == 0
+    assert _until(lambda: view_a.status.content.startswith("**server render**"))
+    assert view_b.status.content.startswith("**browser splats**")
+    b.set("rendering", "server render")
+    b.set("rendering", "browser splats")  # and back: A is left as it was
+    assert _until(lambda: view_b.path == "splats" and view_b.splats.visible)
+    assert view_a.path == "server" and a.values["rendering"] == "server render"
+    a.close()
+    b.close()
+    assert _until(lambda: not app.tabs()), "a closed tab left its state in the app"
+
+
+def test_a_tab_that_closes_before_its_connect_callback_runs_leaves_nothing(app):
+    """viser calls connect and disconnect callbacks on a thread pool: for a tab that closes as it opens, the
+    disconnect callback may run first. Here the connect callback runs once viser has dropped the tab."""
+    tab, view = _connect_tab(app)
+    client = view.client
+    tab.close()
+    assert _until(lambda: not app.tabs() and client.client_id not in app.server.get_clients())
+    app._connect(client)  # late, as from the pool
+    assert not app.tabs()
 
 
 def test_screenshot_and_recording_land_next_to_the_avatar_file(app, avatar_file):

@@ -93,6 +93,60 @@ def _steady_centre(page) -> np.ndarray:
     return frames[-1]
 
 
+CANVAS_CENTRE = """() => {
+  const c = [...document.querySelectorAll("canvas")].sort((a, b) => b.width * b.height - a.width * a.height)[0];
+  if (!c || c.width < 100) return null;
+  const probe = document.createElement("canvas");
+  probe.width = probe.height = 60;
+  const ctx = probe.getContext("2d");
+  ctx.drawImage(c, c.width / 2 - 30, c.height / 2 - 30, 60, 60, 0, 0, 60, 60);
+  const d = ctx.getImageData(0, 0, 60, 60).data;
+  const mean = [0, 0, 0];
+  for (let i = 0; i < d.length; i += 4) for (let k = 0; k < 3; k++) mean[k] += d[i + k] / 3600;
+  return mean;
+}"""
+"""Mean RGB of the 60 x 60 pixels in the middle of the WebGL canvas, as drawn (viser keeps the drawing buffer),
+whatever the page puts over or around it."""
+RECORD_SORTS = """
+window.__npgaSorts = 0;
+const PlainWorker = window.Worker;
+window.Worker = class extends PlainWorker {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (e) => { if (e.data && e.data.sortedIndices) window.__npgaSorts += 1; });
+  }
+};
+"""
+"""Counts the depth orders viser's splat sorter (a Web Worker) returns: before the first, splats are drawn unsorted."""
+
+
+def test_the_head_shows_its_settled_colours_as_soon_as_the_canvas_draws_it(browser, avatar_file):
+    server = viser.ViserServer(host="127.0.0.1", port=_free_port(), verbose=False)
+    app = ViewerApp(load_avatar(avatar_file), avatar_file, server, ViewerOptions(path="splats"))
+    app.start()
+    page = browser.new_page(viewport=VIEWPORT)
+    page.add_init_script(RECORD_SORTS)
+    try:
+        start = time.monotonic()
+        page.goto(f"http://127.0.0.1:{server.get_port()}")
+
+        def drawn() -> bool:
+            mean = page.evaluate(CANVAS_CENTRE)
+            sorted_ = page.evaluate("window.__npgaSorts") > 0
+            return sorted_ and mean is not None and np.abs(np.array(mean) - BACKGROUND).mean() > 40
+
+        _wait_for(drawn, 30, "the canvas to draw the head, sorted")
+        first = _centre(_screen(page)).mean((0, 1))  # what the page shows, the moment the head is drawn
+        seconds = time.monotonic() - start
+        settled = _steady_centre(page).mean((0, 1))
+        # A page that fades its canvas in over the white page shows a pale head first (~95% white).
+        assert np.abs(first - settled).max() < 12, (first.round(), settled.round(), f"{seconds:.1f} s after load")
+    finally:
+        page.close()
+        app.stop()
+        server.stop()
+
+
 @pytest.mark.parametrize("path", ["splats", "server"])
 def test_npga_view_shows_the_avatar_and_follows_an_expression_slider(browser, avatar_file, path, tmp_path):
     port = _free_port()

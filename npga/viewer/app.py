@@ -4,6 +4,11 @@ GUI and camera callbacks only replace the `ViewState` and set dirty flags; a sin
 rendering and sending (as viser's own examples do). So a slow frame never blocks the GUI, a tab that closes
 mid-frame is simply skipped, and an exception while rendering is caught in one place: logged, shown in the
 GUI, and the loop goes on with the next frame.
+
+What is shown (sequence, frame, expression, render mode, background) is one state for every tab; how a tab
+draws it is its own: its camera, its "rendering" choice (browser splats or server images), its status line
+and its splat scene node. viser sends GUI and scene nodes made through `server` to every tab, so those
+per-tab parts are made through the tab's own `client` handle when it connects, and vanish with it.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from npga.io.atomic import atomic_path
 from npga.io.video import to_uint8, write_video
 from npga.viewer.camera import camera_viewport, fit_resolution, viewport_camera
 from npga.viewer.renderer import ViewRenderer
+from npga.viewer.splats import HeadPose, SplatBuffer
 from npga.viewer.state import RENDER_MODES, SPLAT_MODES
 
 log = logging.getLogger(__name__)
@@ -63,9 +69,16 @@ class ViewerOptions:
 
 @dataclass
 class ClientView:
-    """One browser tab's viewport: what the loop must still send it."""
+    """One browser tab: how it draws, its own GUI, and what the loop must still send it."""
 
     client: viser.ClientHandle
+    path: str  # "splats" or "server": this tab's rendering choice
+    status: viser.GuiMarkdownHandle | None = None  # its status line
+    path_choice: viser.GuiDropdownHandle | None = None  # its "rendering" drop-down
+    splats: viser.GaussianSplatHandle | None = None  # its splat node, made when it first draws splats
+    splats_version: int = -1  # the state version its splat node shows
+    backdrop: tuple[float, float, float] | None = None  # the plain background colour it shows (None: an image)
+    shown_readout: str = ""
     dirty: bool = True  # the state or the camera changed since the last image
     sharp: bool = False  # the last image was rendered at rest (full size)
     moved_at: float = 0.0  # time.monotonic() of the last camera message
@@ -98,16 +111,17 @@ class ViewerApp:
         self.renderer = ViewRenderer(avatar, precision=options.precision)
         on_gpu = avatar.device.type == "cuda"
         self.path = options.path if options.path != "auto" else ("server" if on_gpu else "splats")
+        """The rendering a new tab starts with."""
         self.max_side = options.max_side or (1024 if on_gpu else 512)
         self.readout = Readout()
         self.last_error: str | None = None
         self._views: dict[int, ClientView] = {}
         self._lock = threading.Lock()  # guards _views and the state
+        self._gui_lock = threading.Lock()  # a server folder is entered by one thread at a time
         self._wake = threading.Event()
         self._stopping = threading.Event()
-        self._splats_dirty = True
+        self._version = 0  # bumped by every state change: a tab's splats are current when they show it
         self._last_advance = time.monotonic()
-        self._shown_readout = ""
         self._thread = threading.Thread(target=self._loop, name="npga-view-render-loop", daemon=True)
         cams = list(avatar.cameras.values())
         self.head_centre = self.renderer.posed().means.mean(0).cpu().numpy()  # (3,) the orbit centre
@@ -122,6 +136,10 @@ class ViewerApp:
     def _build_scene(self) -> None:
         scene = self.server.scene
         scene.set_up_direction(tuple(self._up))
+        # Nothing here is lit, and viser's default environment map would hide the page: its browser shows the
+        # canvas at 5% opacity until the map is decoded, which takes 10-20 s on a busy CPU without a graphics chip
+        # (a pale head over the white page meanwhile).
+        scene.configure_environment_map(hdri=None)
         start = camera_viewport(frontal_camera(self.avatar.cameras), self.head_centre)
         ic = self.server.initial_camera
         ic.position, ic.look_at, ic.up, ic.fov = start.position, start.look_at, start.up_direction, start.fov
@@ -143,26 +161,10 @@ class ViewerApp:
             )
             frustum.on_click(lambda event, s=serial: self.snap(event.client, s))
             self.frusta[serial] = frustum
-        buffer, pose = self.renderer.splats()
-        self.splat_handle = scene.add_gaussian_splats(
-            "/avatar",
-            buffer.centers,
-            buffer.covariances,
-            buffer.rgbs,
-            buffer.opacities,
-            scale=buffer.node_scale,
-            wxyz=pose.wxyz,
-            position=pose.translation,
-            visible=self.path == "splats",
-        )
-        self._splats_dirty = False
-        self.readout.splat_bytes = buffer.wire_bytes
-        self._set_scene_background()
 
     def _build_gui(self) -> None:
         gui, avatar, state = self.server.gui, self.avatar, self.renderer.state
-        self.status = gui.add_markdown("")
-        with gui.add_folder("Playback"):
+        with gui.add_folder("Playback") as playback:
             self.sequence = gui.add_dropdown("sequence", list(avatar.motions), initial_value=state.sequence)
             self.play = gui.add_checkbox("play", False)
             self.frame = gui.add_slider("frame", 0, max(len(avatar.motion(state.sequence)) - 1, 1), 1, 0)
@@ -171,10 +173,7 @@ class ViewerApp:
             n = min(self.options.sliders, avatar.codes.n_moving)
             self.sliders = [gui.add_slider(f"PC {k + 1} (std)", -3.0, 3.0, 0.05, 0.0) for k in range(n)]
             reset = gui.add_button("reset expression")
-        with gui.add_folder("View"):
-            self.path_choice = gui.add_dropdown(
-                "rendering", tuple(PATH_LABELS.values()), initial_value=PATH_LABELS[self.path]
-            )
+        with gui.add_folder("View") as self._view_folder:
             self.mode = gui.add_dropdown("render mode", RENDER_MODES, initial_value=state.mode)
             self.background = gui.add_rgb("background", tuple(int(round(255 * c)) for c in state.background))
             self.rig_camera = gui.add_dropdown("capture camera", tuple(avatar.cameras))
@@ -188,8 +187,9 @@ class ViewerApp:
         self.frame.on_update(lambda _: self._set_state(frame=int(self.frame.value)))
         for slider in self.sliders:
             slider.on_update(lambda _: self._set_state(offsets=tuple(float(s.value) for s in self.sliders)))
+        # Each tab's status line goes first, its "rendering" drop-down first in "View": made as it connects.
+        self._status_order, self._path_order = playback.order - 0.5, self.mode.order - 0.5
         reset.on_click(lambda _: self._reset_sliders())
-        self.path_choice.on_update(lambda _: self._choose_path())
         self.mode.on_update(lambda _: self._set_state(mode=self.mode.value))
         self.background.on_update(lambda _: self._choose_background())
         snap.on_click(lambda event: self.snap(event.client, self.rig_camera.value))
@@ -200,7 +200,7 @@ class ViewerApp:
     def _set_state(self, **changes: object) -> None:
         with self._lock:
             self.renderer.state = dataclasses.replace(self.renderer.state, **changes)
-            self._splats_dirty = True
+            self._version += 1
             for view in self._views.values():
                 view.dirty = True
         self._wake.set()
@@ -216,22 +216,15 @@ class ViewerApp:
             for slider in self.sliders:
                 slider.value = 0.0
 
-    def _choose_path(self) -> None:
-        self.path = next(k for k, v in PATH_LABELS.items() if v == self.path_choice.value)
-        self.splat_handle.visible = self.path == "splats"
-        if self.path == "splats":
-            self._set_scene_background()
-        self._set_state()
+    def _choose_path(self, view: ClientView) -> None:
+        """One tab's rendering choice: the loop hides or shows its splats and sends its background."""
+        assert view.path_choice is not None
+        view.path = next(k for k, v in PATH_LABELS.items() if v == view.path_choice.value)
+        view.dirty, view.sharp = True, False
+        self._wake.set()
 
     def _choose_background(self) -> None:
         self._set_state(background=tuple(c / 255.0 for c in self.background.value))
-        if self.path == "splats":
-            self._set_scene_background()
-
-    def _set_scene_background(self) -> None:
-        """Browser splats draw over the scene's background image: a plain image of the background colour."""
-        colour = to_uint8(np.asarray(self.renderer.state.background, dtype=np.float32))
-        self.server.scene.set_background_image(np.broadcast_to(colour, (8, 8, 3)).copy(), format="png")
 
     def _show_rig(self) -> None:
         for frustum in self.frusta.values():
@@ -240,9 +233,25 @@ class ViewerApp:
     # ---- clients ----
 
     def _connect(self, client: viser.ClientHandle) -> None:
-        view = ClientView(client)
+        if client.client_id not in self.server.get_clients():  # gone already (see below)
+            return
+        view = ClientView(client, path=self.path)
+        with self._gui_lock:
+            view.status = client.gui.add_markdown("", order=self._status_order)
+            with self._view_folder:  # the tab's own control, among the shared ones
+                labels = tuple(PATH_LABELS.values())
+                view.path_choice = client.gui.add_dropdown(
+                    "rendering", labels, initial_value=PATH_LABELS[view.path], order=self._path_order
+                )
+        view.path_choice.on_update(lambda _: self._choose_path(view))
         with self._lock:
             self._views[client.client_id] = view
+        # viser runs connect and disconnect callbacks on a thread pool: a tab that closes as it opens may have
+        # been disconnected before this ran. viser forgets a client before it calls the disconnect callbacks,
+        # so a tab still listed now will have its view removed by `_disconnect`; one no longer listed, here.
+        if client.client_id not in self.server.get_clients():
+            self._disconnect(client)
+            return
 
         def moved(_: viser.CameraHandle) -> None:
             view.moved_at = time.monotonic()
@@ -250,7 +259,7 @@ class ViewerApp:
             self._wake.set()
 
         client.camera.on_update(moved)
-        if self.path == "splats" and self.renderer.state.mode not in SPLAT_MODES:
+        if view.path == "splats" and self.renderer.state.mode not in SPLAT_MODES:
             self._notify(client, f"render mode {self.renderer.state.mode!r} needs the server render")
         self._wake.set()
 
@@ -262,6 +271,11 @@ class ViewerApp:
         """Images sent to each connected tab so far (server render)."""
         with self._lock:
             return {cid: v.frames for cid, v in self._views.items()}
+
+    def tabs(self) -> dict[int, ClientView]:
+        """The connected tabs by client id: what the app keeps per tab (gone when the tab goes)."""
+        with self._lock:
+            return dict(self._views)
 
     def snap(self, client: viser.ClientHandle | None, serial: str) -> None:
         """Move one tab's viewport to a capture camera (its position, orientation and field of view)."""
@@ -297,16 +311,18 @@ class ViewerApp:
             self.step()
 
     def step(self) -> None:
-        """One pass: advance playback, then bring the browser splats or every tab's image up to date."""
+        """One pass: advance playback, then bring every tab's splats or image up to date."""
         self._guard("playback", self._advance_playback)
-        if self.path == "splats":
-            self._guard("the splats", self._update_splats)
-        else:
-            with self._lock:
-                views = list(self._views.values())
-            for view in views:
+        with self._lock:
+            views = list(self._views.values())
+        splats: list[tuple[SplatBuffer, HeadPose]] = []  # this pass's buffer, made for the first tab needing it
+        for view in views:
+            if view.path == "splats":
+                self._guard(f"the splats of tab {view.client.client_id}", lambda v=view: self._update_splats(v, splats))
+            else:
                 self._guard(f"tab {view.client.client_id}", lambda v=view: self._update_view(v))
-        self._show_readout()
+        for view in views:
+            self._guard(f"the status of tab {view.client.client_id}", lambda v=view: self._show_readout(v))
 
     def _guard(self, what: str, work: Callable[[], object]) -> None:
         """Run `work`; an exception is logged and shown in the GUI instead of ending the server."""
@@ -315,7 +331,6 @@ class ViewerApp:
         except Exception as e:
             log.exception("viewer: %s failed", what)
             self.last_error = f"{what} failed: {type(e).__name__}: {e}"
-            self._shown_readout = ""  # show it at once
 
     def _advance_playback(self) -> None:
         now = time.monotonic()
@@ -328,20 +343,46 @@ class ViewerApp:
             n = len(self.avatar.motion(self.renderer.state.sequence))
             self.frame.value = (self.renderer.state.frame + steps) % n
 
-    def _update_splats(self) -> None:
-        if not self._splats_dirty:
+    def _update_splats(self, view: ClientView, made: list[tuple[SplatBuffer, HeadPose]]) -> None:
+        """Bring a browser-splat tab up to date: its splat node shown and current, a plain background behind."""
+        version, background = self._version, self.renderer.state.background
+        current = view.splats is not None and view.splats.visible and view.splats_version == version
+        if current and view.backdrop == background:
             return
-        self._splats_dirty = False
         start = time.perf_counter()
-        buffer, pose = self.renderer.splats()
-        with self.server.atomic():
-            self.splat_handle.set_gaussians(buffer.centers, buffer.covariances, buffer.rgbs, buffer.opacities)
-            self.splat_handle.wxyz = pose.wxyz
-            self.splat_handle.position = pose.translation
+        if not made:
+            made.append(self.renderer.splats())
+        buffer, pose = made[0]
+        if self._gone(view):  # the tab closed while we deformed
+            return
+        with view.client.atomic():
+            if view.splats is None:
+                view.splats = view.client.scene.add_gaussian_splats(
+                    "/avatar",
+                    buffer.centers,
+                    buffer.covariances,
+                    buffer.rgbs,
+                    buffer.opacities,
+                    scale=buffer.node_scale,
+                    wxyz=pose.wxyz,
+                    position=pose.translation,
+                )
+            else:
+                if view.splats_version != version:
+                    view.splats.set_gaussians(buffer.centers, buffer.covariances, buffer.rgbs, buffer.opacities)
+                    view.splats.wxyz = pose.wxyz
+                    view.splats.position = pose.translation
+                view.splats.visible = True
+            if view.backdrop != background:  # splats draw over the scene's background image: a plain one
+                colour = to_uint8(np.asarray(background, dtype=np.float32))
+                view.client.scene.set_background_image(np.broadcast_to(colour, (8, 8, 3)).copy(), format="png")
+        view.splats_version, view.backdrop = version, background
         self.readout.splat_ms = 1000 * (time.perf_counter() - start)
         self.readout.splat_bytes = buffer.wire_bytes
 
     def _update_view(self, view: ClientView) -> None:
+        if view.splats is not None and view.splats.visible:  # this tab switched to the server render
+            view.splats.visible = False
         moving = time.monotonic() - view.moved_at < MOVING_SECONDS
         if not view.dirty and (view.sharp or moving):
             return
@@ -353,18 +394,23 @@ class ViewerApp:
         view.dirty = False
         start = time.perf_counter()
         image = self.renderer.render(camera)  # (h, w, 3)
-        with self._lock:
-            if view.client.client_id not in self._views:  # the tab closed while we rendered
-                return
+        if self._gone(view):  # the tab closed while we rendered
+            return
         view.client.scene.set_background_image(to_uint8(image), format="jpeg", jpeg_quality=90)
+        view.backdrop = None
         view.sharp = not moving
         view.frames += 1
         self.readout.smooth(1000 * (time.perf_counter() - start))
         self.readout.size = (w, h)
 
-    def _show_readout(self) -> None:
+    def _gone(self, view: ClientView) -> bool:
+        """Whether the tab has closed (viser drops, with a warning, what is sent to a closed tab)."""
+        with self._lock:
+            return view.client.client_id not in self._views
+
+    def _show_readout(self, view: ClientView) -> None:
         r = self.readout
-        if self.path == "server":
+        if view.path == "server":
             fps = 1000 / r.ms_per_frame if r.ms_per_frame else 0.0
             line = f"**server render** {fps:.1f} fps ({r.ms_per_frame:.0f} ms/frame, {r.size[0]}x{r.size[1]})"
         else:
@@ -376,9 +422,9 @@ class ViewerApp:
                 line += f"  \n{self.renderer.state.mode} needs the server render: showing RGB"
         if self.last_error:
             line += f"  \n**error:** {self.last_error}"
-        if line != self._shown_readout:
-            self.status.content = line
-            self._shown_readout = line
+        if line != view.shown_readout and view.status is not None and not self._gone(view):
+            view.status.content = line
+            view.shown_readout = line
 
     # ---- saving ----
 
