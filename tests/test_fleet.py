@@ -5,6 +5,7 @@ ends, and the Slurm options become the job array's sbatch options (Slurm itself 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -25,6 +27,7 @@ from npga.avatar.file import load_avatar
 from npga.commands.fleet import ParticipantJob
 from npga.data.cache import FrameCache
 from npga.data.layout import ParticipantLayout
+from npga.data.tracking import Tracking
 from npga.fleet import executors
 from npga.fleet.plan import FleetLayout
 from npga.fleet.report import to_markdown
@@ -61,7 +64,10 @@ def test_debug_fleet_reports_each_run_and_a_broken_participant_fails_alone(
 ):
     _participant(tiny_capture, tiny_cache, tmp_path / "data" / "good")
     bad = _participant(tiny_capture, None, tmp_path / "data" / "bad")
-    ParticipantLayout(bad).tracking("FREE").write_bytes(b"not an npz file")
+    tracking = ParticipantLayout(bad).tracking("FREE")
+    codes = Tracking.load(tracking)
+    wrong = np.concatenate([codes.expression, codes.expression[:, :1]], axis=1)  # one dimension too many
+    dataclasses.replace(codes, expression=wrong).save(tracking)  # prepare takes it; training refuses it
     table = tmp_path / "participants.csv"
     table.write_text("participant,capture\ngood,data/good\nbad,data/bad\n")  # relative to the CSV's folder
     fleet = tmp_path / "fleet"
@@ -76,7 +82,7 @@ def test_debug_fleet_reports_each_run_and_a_broken_participant_fails_alone(
     with pytest.raises(SystemExit) as exit_:
         cli.main(["fleet", "run", str(fleet), "--executor", "debug"])
     message = str(exit_.value)
-    assert "1 of 2 participants did not finish: bad failed (prepare: " in message
+    assert "1 of 2 participants did not finish: bad failed (train: " in message
 
     good_run, layout = RunLayout(fleet / "participants" / "good" / "run"), FleetLayout(fleet)
     metrics = json.loads((good_run.eval / "metrics.json").read_text())
@@ -97,20 +103,22 @@ def test_debug_fleet_reports_each_run_and_a_broken_participant_fails_alone(
     assert 0 < float(row["hours"]) < 1
     assert row["submission"] == "skipped: good is not a NeRSemble benchmark participant"
 
-    tracking = ParticipantLayout(bad).tracking("FREE")
-    assert rows["bad"]["state"] == "failed" and rows["bad"]["stage"] == "prepare"
-    assert rows["bad"]["error"].startswith(f"prepare: {tracking}: damaged") and "\n" not in rows["bad"]["error"]
-    assert not (fleet / "participants" / "bad" / "run").exists()
-    assert f"- bad: prepare: {tracking}: damaged" in markdown and layout.report_md.read_text() in markdown
+    error = f"train: {bad}: sequence FREE has {wrong.shape[1]}-d expression codes, but the head model has"
+    assert rows["bad"]["state"] == "failed" and rows["bad"]["stage"] == "train"
+    assert rows["bad"]["error"].startswith(error) and "\n" not in rows["bad"]["error"]
+    assert rows["bad"]["steps"] == "" and not RunLayout(layout.run("bad")).list_checkpoints()
+    assert f"- bad: {error}" in markdown and layout.report_md.read_text() in markdown
     mean_row = next(line for line in markdown.splitlines() if line.startswith("| mean ± sd"))
     assert f"{metrics['heldout_cameras']['psnr']:.2f}" in mean_row  # one participant scored: its own numbers
 
-    # A second run starts no stage of the participant that is done; the failed one is tried again.
+    # A second run starts no stage that is done: none of the participant that is done, and of the failed one only
+    # the stage that failed.
     before = layout.status("good").read_text(), [p.stat().st_mtime_ns for p in good_run.list_checkpoints()]
     with pytest.raises(SystemExit, match="bad failed"):
         cli.main(["fleet", "run", str(fleet), "--executor", "debug"])
     assert (layout.status("good").read_text(), [p.stat().st_mtime_ns for p in good_run.list_checkpoints()]) == before
-    assert _status(fleet, "bad")["stages"]["prepare"]["runs"] == 2
+    stages = _status(fleet, "bad")["stages"]
+    assert (stages["prepare"]["runs"], stages["train"]["runs"], set(stages)) == (1, 2, {"prepare", "train"})
 
 
 @pytest.mark.slow
