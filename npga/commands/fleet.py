@@ -309,7 +309,7 @@ def run_participant(layout: FleetLayout, pid: str) -> str:
             start = time.monotonic()
             try:
                 fields = STAGE_RUNNERS[stage](layout, fleet, participant, status)
-            except KeyboardInterrupt:
+            except (KeyboardInterrupt, SystemExit):  # a signal: submitit's requeue ends the process with SystemExit
                 status.end(stage, INTERRUPTED, time.monotonic() - start)
                 raise
             except Exception as e:
