@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from npga import cli
 from npga.avatar.file import load_avatar
@@ -39,9 +40,14 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 @pytest.fixture
 def preset(tmp_path: Path) -> Path:
-    """The tiny preset on the CPU (bit-for-bit comparable runs), logging every 5 steps."""
+    """The tiny preset on the CPU (bit-for-bit comparable runs), logging every 5 steps, a short distillation;
+    20 steps that densify at steps 9, 12 and 15 (the tiny preset's schedule scaled to 20 steps starts later)."""
+    cfg = yaml.safe_load(TINY.read_text())
+    cfg |= {"device": "cpu", "log_every": 5, "val_every": 0, "steps": 20}
+    cfg["distill"]["steps"] = 50
+    cfg["densify"] |= {"refine_start": 6, "refine_every": 3, "refine_stop": 17}
     path = tmp_path / "tiny_cpu.yaml"
-    path.write_text(TINY.read_text() + "\ndevice: cpu\nlog_every: 5\nval_every: 0\n")
+    path.write_text(yaml.safe_dump(cfg))
     return path
 
 
@@ -56,6 +62,21 @@ def _participant(tiny_capture: Path, tiny_cache: FrameCache | None, folder: Path
 
 def _status(fleet: Path, pid: str) -> dict:
     return json.loads(FleetLayout(fleet).status(pid).read_text())
+
+
+def _report(fleet: Path) -> dict[str, dict[str, str]]:
+    """`npga fleet report`'s CSV rows by participant, in the CSV's order."""
+    cli.main(["fleet", "report", str(fleet)])
+    with open(FleetLayout(fleet).report_csv) as f:
+        return {row["participant"]: row for row in csv.DictReader(f)}
+
+
+def _assert_scores_are_the_run_s(row: dict[str, str], run: RunLayout) -> None:
+    """The row's scores are those `npga eval` wrote into the participant's run folder, split by split."""
+    metrics = json.loads((run.eval / "metrics.json").read_text())
+    for split in ("heldout_cameras", "heldout_sequences"):
+        for m in ("psnr", "ssim", "lpips"):
+            assert row[f"{split}_{m}"] == ("" if metrics[split][m] is None else str(metrics[split][m])), (split, m)
 
 
 @pytest.mark.slow
@@ -87,17 +108,12 @@ def test_debug_fleet_reports_each_run_and_a_broken_participant_fails_alone(
     good_run, layout = RunLayout(fleet / "participants" / "good" / "run"), FleetLayout(fleet)
     metrics = json.loads((good_run.eval / "metrics.json").read_text())
     capsys.readouterr()
-    cli.main(["fleet", "report", str(fleet)])
+    rows = _report(fleet)
     markdown = capsys.readouterr().out
-    with open(layout.report_csv) as f:
-        rows = {row["participant"]: row for row in csv.DictReader(f)}
     assert list(rows) == ["good", "bad"]
     row = rows["good"]
     assert row["state"] == "done" and row["error"] == ""
-    for split in ("heldout_cameras", "heldout_sequences"):
-        assert float(row[f"{split}_psnr"]) == metrics[split]["psnr"]
-        assert float(row[f"{split}_ssim"]) == metrics[split]["ssim"]
-        assert row[f"{split}_lpips"] == ("" if metrics[split]["lpips"] is None else str(metrics[split]["lpips"]))
+    _assert_scores_are_the_run_s(row, good_run)
     avatar = load_avatar(good_run.avatar)
     assert int(row["steps"]) == avatar.step == 8 and int(row["gaussians"]) == len(avatar.params["means"])
     assert 0 < float(row["hours"]) < 1
@@ -107,6 +123,7 @@ def test_debug_fleet_reports_each_run_and_a_broken_participant_fails_alone(
     assert rows["bad"]["state"] == "failed" and rows["bad"]["stage"] == "train"
     assert rows["bad"]["error"].startswith(error) and "\n" not in rows["bad"]["error"]
     assert rows["bad"]["steps"] == "" and not RunLayout(layout.run("bad")).list_checkpoints()
+    assert all(rows["bad"][c] == "" for c in rows["bad"] if c.endswith(("_psnr", "_ssim", "_lpips")))
     assert f"- bad: {error}" in markdown and layout.report_md.read_text() in markdown
     mean_row = next(line for line in markdown.splitlines() if line.startswith("| mean ± sd"))
     assert f"{metrics['heldout_cameras']['psnr']:.2f}" in mean_row  # one participant scored: its own numbers
@@ -130,34 +147,38 @@ def test_a_preempted_local_job_is_requeued_and_ends_where_an_uninterrupted_one_e
     captures = [_participant(tiny_capture, tiny_cache, tmp_path / "data" / p) for p in ("whole", "preempted")]
     fleet = tmp_path / "fleet"
     plan = ["fleet", "plan", "--out", str(fleet), "--captures", *map(str, captures), "--preset", str(preset)]
-    cli.main([*plan, "--steps", "30", "--no-submit", "--eval-every", "4"])
+    cli.main([*plan, "--no-submit", "--eval-every", "4"])
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "npga.cli", "fleet", "run", str(fleet), "--executor", "local", "--max-parallel", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     log = RunLayout(fleet / "participants" / "preempted" / "run").log
     deadline = time.monotonic() + 300
     while not (log.is_file() and any(r["step"] >= 10 for r in read_log(log))) and time.monotonic() < deadline:
-        time.sleep(0.1)  # after the densification at step 10, before those at 15 and 20
+        time.sleep(0.1)  # after the densification at step 9, before those at 12 and 15
     os.kill(_status(fleet, "preempted")["pid"], signal.SIGUSR2)
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
 
     starts = _status(fleet, "preempted")["stages"]["train"]["from_steps"]
-    assert len(starts) == 2 and starts[0] == 0 and 10 <= starts[1] < 30, starts  # stopped, requeued, resumed
+    assert len(starts) == 2 and starts[0] == 0 and 10 <= starts[1] < 20, starts  # stopped, requeued, resumed
     assert _status(fleet, "whole")["stages"]["train"]["from_steps"] == [0]
-    whole, preempted = (
-        torch.load(RunLayout(fleet / "participants" / p / "run").checkpoint(30), weights_only=True)
-        for p in ("whole", "preempted")
-    )
-    assert len(whole["params"]["means"]) > 10000  # densified
+    runs = {p: RunLayout(fleet / "participants" / p / "run") for p in ("whole", "preempted")}
+    whole, preempted = (torch.load(run.checkpoint(20), weights_only=True) for run in runs.values())
+    at_stop = torch.load(runs["preempted"].checkpoint(starts[1]), weights_only=True)["params"]["means"]
+    initial = read_log(runs["whole"].log)[0]["n_gaussians"]  # step 5, before the first densification
+    assert initial < len(at_stop) < len(whole["params"]["means"])  # densified before the stop and after the resume
     for key in ("params", "nets"):
         assert whole[key].keys() == preempted[key].keys()
         for k in whole[key]:
             assert torch.equal(whole[key][k], preempted[key][k]), (key, k)
     moments = [c["optimizers"]["means"]["state"][0]["exp_avg_sq"] for c in (whole, preempted)]
     assert torch.equal(*moments)
-    for p in ("whole", "preempted"):
-        assert (fleet / "participants" / p / "run" / "eval" / "metrics.json").is_file()
+
+    rows = _report(fleet)
+    assert list(rows) == ["whole", "preempted"]
+    for p, run in runs.items():
+        assert rows[p]["state"] == "done" and int(rows[p]["steps"]) == 20
+        _assert_scores_are_the_run_s(rows[p], run)
 
     jobs = sorted((fleet / "jobs").iterdir())
     capsys.readouterr()
