@@ -32,6 +32,7 @@ from npga.data.tracking import Tracking
 from npga.fleet import executors
 from npga.fleet.plan import FleetLayout
 from npga.fleet.report import to_markdown
+from npga.io.lock import FolderInUse, folder_lock
 from npga.io.plots import read_log
 from npga.runs import RunLayout
 
@@ -214,6 +215,7 @@ def test_slurm_options_become_the_job_array_s_sbatch_options(tmp_path, monkeypat
         ["fleet", "run", str(fleet), "--executor", "slurm", "--partition", "gpu", "--timeout-min", "240"]
         + ["--max-parallel", "1", "--cpus-per-task", "6", "--mem-gb", "32", "--account", "lab", "--qos", "high"]
         + ["--constraint", "h100", "--setup", "module load cuda", "--sbatch", "mail-type=FAIL", "--name", "avatars"]
+        + ["--max-requeues", "2"]
     )
     script = (tmp_path / "script.sh").read_text().splitlines()
     expected = {
@@ -238,11 +240,24 @@ def test_slurm_options_become_the_job_array_s_sbatch_options(tmp_path, monkeypat
         (ParticipantJob, (str(fleet.absolute()), "443")),
         (ParticipantJob, (str(fleet.absolute()), "p2")),
     ]
+    assert [t._timeout_countdown for t in tasks] == [2, 2]  # the time limits submitit requeues a task after
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         cli.main(["fleet", "run", str(fleet), "--executor", "slurm", "--sbatch", "mail-type"])
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(SystemExit, match="srun.*login node"):
         cli.main(["fleet", "run", str(fleet), "--executor", "slurm"])
+
+
+def test_a_second_job_for_a_participant_ends_without_touching_it(tmp_path):
+    """A rerun of `fleet run` while the first job of a participant is still queued or running."""
+    (tmp_path / "data" / "p1").mkdir(parents=True)
+    fleet = tmp_path / "fleet"
+    cli.main(["fleet", "plan", "--out", str(fleet), "--captures", str(tmp_path / "data" / "p1")])
+    layout = FleetLayout(fleet)
+    with folder_lock(layout.participant("p1"), "fleet participant"):  # the first job
+        with pytest.raises(FolderInUse, match=f"{os.getpid()}"):
+            ParticipantJob()(str(fleet), "p1")
+    assert not layout.status("p1").exists() and not layout.run("p1").exists()
 
 
 class _FakeJob:
