@@ -41,12 +41,10 @@ TINY = Path(__file__).resolve().parents[1] / "configs" / "tiny.yaml"
 
 @pytest.fixture
 def preset(tmp_path: Path) -> Path:
-    """The tiny preset on the CPU (bit-for-bit comparable runs), logging every 5 steps, a short distillation;
-    20 steps that densify at steps 9, 12 and 15 (the tiny preset's schedule scaled to 20 steps starts later)."""
+    """The tiny preset on the CPU (bit-for-bit comparable runs), logging every 5 steps, a short distillation."""
     cfg = yaml.safe_load(TINY.read_text())
-    cfg |= {"device": "cpu", "log_every": 5, "val_every": 0, "steps": 20}
+    cfg |= {"device": "cpu", "log_every": 5, "val_every": 0}
     cfg["distill"]["steps"] = 50
-    cfg["densify"] |= {"refine_start": 6, "refine_every": 3, "refine_stop": 17}
     path = tmp_path / "tiny_cpu.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -148,7 +146,7 @@ def test_a_preempted_local_job_is_requeued_and_ends_where_an_uninterrupted_one_e
     captures = [_participant(tiny_capture, tiny_cache, tmp_path / "data" / p) for p in ("whole", "preempted")]
     fleet = tmp_path / "fleet"
     plan = ["fleet", "plan", "--out", str(fleet), "--captures", *map(str, captures), "--preset", str(preset)]
-    cli.main([*plan, "--no-submit", "--eval-every", "4"])
+    cli.main([*plan, "--steps", "20", "--no-submit", "--eval-every", "4"])  # densifies at steps 9, 12 and 15
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "npga.cli", "fleet", "run", str(fleet), "--executor", "local", "--max-parallel", "2"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
