@@ -365,6 +365,38 @@ MUTANTS: tuple[Mutant, ...] = (
         "the mouth's residuals held near zero by the priors meant for the shared network's",
         ("tests/test_mouth.py",),
     ),
+    Mutant(
+        "fleet_failure_not_recorded",
+        "npga/commands/fleet.py",
+        "status.end(stage, FAILED, time.monotonic() - start, error=one_line(e))",
+        "status.end(stage, FAILED, time.monotonic() - start)",
+        "a participant's failing stage leaves no error in its status file (the report and the exit say nothing)",
+        ("tests/test_fleet.py", "-k", "debug_fleet"),
+    ),
+    Mutant(
+        "fleet_reruns_done_stages",
+        "npga/commands/fleet.py",
+        "            if stage_done(layout, pid, stage, status):\n                continue\n",
+        "",
+        "a participant's job runs every stage again, done or not",
+        ("tests/test_fleet.py", "-k", "debug_fleet"),
+    ),
+    Mutant(
+        "fleet_training_restarts",
+        "npga/commands/fleet.py",
+        "resume=bool(RunLayout(train.out).list_checkpoints())",
+        "resume=False",
+        "a requeued participant's training starts afresh instead of resuming from its checkpoint",
+        ("tests/test_fleet.py", "-k", "preempted"),
+    ),
+    Mutant(
+        "fleet_slurm_array_unbounded",
+        "npga/fleet/executors.py",
+        '"array_parallelism": opts.max_parallel or n_jobs,',
+        '"array_parallelism": n_jobs,',
+        "--max-parallel does not reach the job array's %N",
+        ("tests/test_fleet.py", "-k", "slurm"),
+    ),
 )
 
 

@@ -35,6 +35,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "track": ("npga.commands.track", "expression codes and head pose from a monocular video of a face"),
     "reenact": ("npga.commands.reenact", "drive an avatar with codes tracked from a video (self / cross)"),
     "view": ("npga.commands.view", "look at an avatar in the browser (viser): turn it, play it, move its expression"),
+    "fleet": (
+        "npga.commands.fleet",
+        "many participants: plan, run (Slurm / local / debug via submitit), status, report",
+    ),
 }
 
 

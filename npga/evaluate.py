@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 # (sequence, frame index t, cameras) -> rgb (C, H, W, 3) rendered on white, alpha (C, H, W, 1)
 Renderer = Callable[[str, int, Sequence[Camera]], tuple[torch.Tensor, torch.Tensor]]
 METRICS = ("psnr", "ssim", "lpips", "psnr_masked", "ssim_masked", "lpips_masked")
+# A report's scores, and what was scored: `npga eval` writes the second after the rest, so a report holding it is whole.
+METRICS_FILE, INFO_FILE = "metrics.json", "eval_info.json"
 
 
 @dataclass
@@ -127,7 +129,7 @@ def write_report(
     metrics = {r.name: summarize(r) for r in results}
     if tracking is not None:
         metrics["tracking"] = tracking
-    write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_text_atomic(out / METRICS_FILE, json.dumps(metrics, indent=2))
     with atomic_path(out / "per_frame.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["split", "sequence", "t", "serial", *METRICS])
         writer.writeheader()

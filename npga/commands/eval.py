@@ -27,7 +27,7 @@ from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
 from npga.drive.fit import TrackConfig
 from npga.drive.multiview import CaptureViews, track_capture
-from npga.evaluate import evaluate, write_report
+from npga.evaluate import INFO_FILE, evaluate, write_report
 from npga.io.atomic import write_text_atomic
 from npga.io.plots import plot_training_curves
 from npga.metrics import LPIPS
@@ -111,7 +111,7 @@ def main(cfg: Config) -> dict:
         "every": cfg.every,
         "precision": avatar.precision,
     }
-    write_text_atomic(out / "eval_info.json", json.dumps(meta, indent=2))
+    write_text_atomic(out / INFO_FILE, json.dumps(meta, indent=2))
     run = run_of(file)
     if run is not None and run.log.is_file():
         plot_training_curves(run.log, out / "training_curves.png", title=str(run.root))
