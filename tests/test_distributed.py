@@ -232,6 +232,11 @@ def test_ranks_holding_different_avatars_stop_with_an_error_naming_them(tiny_cap
     assert "different avatars at step 3" in errors[0] and "rank 0:" in errors[0] and "rank 1:" in errors[0]
 
 
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (torchrun's ranks)."""
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
 def test_sigterm_to_one_rank_stops_all_and_the_run_resumes_on_one_process(
     tiny_capture, distilled, one_process_of_two_frames, tmp_path
 ):
@@ -240,13 +245,19 @@ def test_sigterm_to_one_rank_stops_all_and_the_run_resumes_on_one_process(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "npga.cli", "train", "--config", str(tmp_path / "preset.yaml")]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    log, deadline = RunLayout(cfg.out).log, time.monotonic() + 180
-    while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    workers = [int(p) for p in Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()]
-    rank1 = next(p for p in workers if b"RANK=1" in Path(f"/proc/{p}/environ").read_bytes().split(b"\0"))
-    os.kill(rank1, signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        log, deadline = RunLayout(cfg.out).log, time.monotonic() + 180
+        while not (log.is_file() and log.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        rank1 = next(p for p in children(proc.pid) if b"RANK=1" in Path(f"/proc/{p}/environ").read_bytes().split(b"\0"))
+        os.kill(rank1, signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:  # ranks left waiting for each other would outlive torchrun (it starts each in a session of its own)
+        if proc.poll() is None:
+            for pid in children(proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
     assert proc.returncode != 0 and "interrupted" in err, err
     (checkpoint,) = RunLayout(cfg.out).list_checkpoints()
     stopped = int(checkpoint.stem.split("_")[1])
