@@ -397,6 +397,22 @@ MUTANTS: tuple[Mutant, ...] = (
         "--max-parallel does not reach the job array's %N",
         ("tests/test_fleet.py", "-k", "slurm"),
     ),
+    Mutant(
+        "frames_per_step_unweighted",
+        "npga/train/trainer.py",
+        "(loss / k).backward()",
+        "loss.backward()",
+        "a step of K frames follows the sum of their gradients, not the mean",
+        ("tests/test_distributed.py", "-k", "mean_of"),
+    ),
+    Mutant(
+        "ranks_densify_on_their_own_statistics",
+        "npga/train/trainer.py",
+        "self.world.sum_([p.grad for p in params] + added + [totals], params + added + [totals])",
+        "self.world.sum_([p.grad for p in params] + [totals], params + [totals])",
+        "each rank grows and prunes from the screen-space gradients of its own frames",
+        ("tests/test_distributed.py", "-k", "two_ranks"),
+    ),
 )
 
 

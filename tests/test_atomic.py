@@ -142,7 +142,7 @@ def test_a_folder_appears_complete_or_not_at_all(tmp_path):
 def test_a_failed_checkpoint_leaves_no_temp_file(tmp_path, monkeypatch):
     """`Trainer.save_checkpoint` when torch.save fails after writing part of the file (a full disk)."""
     run = RunLayout(tmp_path / "run")
-    trainer = SimpleNamespace(run=run, step=7, state_dict=lambda: {"x": torch.zeros(3)})
+    trainer = SimpleNamespace(run=run, step=7, world=None, state_dict=lambda: {"x": torch.zeros(3)})
 
     def save_half(obj, f):
         Path(f).write_bytes(b"PK\x03\x04 the first bytes of a checkpoint")

@@ -46,7 +46,11 @@ def shell_lines(body: str) -> list[str]:
 
 
 def npga_args(line: str) -> list[str] | None:
-    """The arguments after `npga` (also `.venv/bin/npga`, after `VAR=value` prefixes), or None for other lines."""
+    """The arguments after `npga` (also `.venv/bin/npga`, after `VAR=value` prefixes, and after `-m npga.cli` of a
+    `torchrun` line), or None for other lines."""
+    if re.match(r"\s*(\w+=\S*\s+)*(\S*/)?torchrun\s.*\s-m\s+npga\.cli(\s|$)", line):
+        words = shlex.split(line, comments=True)
+        return words[words.index("npga.cli") + 1 :]
     if not re.match(r"\s*(\w+=\S*\s+)*(\S*/)?npga(\s|$)", line):
         return None
     words = shlex.split(line, comments=True)
@@ -124,6 +128,7 @@ def test_shell_lines_are_read_as_a_shell_would():
     lines = shell_lines(body)
     assert [npga_args(line) for line in lines] == [None, ["prepare", "--capture", "P", "--height", "802"], None]
     assert npga_args("OMP_NUM_THREADS=1 .venv/bin/npga view runs/demo") == ["view", "runs/demo"]
+    assert npga_args("torchrun --nproc-per-node 4 -m npga.cli train --steps 9") == ["train", "--steps", "9"]
 
 
 def github_anchor(heading: str) -> str:

@@ -74,12 +74,13 @@ class CappedDefaultStrategy:
     """gsplat's DefaultStrategy (`base`) that never grows beyond `cap` Gaussians.
 
     gsplat adds the current step's gradient to its statistics inside `step_post_backward`, then grows
-    every Gaussian whose mean is above `grow_grad2d`. At a refinement step that would pass the cap, a
-    copy of `base` that cannot refine first replays the statistics update on a copy of the state; the
-    real call then runs with `grow_grad2d` raised to the (room + 1)-th largest mean, so exactly the
-    `room` largest grow. Below the cap the call is `base`'s own, bit for bit. The statistics being
-    replayed, the cap could only be passed if they differ (atomic adds on CUDA in another order, or
-    splits by screen size): the newest rows are then removed.
+    every Gaussian whose mean is above `grow_grad2d`. Here the two are apart: `accumulate` adds a rendering's
+    gradients through a copy of `base` that cannot refine (a step may add several renderings, or sum the
+    ranks' statistics), and `refine` calls `base` with a rendering in which nothing is visible, so it adds
+    nothing and refines from the statistics as they are. At a refinement step that would pass the cap,
+    `grow_grad2d` is raised to the (room + 1)-th largest mean, so exactly the `room` largest grow. Below the
+    cap the calls are `base`'s own, bit for bit. The cap could only be passed by splits by screen size: the
+    newest rows are then removed.
     """
 
     base: DefaultStrategy
@@ -105,10 +106,43 @@ class CappedDefaultStrategy:
         info: dict[str, Any],
         packed: bool = False,
     ) -> None:
+        """gsplat's call: this rendering's statistics added (`accumulate`), then `refine`."""
+        self.accumulate(params, optimizers, state, step, info, packed)
+        self.refine(params, optimizers, state, step, info, packed)
+
+    def accumulate(
+        self,
+        params: Params,
+        optimizers: Optimizers,
+        state: dict[str, Any],
+        step: int,
+        info: dict[str, Any],
+        packed: bool = False,
+    ) -> None:
+        """Add one rendering's screen-space gradients (`info`: the rasterizer's meta after backward) to the
+        statistics in `state` as gsplat's update adds them, without refining: a step of several renderings adds
+        each of them, and ranks add theirs into a zero `initialize_state()` to sum them (`STATISTICS`)."""
+        if step >= self.base.refine_stop_iter:
+            return
+        probe = dataclasses.replace(self.base, refine_start_iter=step, reset_every=step + 1)  # updates, never refines
+        probe.step_post_backward(params, optimizers, state, step, info, packed=packed)
+
+    def refine(
+        self,
+        params: Params,
+        optimizers: Optimizers,
+        state: dict[str, Any],
+        step: int,
+        info: dict[str, Any],
+        packed: bool = False,
+    ) -> None:
+        """gsplat's refinement at the steps it refines, from the statistics accumulated so far; `info` is any of
+        the step's renderings (only its layout is read)."""
         n_before = len(params["means"])
         base = self.base
+        info = nothing_visible(info, base.key_for_gradient, packed)
         if step % base.refine_every == 0 and step < base.refine_stop_iter:  # may refine: bound the growth
-            threshold = self.growth_threshold(params, optimizers, state, step, info, packed)
+            threshold = self.growth_threshold(state)
             if threshold > base.grow_grad2d:
                 base = dataclasses.replace(base, grow_grad2d=threshold)
         base.step_post_backward(params, optimizers, state, step, info, packed=packed)
@@ -119,27 +153,26 @@ class CappedDefaultStrategy:
                 params, optimizers, state, torch.arange(len(params["means"]), device=params["means"].device) >= limit
             )
 
-    def growth_threshold(
-        self,
-        params: Params,
-        optimizers: Optimizers,
-        state: dict[str, Any],
-        step: int,
-        info: dict[str, Any],
-        packed: bool = False,
-    ) -> float:
+    def growth_threshold(self, state: dict[str, Any]) -> float:
         """The `grow_grad2d` under which at most `cap - N` Gaussians grow at this step (cloning or
-        splitting one adds one), from this step's statistics as `base` would compute them."""
-        probe = dataclasses.replace(self.base, refine_start_iter=step, reset_every=step + 1)  # updates, never refines
-        trial = {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
-        probe.step_post_backward(params, optimizers, trial, step, info, packed=packed)
-        grads = trial["grad2d"] / trial["count"].clamp_min(1)  # (N,) as gsplat averages them
+        splitting one adds one), from the statistics accumulated in `state` as `base` averages them."""
+        grads = state["grad2d"] / state["count"].clamp_min(1)  # (N,)
         room = self.cap - len(grads)
         if room >= len(grads) or int((grads > self.base.grow_grad2d).sum()) <= room:
             return self.base.grow_grad2d
         if room <= 0:
             return math.inf
         return float(grads.topk(room + 1).values[-1])  # only the `room` largest are strictly above it
+
+
+def nothing_visible(info: dict[str, Any], key: str, packed: bool) -> dict[str, Any]:
+    """`info` as if no Gaussian were visible: gsplat's update adds nothing from it, so its call only refines."""
+    if packed:  # no (camera, Gaussian) pairs
+        screen, radii, ids = info[key][:0].detach().clone(), info["radii"][:0], info["gaussian_ids"][:0]
+    else:  # every radius 0
+        screen, radii, ids = torch.zeros_like(info[key]), torch.zeros_like(info["radii"]), info["gaussian_ids"]
+    screen.grad = torch.zeros_like(screen)
+    return {**info, key: screen, "radii": radii, "gaussian_ids": ids}
 
 
 # ---- mcmc: pure formulas -------------------------------------------------------------------------------
@@ -309,6 +342,16 @@ class MCMCStrategy:
     ) -> None:
         """Nothing: MCMC does not read screen-space gradients."""
 
+    def accumulate(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
+        """Nothing: MCMC keeps no statistics."""
+
+    def refine(
+        self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
+    ) -> None:
+        self.step_post_backward(params, optimizers, state, step, info)
+
     def step_post_backward(
         self, params: Params, optimizers: Optimizers, state: dict[str, Any], step: int, info: dict[str, Any]
     ) -> None:
@@ -323,6 +366,18 @@ class MCMCStrategy:
 
 
 Strategy = CappedDefaultStrategy | MCMCStrategy
+
+STATISTICS = ("grad2d", "count")
+"""The sums in a default strategy's state that each rendering adds to (`accumulate`): a step of several frames
+sums them in a state of its own, which ranks that share the step's frames sum over the ranks, then adds it."""
+
+
+def add_statistics(state: dict[str, Any], step_state: dict[str, Any]) -> None:
+    """Add one step's `STATISTICS` (accumulated into a fresh `initialize_state()`) to `state`, in place."""
+    for name in STATISTICS:
+        add = step_state.get(name)
+        if isinstance(add, torch.Tensor):
+            state[name] = add if state[name] is None else state[name] + add
 
 
 def make_strategy(cfg: DensifyConfig) -> Strategy:

@@ -1,26 +1,42 @@
-"""`npga train`: fit an avatar to a capture; the run folder ends with RUN/avatar.npga (npga/runs.py)."""
+"""`npga train`: fit an avatar to a capture; the run folder ends with RUN/avatar.npga (npga/runs.py).
+
+Started by torchrun (`torchrun --nproc-per-node N -m npga.cli train ...`), the N processes train one avatar
+together; rank 0 shows progress, logs and writes the run folder (docs/distributed.md).
+"""
 
 from __future__ import annotations
 
+import logging
+from contextlib import nullcontext
 from pathlib import Path
 
 from npga.io.lock import folder_lock
 from npga.train import ProgressBar, TrainConfig, build_trainer
+from npga.train.distributed import process_group
 
 Config = TrainConfig
 
 
 def main(cfg: Config) -> Path:
-    with folder_lock(cfg.out, "run"):  # one writer per run: a second `npga train --out` here fails at once
-        trainer = build_trainer(cfg)
-        if trainer.step == cfg.steps:  # a finished run resumed (every rerun of `make demo`): nothing to do
-            print(f"avatar: {trainer.run.avatar} (already trained to step {trainer.step}; left as it is)")
-            return trainer.run.avatar
-        trainer.hooks.insert(0, ProgressBar(trainer.step, cfg.steps))
-        checkpoint = trainer.fit()
-    psnr = float(trainer.latest.get("psnr", float("nan")))  # a device scalar: read once, at the end
-    print(
-        f"avatar: {trainer.run.avatar} ({len(trainer.params['means'])} Gaussians, step {trainer.step})\n"
-        f"checkpoint (for --resume): {checkpoint}\nlast PSNR (training views): {psnr:.2f} dB"
-    )
+    with process_group(cfg.device) as world:
+        main_rank = world is None or world.is_main
+        if not main_rank:
+            logging.getLogger().setLevel(logging.ERROR)  # rank 0 speaks for all
+        # one writer per run: a second `npga train --out` here fails at once
+        with folder_lock(cfg.out, "run") if main_rank else nullcontext():
+            trainer = build_trainer(cfg, world=world)
+            steps = trainer.cfg.steps  # with --frames-per-step K: steps / K
+            if trainer.step == steps:  # a finished run resumed (every rerun of `make demo`): nothing to do
+                if main_rank:
+                    print(f"avatar: {trainer.run.avatar} (already trained to step {trainer.step}; left as it is)")
+                return trainer.run.avatar
+            if main_rank:
+                trainer.hooks.insert(0, ProgressBar(trainer.step, steps))
+            checkpoint = trainer.fit()
+    if main_rank:
+        psnr = float(trainer.latest.get("psnr", float("nan")))  # a device scalar: read once, at the end
+        print(
+            f"avatar: {trainer.run.avatar} ({len(trainer.params['means'])} Gaussians, step {trainer.step})\n"
+            f"checkpoint (for --resume): {checkpoint}\nlast PSNR (training views): {psnr:.2f} dB"
+        )
     return trainer.run.avatar

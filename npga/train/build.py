@@ -31,6 +31,7 @@ from npga.io.plots import read_log
 from npga.runs import RunLayout
 from npga.split import Split, make_split
 from npga.train.config import TrainConfig, avatar_config
+from npga.train.distributed import World, main_first
 from npga.train.hooks import JsonlLog, PeriodicCheckpoint, Validation
 from npga.train.trainer import Hook, Trainer, read_checkpoint
 
@@ -135,9 +136,15 @@ def coarse_field(
     return g
 
 
-def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trainer:
-    """Check the input, prepare data, distill if needed, initialise (or resume) and wire the trainer."""
+def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None, world: World | None = None) -> Trainer:
+    """Check the input, prepare data, distill if needed, initialise (or resume) and wire the trainer; `world`: this
+    rank's place when several processes train the avatar (rank 0 prepares and writes, the others only read)."""
     check_options(cfg)  # `npga train` checked them already; a config built in code is checked here
+    if world is not None and cfg.frames_per_step % world.size:
+        raise ValueError(
+            f"--frames-per-step {cfg.frames_per_step} does not divide among {world.size} ranks: each rank renders "
+            f"an equal share of a step's frames (pass a multiple of {world.size})"
+        )
     run = RunLayout(cfg.out)
     if cfg.resume:
         if not run.list_checkpoints():
@@ -147,26 +154,31 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
         raise ValueError(
             f"{run.root} already holds a trained run; pass --resume to continue it or choose another --out"
         )
+    main = world is None or world.is_main
     head = load_head_model(cfg.capture)
-    cache = open_or_prepare(cfg.capture, height=cfg.height)
-    split = check_split(cfg, cache, head)
-    run.root.mkdir(parents=True, exist_ok=True)
-    if not cfg.resume:
-        save_config(cfg, run.config)
-        split.save(run.split)
-        run.log.unlink(missing_ok=True)
-    device = torch.device(resolve_device(cfg.device))
-    arch = avatar_config(cfg, head)
-    tracking = training_tracking(cfg, cache, split)
-    coarse = coarse_field(cfg, head, tracking, split, device) if cfg.use_coarse else None
+    device = world.device if world is not None else torch.device(resolve_device(cfg.device))
+    with main_first(world):  # rank 0 prepares the frames, writes the run's files and distills; the others read
+        cache = open_or_prepare(cfg.capture, height=cfg.height)
+        split = check_split(cfg, cache, head)
+        if main:
+            run.root.mkdir(parents=True, exist_ok=True)
+        if main and not cfg.resume:
+            save_config(cfg, run.config)
+            split.save(run.split)
+            run.log.unlink(missing_ok=True)
+        arch = avatar_config(cfg, head)
+        tracking = training_tracking(cfg, cache, split)
+        coarse = coarse_field(cfg, head, tracking, split, device) if cfg.use_coarse else None
     torch.manual_seed(cfg.seed)  # after distillation, which seeds itself: runs start alike with or without it
     params = init_params(head, cfg.init, device=device).to(device)
     nets = build_nets(arch, coarse).to(device)
     if nets.coarse is not None:
         nets.coarse.requires_grad_(cfg.lr.coarse > 0)
     scene_scale = float((head.bounds[1] - head.bounds[0]).norm() / 2)
-    trainer = Trainer(cfg, cache, split, params, nets, scene_scale, arch, head.description(), hooks or [], tracking)
-    if hooks is None:
+    trainer = Trainer(
+        cfg, cache, split, params, nets, scene_scale, arch, head.description(), hooks or [], tracking, world
+    )
+    if hooks is None and main:  # rank 0 alone validates, logs and checkpoints
         trainer.hooks = [
             Validation(trainer, cfg.val_every),
             JsonlLog(run.log, cfg.log_every),
@@ -175,11 +187,12 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None) -> Trai
     if cfg.resume:
         last = run.list_checkpoints()[-1]
         trainer.load_state_dict(read_checkpoint(last, device), source=last)
-        if trainer.step > cfg.steps:
+        if trainer.step > trainer.cfg.steps:
             raise ValueError(
                 f"--steps {cfg.steps} is below the step of {last} ({trainer.step}); a run cannot be trained back: "
-                f"pass --steps {trainer.step} or more, or start a new run in another --out"
+                f"pass --steps {trainer.step * cfg.frames_per_step} or more, or start a new run in another --out"
             )
-        _truncate_log(run.log, trainer.step)
+        if main:
+            _truncate_log(run.log, trainer.step)
         log.info("resumed %s at step %d", last, trainer.step)
     return trainer

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+import math
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,7 @@ from npga.config import AtLeast1, DeviceName, Fraction, OutFolder
 from npga.deform.distill import DistillConfig
 from npga.headmodel import HeadModel
 from npga.losses import LossWeights
-from npga.train.refine import RefineConfig
+from npga.train.refine import REFINE_RATES, RefineConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class TrainConfig:
     override_config: bool = False
     """Allow resuming with a config that differs from the run's."""
     steps: AtLeast1 = 3000
-    """Total optimisation steps."""
+    """Total optimisation steps (of one frame each: see `frames_per_step`)."""
     seed: int = 0
     """Seeds initialisation, batch sampling and densification."""
     device: DeviceName = "auto"
@@ -63,6 +64,15 @@ class TrainConfig:
     """Frame-cache image height (capped at the videos' height); None: the videos' size."""
     cameras_per_step: AtLeast1 = 1
     """Training cameras rendered per step (all from the same frame)."""
+    frames_per_step: AtLeast1 = 1
+    """Frames (each seen by `cameras_per_step` cameras) per optimisation step, their losses averaged: K frames
+    make one step along the mean of their gradients. The config's step counts (`steps`, the densification
+    window, `refine.start`) are for one frame per step; K frames per step make steps / K steps on the same
+    schedule (`with_steps`), seeing as many frames. Under torchrun the K frames are split between the ranks
+    (docs/distributed.md)."""
+    lr_batch_scaling: Literal["none", "sqrt"] = "none"
+    """How the learning rates follow `frames_per_step` K: none keeps them, sqrt multiplies every one by sqrt(K)
+    (the rule gsplat's batched training uses for Adam)."""
     frames_on_device_gb: float = 4.0
     """Largest size (GB, as uint8) of the training split's frames kept on the training device; a larger split
     is read from the frame cache for each batch (through pinned memory on CUDA). 0: always read."""
@@ -145,6 +155,22 @@ def mouth_config(mouth: MouthConfig, head: HeadModel) -> MouthConfig:
         )
         return replace(mouth, enabled=False)
     return replace(mouth, center=mouth.center or region.center, radii=mouth.radii or region.radii)
+
+
+def per_step(cfg: TrainConfig) -> TrainConfig:
+    """The config a trainer follows, step by step: with `frames_per_step` K, steps / K steps (rounded up) on the
+    same schedule (`with_steps`) and, with `lr_batch_scaling: sqrt`, every learning rate times sqrt(K) (the decay
+    factors stay). K = 1: `cfg` itself."""
+    k = cfg.frames_per_step
+    if k == 1:
+        return cfg
+    cfg = with_steps(cfg, -(-cfg.steps // k))
+    if cfg.lr_batch_scaling == "none":
+        return cfg
+    f = math.sqrt(k)
+    lr = replace(cfg.lr, **{n.name: getattr(cfg.lr, n.name) * f for n in fields(cfg.lr) if n.name != "means_final"})
+    refine = replace(cfg.refine, **{n: getattr(cfg.refine, n) * f for n in REFINE_RATES})
+    return replace(cfg, lr=lr, refine=refine)
 
 
 def avatar_config(cfg: TrainConfig, head: HeadModel) -> AvatarConfig:

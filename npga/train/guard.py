@@ -12,6 +12,7 @@ were not finite in the steps it skipped, and raises after `max_bad` skipped step
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -21,6 +22,18 @@ log = logging.getLogger(__name__)
 
 class NonFiniteStepsError(ValueError):
     """Training stopped: too many steps in a row were not finite (a ValueError: the CLI reports it in one line)."""
+
+
+def screen_gradients(metas: Sequence[dict[str, Any]]) -> list[torch.Tensor | None]:
+    """The gradients of the renderings' screen-space means: what densification's statistics add up."""
+    return [m["means2d"].grad for m in metas if isinstance(m.get("means2d"), torch.Tensor)]
+
+
+def make_finite(grads: Sequence[torch.Tensor | None]) -> None:
+    """NaN and inf -> 0, in place (a finite gradient is left as it is)."""
+    for grad in grads:
+        if grad is not None:
+            grad.nan_to_num_(0.0, 0.0, 0.0)
 
 
 class NonFiniteGuard:
@@ -36,10 +49,14 @@ class NonFiniteGuard:
         self.skipped = torch.zeros((), device=device)
 
     def check(
-        self, terms: dict[str, torch.Tensor], groups: dict[str, list[torch.Tensor]], meta: dict[str, Any]
+        self,
+        terms: dict[str, torch.Tensor],
+        groups: dict[str, list[torch.Tensor]],
+        metas: Sequence[dict[str, Any]],
     ) -> NonFiniteGuard:
         """After backward, before the optimisers: note whether this step is finite, copy the state the optimisers
-        will change, and make the gradients finite."""
+        will change, and make the gradients finite (`metas`: the rasterizer's of each of the step's renderings).
+        On several ranks, `terms` and `groups` are the sums over the ranks, so every rank decides alike."""
         finite_terms = {k: torch.isfinite(v).all() for k, v in terms.items()}
         finite_groups = {
             k: torch.stack([torch.isfinite(p.grad).all() for p in ps if p.grad is not None]).all()
@@ -60,12 +77,7 @@ class NonFiniteGuard:
             states = [t for state in opt.state.values() for t in state.values() if isinstance(t, torch.Tensor)]
             changing += [t for t in states if t.device == self.ok.device]
         self.saved = [(t, t.detach().clone()) for t in changing]
-        grads = [p.grad for ps in groups.values() for p in ps]
-        if isinstance(meta.get("means2d"), torch.Tensor):
-            grads.append(meta["means2d"].grad)  # what densification's statistics add up
-        for grad in grads:
-            if grad is not None:
-                grad.nan_to_num_(0.0, 0.0, 0.0)
+        make_finite([p.grad for ps in groups.values() for p in ps] + screen_gradients(metas))
         return self
 
     def restore(self) -> None:

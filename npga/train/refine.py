@@ -124,6 +124,10 @@ class TrackingCorrections(nn.Module):
         return Motion(expression, head_pose, motion.timesteps, motion.expression, motion.head_pose)
 
 
+REFINE_RATES = ("lr_rotation", "lr_translation", "lr_scale", "lr_expression")
+"""The learning rates of `RefineConfig` (`lr_final` is a decay factor)."""
+
+
 def _kinds(corrections: TrackingCorrections, cfg: RefineConfig) -> tuple[tuple[nn.Parameter, float], ...]:
     return (
         (corrections.rotation, cfg.lr_rotation),

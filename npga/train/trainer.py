@@ -1,8 +1,9 @@
 """The trainer: one avatar's optimisation state and its step.
 
-`Trainer` only wires the parts together: `train_step(batch)` is one optimisation step (deform, rasterize,
-named losses, backward, Adam, densify), `fit()` loops and calls hooks. A step reads nothing back from the
-device: its logged values stay 0-d tensors until a hook reads a window of them (npga/train/scalars.py).
+`Trainer` only wires the parts together: `train_step(batches)` is one optimisation step (deform, rasterize,
+named losses and backward for each of its frames, Adam, densify), `fit()` loops and calls hooks. A step reads
+nothing back from the device: its logged values stay 0-d tensors until a hook reads a window of them
+(npga/train/scalars.py). Several processes may train one avatar together (npga/train/distributed.py).
 It owns the checkpoints (trainer state for resuming, loaded without running code) and writes the avatar
 file with each of them.
 """
@@ -24,7 +25,7 @@ from torch import nn
 import npga
 from npga.avatar import AvatarNets, Gaussians, deform, knn_graph, render_gaussians
 from npga.avatar.config import AvatarConfig
-from npga.avatar.densify import make_strategy
+from npga.avatar.densify import STATISTICS, add_statistics, make_strategy
 from npga.avatar.file import save_avatar
 from npga.avatar.model import Avatar, Motion, code_stats
 from npga.config import to_dict
@@ -38,8 +39,9 @@ from npga.provenance import git_commit
 from npga.runs import RunLayout
 from npga.split import Split
 from npga.train.batches import Batch, BatchSource
-from npga.train.config import LearningRates, TrainConfig
-from npga.train.guard import NonFiniteGuard
+from npga.train.config import LearningRates, TrainConfig, per_step
+from npga.train.distributed import World
+from npga.train.guard import NonFiniteGuard, make_finite, screen_gradients
 from npga.train.refine import TrackingCorrections, make_refine_optimizer, refine_learning_rates
 from npga.train.scalars import Value, to_host
 
@@ -97,8 +99,11 @@ class Trainer:
         head_model: dict[str, Any],
         hooks: Sequence[Hook] = (),
         tracking: Mapping[str, Tracking] | None = None,
+        world: World | None = None,
     ) -> None:
+        cfg = per_step(cfg)  # K frames per step: steps / K steps on the same schedule
         self.cfg = cfg
+        self.world = world  # None: one process
         self.run = RunLayout(cfg.out)
         self.avatar_cfg = avatar_cfg
         self.head_model = head_model  # the head model's description, for the avatar file
@@ -148,12 +153,26 @@ class Trainer:
             self.lpips = None
 
     # ---- data -------------------------------------------------------------------------------------------
-    def sample_batch(self) -> Batch:
+    def draw(self) -> tuple[str, int, list[str]]:
+        """(sequence, frame, cameras) of one training item, drawn from the trainer's generator."""
         seq = self.split.train_sequences[int(self.rng.integers(len(self.split.train_sequences)))]
         t = int(self.rng.integers(self.cache.n_frames(seq)))
         n = min(self.cfg.cameras_per_step, len(self.train_serials))
         serials = [self.train_serials[i] for i in self.rng.choice(len(self.train_serials), n, replace=False)]
-        return self.make_batch(seq, t, serials)
+        return seq, t, serials
+
+    def sample_batch(self) -> Batch:
+        return self.make_batch(*self.draw())
+
+    def sample_step(self) -> list[Batch]:
+        """This rank's batches of the next step's `frames_per_step` items: every rank draws all of them, in the
+        same order from the same seed, and loads its share (`share`)."""
+        items = [self.draw() for _ in range(self.cfg.frames_per_step)]
+        return [self.make_batch(*item) for item in items[self.share(len(items))]]
+
+    def share(self, k: int) -> slice:
+        """This rank's items of a step's `k` (all of them on one process)."""
+        return slice(0, k) if self.world is None else self.world.share(k)
 
     def make_batch(self, seq: str, t: int, serials: Sequence[str]) -> Batch:
         return self.batches.batch(seq, t, serials)
@@ -184,31 +203,70 @@ class Trainer:
             g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height, self.background, self.nets.cnn
         )
 
-    def train_step(self, batch: Batch) -> dict[str, Value]:
-        """Render, score, back-propagate, update, densify; returns the logged values of this step (loss terms and
-        PSNR as 0-d device tensors: reading them here would make the host wait for the device every step)."""
-        clock = [time.perf_counter()]
-        tick = lambda: (self.sync_timers(), clock.append(time.perf_counter()))
-        z, head_pose = self.posed(batch)
-        detail_code = None
+    def train_step(self, batches: Batch | Sequence[Batch]) -> dict[str, Value]:
+        """Render, score, back-propagate, update, densify; returns the logged values of this step (the means over
+        its frames of the loss terms and PSNR, as 0-d device tensors: reading them here would make the host wait
+        for the device every step).
+
+        `batches`: this rank's frames of the step (`sample_step`; one `Batch`: a step of one frame). Each frame's
+        loss is weighted 1 / K, K the step's frames on every rank, and the gradients add up: the step follows the
+        mean gradient of its K frames. On several ranks one all-reduce sums the gradients, the densification
+        statistics and the logged values (npga/train/distributed.py); every rank then takes the same step."""
+        local = [batches] if isinstance(batches, Batch) else list(batches)
+        k = len(local) * (1 if self.world is None else self.world.size)
+        names = ("deform", "rasterize", "loss", "backward", "sync", "optimizer", "densify")
+        times, clock = dict.fromkeys(names, 0.0), [time.perf_counter()]
+
+        def tick(name: str) -> None:
+            self.sync_timers()
+            clock.append(time.perf_counter())
+            times[name] += clock[-1] - clock[-2]
+
+        noise: list[torch.Tensor | None] = [None] * len(local)
         if self.cfg.detail_code_noise > 0:  # torch's generators are saved in checkpoints: a resumed run draws alike
-            detail_code = z + self.cfg.detail_code_noise * torch.randn_like(z)
-        g = deform(self.params, self.nets, z, head_pose, detail_code)
-        tick()
-        rgb, alpha, meta = self.rasterize(g, batch)
-        tick()
-        self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
-        lpips = self.lpips.differentiable if self.lpips and self.step >= self.cfg.loss.lpips_start else None
-        terms = compute_losses(rgb, alpha, batch.rgb, batch.alpha, g, self.neighbors, self.cfg.loss, lpips)
-        loss = total_loss(terms, self.cfg.loss)
-        if self.refining:
-            prior, smooth = self.corrections.penalties(self.cfg.refine)
-            terms |= {"tracking_prior": prior, "tracking_smooth": smooth}
-            loss = loss + self.cfg.refine.prior * prior + self.cfg.refine.smooth * smooth
-        tick()
-        loss.backward()
-        tick()
-        guard = self.guard.check(terms, self.gradient_groups(), meta) if self.guard is not None else None
+            noise = [torch.randn_like(local[0].z) for _ in range(k)]  # every rank draws every frame's noise
+            noise = noise[self.share(k)]
+        metas, records = [], []
+        for batch, eps in zip(local, noise, strict=True):
+            z, head_pose = self.posed(batch)
+            detail_code = None if eps is None else z + self.cfg.detail_code_noise * eps
+            g = deform(self.params, self.nets, z, head_pose, detail_code)
+            tick("deform")
+            rgb, alpha, meta = self.rasterize(g, batch)
+            tick("rasterize")
+            self.strategy.step_pre_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
+            lpips = self.lpips.differentiable if self.lpips and self.step >= self.cfg.loss.lpips_start else None
+            terms = compute_losses(rgb, alpha, batch.rgb, batch.alpha, g, self.neighbors, self.cfg.loss, lpips)
+            loss = total_loss(terms, self.cfg.loss)
+            if self.refining:
+                prior, smooth = self.corrections.penalties(self.cfg.refine)
+                terms |= {"tracking_prior": prior, "tracking_smooth": smooth}
+                loss = loss + self.cfg.refine.prior * prior + self.cfg.refine.smooth * smooth
+            tick("loss")
+            (loss / k).backward()
+            tick("backward")
+            with torch.no_grad():
+                record = {"loss": loss.detach(), "psnr": psnr(rgb.clamp(0, 1), batch.rgb).mean()}
+            records.append(record | {f"loss_{n}": v.detach() for n, v in terms.items()})
+            metas.append({**meta, "n_cameras": meta["n_cameras"] * k})  # gsplat's scale: a K-th of each loss
+        sums = {n: torch.stack([r[n] for r in records]).sum() for n in records[0]}
+        groups = self.gradient_groups()
+        statistics = None  # a step of several frames sums its densification statistics, then adds them
+        if k > 1:
+            statistics = self.strategy.initialize_state(scene_scale=self.scene_scale)
+        if self.world is not None:
+            if self.guard is not None:
+                make_finite(screen_gradients(metas))
+            self._accumulate(statistics, metas)
+            added = [statistics[n] for n in STATISTICS if isinstance(statistics.get(n), torch.Tensor)]
+            params = [p for ps in groups.values() for p in ps]
+            totals = torch.stack(list(sums.values()))
+            self.world.sum_([p.grad for p in params] + added + [totals], params + added + [totals])
+            sums = dict(zip(sums, totals, strict=True))
+        tick("sync")
+        mean = {n: v / k for n, v in sums.items()}
+        terms = {n.removeprefix("loss_"): v for n, v in mean.items() if n.startswith("loss_")}
+        guard = self.guard.check(terms, groups, metas) if self.guard is not None else None
         self._set_learning_rates()
         for opt in [*self.optimizers.values(), self.net_optimizer]:
             if opt is not None:
@@ -221,50 +279,67 @@ class Trainer:
             self.refine_optimizer.zero_grad(set_to_none=True)
         if guard is not None:
             guard.restore()  # a non-finite step changes nothing
-        tick()
-        self.strategy.step_post_backward(self.params, self.optimizers, self.strategy_state, self.step, meta)
+        tick("optimizer")
+        if statistics is None:
+            self._accumulate(self.strategy_state, metas)
+        else:
+            if self.world is None:
+                self._accumulate(statistics, metas)
+            add_statistics(self.strategy_state, statistics)
+        self.strategy.refine(self.params, self.optimizers, self.strategy_state, self.step, metas[0])
         self.step += 1
         changed = self.params["means"] is not self._graph_of  # densification replaced the Gaussians
         if changed or (self.cfg.graph_every and self.step % self.cfg.graph_every == 0):
             self.neighbors = knn_graph(self.params["means"], self.cfg.knn)
             self._graph_of = self.params["means"]
-        tick()
-        with torch.no_grad():
-            out: dict[str, Value] = {
-                "step": self.step,
-                "loss": loss.detach(),
-                "psnr": psnr(rgb.clamp(0, 1), batch.rgb).mean(),
-            }
-        out |= {f"loss_{k}": v.detach() for k, v in terms.items()}
+        tick("densify")
+        out: dict[str, Value] = {"step": self.step, "loss": mean["loss"], "psnr": mean["psnr"]}
+        out |= {n: v for n, v in mean.items() if n.startswith("loss_")}
         if guard is not None:
             out["skipped"] = guard.skipped
         out["n_gaussians"] = len(self.params["means"])
-        names = ("deform", "rasterize", "loss", "backward", "optimizer", "densify")
-        out |= {f"time_{n}": b - a for n, a, b in zip(names, clock[:-1], clock[1:], strict=True)}
+        out |= {f"time_{n}": t for n, t in times.items() if n != "sync" or self.world is not None}
         return out
+
+    def _accumulate(self, state: dict[str, Any], metas: Sequence[dict[str, Any]]) -> None:
+        """Add each rendering's screen-space gradients to the densification statistics in `state`."""
+        for meta in metas:
+            self.strategy.accumulate(self.params, self.optimizers, state, self.step, meta)
 
     def fit(self) -> Path:
         """Train until `cfg.steps`; a checkpoint is written at the end and on Ctrl-C or SIGTERM (`kill`, a
-        batch scheduler's time limit)."""
+        batch scheduler's time limit). On several ranks a signal to any of them stops all after the same step
+        (each rank's handler only sets a flag, which the ranks share after every step)."""
         if self.step >= self.cfg.steps and self.run.checkpoint(self.step).is_file():
             return self.run.checkpoint(self.step)  # a finished run: its checkpoint and avatar file stay as they are
         main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, _interrupt) if main_thread else None
+        stop = threading.Event()
+        signals = (signal.SIGTERM,) if self.world is None else (signal.SIGTERM, signal.SIGINT)
+        handler = _interrupt if self.world is None else lambda signum, frame: stop.set()
+        previous = {s: signal.signal(s, handler) for s in signals} if main_thread else {}
         try:
             while self.step < self.cfg.steps:
-                out = self.train_step(self.sample_batch())
+                out = self.train_step(self.sample_step())
                 for hook in self.hooks:
                     hook.after_step(self, out)
                 self.latest |= {k: v for k, v in out.items() if "psnr" in k}
-                if self.guard is not None and (self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps):
+                logged = self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps
+                if self.guard is not None and logged:
                     self.guard.report(self.step)  # reads the device: only as often as the log does
+                if self.world is not None:
+                    if logged:
+                        self.world.check_same(self.params["means"], self.step)
+                    if self.world.anyone(stop.is_set()):
+                        raise KeyboardInterrupt("a rank was asked to stop")
         except KeyboardInterrupt:
             path = self.save_checkpoint()
+            if self.world is not None:
+                self.world.barrier()  # every rank ends once the checkpoint is written
             log.warning("interrupted at step %d; saved %s (resume with --resume)", self.step, path)
             raise
         finally:
-            if main_thread:
-                signal.signal(signal.SIGTERM, previous)
+            for s, h in previous.items():
+                signal.signal(s, h)
             for hook in self.hooks:
                 hook.close(self)
         return self.save_checkpoint()
@@ -368,13 +443,19 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
         if state["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+            if self.world is None:
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
+            else:  # every rank goes on from the generator of the GPU that rank 0 (GPU 0) or one process trained on
+                torch.cuda.set_rng_state(state["cuda_rng"][0], self.device)
         self.step = state["step"]
 
     def save_checkpoint(self) -> Path:
         """`checkpoints/step_XXXXXXX.pt` and the avatar file, each written atomically; checkpoints beyond
-        `keep_checkpoints` are removed (the avatar file always matches the newest)."""
+        `keep_checkpoints` are removed (the avatar file always matches the newest). On several ranks only rank 0
+        writes (all hold the same state)."""
         path = self.run.checkpoint(self.step)
+        if self.world is not None and not self.world.is_main:
+            return path
         with atomic_path(path) as tmp:
             torch.save(self.state_dict(), tmp)
         save_avatar(self.to_avatar(), self.run.avatar)
