@@ -14,7 +14,8 @@ from npga.avatar import DetailConfig, DetailMLP
 from npga.avatar.deform import AvatarNets, express
 from npga.avatar.mouth import MouthConfig, MouthNet, mouth_weight
 from npga.headmodel import EXPRESSIONS, FlameHead, SyntheticHead, load_flame_model
-from npga.train.config import TrainConfig, avatar_config
+from npga.train.config import LearningRates, TrainConfig, avatar_config
+from npga.train.trainer import make_optimizers
 from tests.helpers.small_flame import flame_arrays
 
 JAW = EXPRESSIONS.index("jaw_open")
@@ -190,3 +191,15 @@ def test_mouth_net_learns_the_captures_opening_mouth_and_generalises_to_new_jaw_
             t = target(j)
             r2 = 1 - (net(x, jaw_codes([j])[0]) - t).square().sum() / (t - t.mean(0)).square().sum()
             assert r2 > 0.8, (j, float(r2))
+
+
+def test_the_mouth_network_learns_at_its_own_rate_and_every_parameter_once(head):
+    region = head.mouth_region()
+    mouth = MouthConfig(enabled=True, width=8, depth=1, center=region.center, radii=region.radii)
+    detail = DetailMLP(DetailConfig(width=8, depth=1, mouth=mouth), 0, head.expression_dim, head.bounds)
+    lr = LearningRates(detail=1e-3, mouth=7e-3)
+    _, opt = make_optimizers(torch.nn.ParameterDict(), AvatarNets(None, detail, None), lr)
+    rate = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in opt.param_groups) == len(rate) == len(list(detail.parameters()))
+    assert {rate[id(p)] for p in detail.mouth.parameters()} == {7e-3}
+    assert {rate[id(p)] for n, p in detail.named_parameters() if not n.startswith("mouth.")} == {1e-3}

@@ -39,6 +39,9 @@ class LearningRates:
     """Latent features."""
     detail: float = 1e-3
     """Detail MLP."""
+    mouth: float = 3e-3
+    """The mouth network (`--detail.mouth.enabled`): it sees a few hundred Gaussians in a third of the frames, and
+    at the detail MLP's rate it had not converged in 1,000 steps (benchmarks/RESULTS.md, The open mouth)."""
     coarse: float = 0.0
     """Distilled coarse field: 0 keeps it frozen, > 0 fine-tunes it."""
     cnn: float = 1e-3

@@ -67,11 +67,18 @@ def make_optimizers(
     Adam's update in one kernel, its step counter on the device (the trainer's choice on CUDA: 0.7 ms less per
     250k-Gaussian step on an H100, benchmarks/RESULTS.md)."""
     per_gaussian = {k: torch.optim.Adam([p], lr=getattr(lr, k), eps=1e-15, fused=fused) for k, p in params.items()}
-    groups = [
-        {"params": list(net.parameters()), "lr": rate}
-        for net, rate in ((nets.detail, lr.detail), (nets.cnn, lr.cnn), (nets.coarse, lr.coarse))
-        if net is not None and rate > 0
-    ]
+
+    def of(net: nn.Module | None, skip: str = "") -> list[nn.Parameter]:
+        return [] if net is None else [p for n, p in net.named_parameters() if not (skip and n.startswith(skip))]
+
+    mouth = nets.detail.mouth if nets.detail is not None else None  # its own rate: a few Gaussians feed it
+    parts = (
+        (of(nets.detail, skip="mouth."), lr.detail),
+        (of(mouth), lr.mouth),
+        (of(nets.cnn), lr.cnn),
+        (of(nets.coarse), lr.coarse),
+    )
+    groups = [{"params": ps, "lr": rate} for ps, rate in parts if ps and rate > 0]
     return per_gaussian, torch.optim.Adam(groups, fused=fused) if groups else None
 
 
