@@ -27,7 +27,7 @@ from npga.losses import compute_losses, total_loss
 from npga.runs import RunLayout
 from npga.train import TrainConfig, Trainer, build_trainer
 from npga.train.config import per_step
-from tests.helpers.ranks import GaussianCounts, train_on_ranks
+from tests.helpers.ranks import GaussianCounts, one_thread, train_on_ranks
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
@@ -199,11 +199,13 @@ def test_frames_per_step_follow_the_schedule_and_scale_the_learning_rates():
 
 @pytest.fixture(scope="module")
 def one_process_of_two_frames(tiny_capture, distilled, tmp_path_factory) -> tuple[dict, list[int]]:
-    """The run that two ranks of one frame each must equal: one process, two frames per step, uninterrupted."""
+    """The run that two ranks of one frame each must equal: one process, two frames per step, uninterrupted; on
+    one thread, as each rank (a sum split over two threads rounds differently)."""
     out = fresh_run(tmp_path_factory.mktemp("k2") / "run", distilled)
     counts = GaussianCounts()
-    trainer = build_trainer(config(tiny_capture, out, frames_per_step=2), hooks=[counts])
-    trainer.fit()
+    with one_thread():
+        trainer = build_trainer(config(tiny_capture, out, frames_per_step=2), hooks=[counts])
+        trainer.fit()
     return trainer.state_dict(), counts.counts
 
 
@@ -263,7 +265,8 @@ def test_sigterm_to_one_rank_stops_all_and_the_run_resumes_on_one_process(
     stopped = int(checkpoint.stem.split("_")[1])
     assert 2 <= stopped < 15, err
 
-    resumed = build_trainer(dataclasses.replace(cfg, resume=True), hooks=[])
-    assert resumed.step == stopped
-    resumed.fit()
+    with one_thread():
+        resumed = build_trainer(dataclasses.replace(cfg, resume=True), hooks=[])
+        assert resumed.step == stopped
+        resumed.fit()
     assert_same_state(resumed.state_dict(), one_process_of_two_frames[0])

@@ -16,6 +16,7 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import torch
@@ -24,6 +25,8 @@ import torch.distributed as dist
 from npga.config import resolve_device
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+LEAVE_TIMEOUT_S = 30
+"""How long a rank leaving the process group waits for the others before it tears its part down alone."""
 """What torchrun sets for each process (with MASTER_ADDR and MASTER_PORT)."""
 
 
@@ -136,8 +139,14 @@ def process_group(device: str) -> Iterator[World | None]:
         torch.cuda.set_device(local)
     where = torch.device("cuda", local) if cuda else torch.device("cpu")
     dist.init_process_group("nccl" if cuda else "gloo", rank=rank, world_size=size)
+    host = dist.new_group(backend="gloo") if cuda else dist.group.WORLD
     try:
-        host = dist.new_group(backend="gloo") if cuda else dist.group.WORLD
         yield World(rank=rank, size=size, local_rank=local, device=where, host_group=host)
     finally:
+        # Leave together: a rank tearing gloo down while a peer's transport threads still serve the last
+        # collective made that peer abort (SIGABRT) under load. A peer that died or hangs is waited for no longer.
+        try:
+            dist.monitored_barrier(group=host, timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
+        except RuntimeError:
+            pass
         dist.destroy_process_group()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -24,6 +26,18 @@ class GaussianCounts:
 
     def close(self, trainer) -> None:
         pass
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread for the block, as every rank runs: a sum split over two threads rounds differently, and
+    the runs compared with the ranks' must match them bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def free_port() -> int:
