@@ -187,9 +187,12 @@ def test_frames_per_step_follow_the_schedule_and_scale_the_learning_rates():
         d.refine_every // 4,
     )
     assert batched.lr == cfg.lr and batched.refine.start == cfg.refine.start // 4
-    rooted = per_step(dataclasses.replace(cfg, lr_batch_scaling="sqrt"))
+    rooted = per_step(
+        dataclasses.replace(cfg, lr_batch_scaling="sqrt", lr=dataclasses.replace(cfg.lr, mouth_final=0.3))
+    )
     assert rooted.lr.means == 2 * cfg.lr.means and rooted.lr.cnn == 2 * cfg.lr.cnn
-    assert rooted.lr.means_final == cfg.lr.means_final and rooted.refine.lr_final == cfg.refine.lr_final
+    assert (rooted.lr.means_final, rooted.lr.mouth_final) == (cfg.lr.means_final, 0.3)
+    assert rooted.lr.mouth == 2 * cfg.lr.mouth and rooted.refine.lr_final == cfg.refine.lr_final
     assert rooted.refine.lr_expression == 2 * cfg.refine.lr_expression
     assert per_step(dataclasses.replace(cfg, frames_per_step=1)) == dataclasses.replace(cfg, frames_per_step=1)
 

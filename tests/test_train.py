@@ -599,3 +599,21 @@ def test_refinement_learning_rates_decay_exponentially_from_the_start_to_the_las
     assert len(make_refine_optimizer(corrections, cfg).param_groups) == 3
     for step, factor in ((0, 1.0), (100, 1.0), (150, 0.1), (200, 0.01)):  # a run of 201 steps: 100 from start to last
         assert np.allclose(refine_learning_rates(corrections, cfg, step, 201), base * factor, rtol=1e-9), step
+
+
+def test_the_mouth_network_s_rate_decays_to_its_final_factor_and_no_other_network_s_does(tiny_capture, tmp_path):
+    mouth = dataclasses.replace(TrainConfig().detail.mouth, enabled=True)
+    cfg = tiny_config(tiny_capture, tmp_path / "run", steps=201)
+    cfg = dataclasses.replace(
+        cfg,
+        detail=dataclasses.replace(cfg.detail, mouth=mouth),
+        lr=dataclasses.replace(cfg.lr, detail=2e-3, mouth=1e-2, mouth_final=0.01),
+    )
+    trainer = build_trainer(cfg, hooks=[])
+    mouth_ids = {id(p) for p in trainer.nets.detail.mouth.parameters()}
+    for step, factor in ((0, 1.0), (100, 0.1), (200, 0.01)):
+        trainer.step = step
+        trainer._set_learning_rates()
+        rates = {id(p): g["lr"] for g in trainer.net_optimizer.param_groups for p in g["params"]}
+        assert np.allclose([rates[i] for i in mouth_ids], 1e-2 * factor, rtol=1e-9, atol=0), step
+        assert {r for i, r in rates.items() if i not in mouth_ids} == {2e-3}, step

@@ -188,6 +188,12 @@ class Trainer:
     def _set_learning_rates(self) -> None:
         frac = self.step / max(self.cfg.steps - 1, 1)
         self.optimizers["means"].param_groups[0]["lr"] = self.cfg.lr.means * self.cfg.lr.means_final**frac
+        mouth = self.nets.detail.mouth if self.nets.detail is not None else None
+        if mouth is not None and self.net_optimizer is not None:
+            first = next(mouth.parameters())
+            for group in self.net_optimizer.param_groups:
+                if any(p is first for p in group["params"]):
+                    group["lr"] = self.cfg.lr.mouth * self.cfg.lr.mouth_final**frac
         if self.refine_optimizer is not None:
             rates = refine_learning_rates(self.corrections, self.cfg.refine, self.step, self.cfg.steps)
             for group, lr in zip(self.refine_optimizer.param_groups, rates, strict=True):
