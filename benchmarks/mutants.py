@@ -366,6 +366,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_mouth.py",),
     ),
     Mutant(
+        "mouth_rate_not_decayed",
+        "npga/train/trainer.py",
+        'group["lr"] = self.cfg.lr.mouth * self.cfg.lr.mouth_final**frac',
+        'group["lr"] = self.cfg.lr.mouth',
+        "the mouth network keeps its first, large rate to the end",
+        ("tests/test_train.py::test_the_mouth_network_s_rate_decays_to_its_final_factor_and_no_other_network_s_does",),
+    ),
+    Mutant(
         "fleet_failure_not_recorded",
         "npga/commands/fleet.py",
         "status.end(stage, FAILED, time.monotonic() - start, error=one_line(e))",
