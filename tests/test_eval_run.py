@@ -151,7 +151,7 @@ def test_refine_tracking_fits_the_heldout_sequences_without_reading_the_heldout_
     for serial in avatar.split.heldout_serials:
         frames = cache.array(seq, serial)
         np.save(frames_path(cache.root, seq, serial), rng.integers(0, 256, frames.shape, dtype=np.uint8))
-    fit = TrackConfig(first_iterations=(0, 5))
+    fit = TrackConfig(capture_iterations=(0, 5))
     metrics = {
         name: run_eval(EvalConfig(run, capture=copy, out=tmp_path / name / "eval", refine_tracking=True, track=fit))
         for name, copy in copies.items()
