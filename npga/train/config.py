@@ -45,7 +45,8 @@ class LearningRates:
     mouth_final: Annotated[float, Range(0, 1, above=True)] = 0.05
     """Factor the mouth network's rate decays to (exponentially) by the last step: large steps while the mouth is
     first learned, small ones once the Gaussians under it settle (2e-2 -> 1e-3: held-out mouth +0.5 dB over 3 seeds
-    against a constant 3e-3, where a constant 6e-3 lost 1.3 dB on one seed)."""
+    against a constant 3e-3, each seed higher, though neighbouring schedules scored lower on one seed:
+    benchmarks/RESULTS.md, The open mouth)."""
     coarse: float = 0.0
     """Distilled coarse field: 0 keeps it frozen, > 0 fine-tunes it."""
     cnn: float = 1e-3
