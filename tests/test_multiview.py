@@ -223,8 +223,8 @@ def test_a_close_capture_tracking_is_refined_by_the_default_steps_and_carried_of
     codes, poses, start = _filmed_sequence(2, seed=1, turn_deg=0.1, shift=0.0002, code_sd=0.01)
     capture = film_capture(tmp_path / "capture", avatar, SERIALS, SEQ, codes, poses, start)
     prepare(PrepareConfig(capture=capture, height=None))
-    close = Filmed(save_avatar(avatar, tmp_path / "a.npga"), capture, codes, poses, start)
-    args = ["track", "--avatar", str(close.avatar_file), "--capture", str(capture), "--sequence", SEQ]
+    avatar_file = save_avatar(avatar, tmp_path / "a.npga")
+    args = ["track", "--avatar", str(avatar_file), "--capture", str(capture), "--sequence", SEQ]
     args += ["--cameras", *SERIALS]
     main([*args, "--out", str(tmp_path / "default.npz")])
     main([*args, "--out", str(tmp_path / "full.npz"), "--track.capture-lr-scale", "1"])

@@ -25,9 +25,9 @@ import torch.distributed as dist
 from npga.config import resolve_device
 
 ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+"""What torchrun sets for each process (with MASTER_ADDR and MASTER_PORT)."""
 LEAVE_TIMEOUT_S = 30
 """How long a rank leaving the process group waits for the others before it tears its part down alone."""
-"""What torchrun sets for each process (with MASTER_ADDR and MASTER_PORT)."""
 
 
 class RanksDiverged(ValueError):
