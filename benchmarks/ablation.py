@@ -198,7 +198,7 @@ def train_and_score(
     print(f"== {name}, seed {cfg.seed}")
     t0 = time.perf_counter()
     trainer = build_trainer(cfg)
-    trainer.hooks.insert(0, ProgressBar(0, cfg.steps))
+    trainer.hooks.insert(0, ProgressBar(0, cfg.total_steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
     runtime = RuntimeOptions(device=cfg.device, precision="float32")  # `npga eval`'s default precision
@@ -211,6 +211,7 @@ def train_and_score(
         "seed": cfg.seed,
         "run": str(run.root),
         "steps": cfg.steps,
+        "mouth_steps": trainer.cfg.mouth_steps,
         "train_seconds": seconds,
         "n_gaussians": len(trainer.params["means"]),
         "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},

@@ -96,7 +96,7 @@ def quality(base: TrainConfig, name: str, k: int, scaling: str, args: argparse.N
     print(f"== {name}")
     t0 = time.perf_counter()
     trainer = build_trainer(cfg)
-    trainer.hooks.insert(0, ProgressBar(0, trainer.cfg.steps))
+    trainer.hooks.insert(0, ProgressBar(0, trainer.cfg.total_steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
     runtime = RuntimeOptions(device=cfg.device, precision="float32")

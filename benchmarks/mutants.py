@@ -368,10 +368,26 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "mouth_rate_not_decayed",
         "npga/train/trainer.py",
-        'group["lr"] = self.cfg.lr.mouth * self.cfg.lr.mouth_final**frac',
-        'group["lr"] = self.cfg.lr.mouth',
+        'mouth["lr"] = self.cfg.lr.mouth * self.cfg.lr.mouth_final**frac',
+        'mouth["lr"] = self.cfg.lr.mouth',
         "the mouth network keeps its first, large rate to the end",
         ("tests/test_train.py::test_the_mouth_network_s_rate_decays_to_its_final_factor_and_no_other_network_s_does",),
+    ),
+    Mutant(
+        "mouth_window_not_weighted",
+        "npga/train/trainer.py",
+        "(loss * share / (k * len(batch.viewmats)))",
+        "(loss / (k * len(batch.viewmats)))",
+        "the mouth phase's window weighs as much as a frame: with the joint steps' Adam moments, steps far too large",
+        ("tests/test_mouth_phase.py::test_a_mouth_step_follows_the_frame_loss_over_the_mouth_s_window",),
+    ),
+    Mutant(
+        "mouth_window_shifted_wrong_way",
+        "npga/train/mouth_phase.py",
+        "out[0, 2] -= x0",
+        "out[0, 2] += x0",
+        "the window's intrinsics move the principal point the wrong way: the window renders another part of the frame",
+        ("tests/test_mouth_phase.py::test_a_window_rendered_through_shifted_intrinsics_is_that_window_of_the_frame",),
     ),
     Mutant(
         "fleet_failure_not_recorded",

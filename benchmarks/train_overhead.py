@@ -29,7 +29,7 @@ def timed_fit(cfg: TrainConfig, hooks: bool) -> tuple[float, float, int]:
     start = time.perf_counter()
     trainer = build_trainer(cfg, hooks=None if hooks else [])
     if hooks:
-        trainer.hooks.insert(0, ProgressBar(trainer.step, cfg.steps))
+        trainer.hooks.insert(0, ProgressBar(trainer.step, cfg.total_steps))
     built = time.perf_counter()
     trainer.fit()
     if trainer.device.type == "cuda":

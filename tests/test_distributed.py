@@ -55,6 +55,12 @@ def config(capture: Path, out: Path, **overrides) -> TrainConfig:
     return dataclasses.replace(tiny, **(kw | overrides))
 
 
+def with_mouth_phase(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with the mouth network and 8 mouth-phase steps after its joint ones (4 steps of two frames)."""
+    mouth = dataclasses.replace(cfg.detail.mouth, enabled=True)
+    return dataclasses.replace(cfg, detail=dataclasses.replace(cfg.detail, mouth=mouth), mouth_steps=8)
+
+
 @pytest.fixture(scope="module")
 def distilled(tiny_capture: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny capture's distilled field, made once: each run starts from a copy (distilling is not tested here)."""
@@ -207,7 +213,7 @@ def one_process_of_two_frames(tiny_capture, distilled, tmp_path_factory) -> tupl
     out = fresh_run(tmp_path_factory.mktemp("k2") / "run", distilled)
     counts = GaussianCounts()
     with one_thread():
-        trainer = build_trainer(config(tiny_capture, out, frames_per_step=2), hooks=[counts])
+        trainer = build_trainer(with_mouth_phase(config(tiny_capture, out, frames_per_step=2)), hooks=[counts])
         trainer.fit()
     return trainer.state_dict(), counts.counts
 
@@ -215,18 +221,18 @@ def one_process_of_two_frames(tiny_capture, distilled, tmp_path_factory) -> tupl
 def test_two_ranks_of_one_frame_take_the_steps_of_one_process_of_two(
     tiny_capture, distilled, one_process_of_two_frames, tmp_path
 ):
-    """Bit for bit on the CPU (a sum of two numbers is the same in either order); Gaussian counts after every
-    step; and the two ranks end identical."""
-    cfg = config(tiny_capture, fresh_run(tmp_path / "run", distilled), frames_per_step=2)
+    """Bit for bit on the CPU (a sum of two numbers is the same in either order), the mouth phase included;
+    Gaussian counts after every step; and the two ranks end identical."""
+    cfg = with_mouth_phase(config(tiny_capture, fresh_run(tmp_path / "run", distilled), frames_per_step=2))
     train_on_ranks(cfg, 2, tmp_path / "ranks")
     ranks = [torch.load(tmp_path / "ranks" / f"rank{r}.pt", weights_only=False) for r in range(2)]
     expected, counts = one_process_of_two_frames
-    assert len(counts) == 15 and counts[-1] > counts[0]  # densified
+    assert len(counts) == 19 and counts[-1] > counts[0]  # 15 joint steps (densified) and 4 of the mouth phase
     for rank in ranks:
         assert rank["counts"] == counts
         assert_same_state(rank["state"], expected)
     assert_same_state(ranks[1]["state"], ranks[0]["state"])
-    assert [p.name for p in RunLayout(cfg.out).list_checkpoints()] == ["step_0000015.pt"]  # rank 0 wrote it
+    assert [p.name for p in RunLayout(cfg.out).list_checkpoints()] == ["step_0000019.pt"]  # rank 0 wrote it
 
 
 def test_ranks_holding_different_avatars_stop_with_an_error_naming_them(tiny_capture, distilled, tmp_path):
@@ -245,7 +251,7 @@ def children(pid: int) -> list[int]:
 def test_sigterm_to_one_rank_stops_all_and_the_run_resumes_on_one_process(
     tiny_capture, distilled, one_process_of_two_frames, tmp_path
 ):
-    cfg = config(tiny_capture, fresh_run(tmp_path / "run", distilled), frames_per_step=2, log_every=1)
+    cfg = with_mouth_phase(config(tiny_capture, fresh_run(tmp_path / "run", distilled), frames_per_step=2, log_every=1))
     save_config(cfg, tmp_path / "preset.yaml")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [str(TORCHRUN), "--nproc-per-node", "2", "-m", "npga.cli", "train", "--config", str(tmp_path / "preset.yaml")]

@@ -25,7 +25,7 @@ def main(cfg: Config) -> Path:
         # one writer per run: a second `npga train --out` here fails at once
         with folder_lock(cfg.out, "run") if main_rank else nullcontext():
             trainer = build_trainer(cfg, world=world)
-            steps = trainer.cfg.steps  # with --frames-per-step K: steps / K
+            steps = trainer.cfg.total_steps  # with --frames-per-step K: steps / K
             if trainer.step == steps:  # a finished run resumed (every rerun of `make demo`): nothing to do
                 if main_rank:
                     print(f"avatar: {trainer.run.avatar} (already trained to step {trainer.step}; left as it is)")

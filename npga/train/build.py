@@ -187,9 +187,10 @@ def build_trainer(cfg: TrainConfig, hooks: Sequence[Hook] | None = None, world: 
     if cfg.resume:
         last = run.list_checkpoints()[-1]
         trainer.load_state_dict(read_checkpoint(last, device), source=last)
-        if trainer.step > trainer.cfg.steps:
+        if trainer.step > trainer.cfg.total_steps:
             raise ValueError(
-                f"--steps {cfg.steps} is below the step of {last} ({trainer.step}); a run cannot be trained back: "
+                f"--steps {cfg.steps}{f' + --mouth-steps {cfg.mouth_steps}' if cfg.mouth_steps else ''} is below "
+                f"the step of {last} ({trainer.step}); a run cannot be trained back: "
                 f"pass --steps {trainer.step * cfg.frames_per_step} or more, or start a new run in another --out"
             )
         if main:

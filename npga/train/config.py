@@ -47,6 +47,10 @@ class LearningRates:
     first learned, small ones once the Gaussians under it settle (2e-2 -> 1e-3: held-out mouth +0.5 dB over 3 seeds
     against a constant 3e-3, each seed higher, though neighbouring schedules scored lower on one seed:
     benchmarks/RESULTS.md, The open mouth)."""
+    mouth_phase: float = 1e-3
+    """The mouth network in the steps after `steps` (`mouth_steps`), where it learns alone: the rate the joint
+    steps' schedule ends at (3e-3: the held-out mouth -0.6 dB on one seed of three; benchmarks/RESULTS.md, The
+    open mouth)."""
     coarse: float = 0.0
     """Distilled coarse field: 0 keeps it frozen, > 0 fine-tunes it."""
     cnn: float = 1e-3
@@ -64,7 +68,11 @@ class TrainConfig:
     override_config: bool = False
     """Allow resuming with a config that differs from the run's."""
     steps: AtLeast1 = 3000
-    """Total optimisation steps (of one frame each: see `frames_per_step`)."""
+    """Optimisation steps of the whole avatar (of one frame each: see `frames_per_step`)."""
+    mouth_steps: Annotated[int, Range(0)] = 0
+    """Steps after `steps` that train the mouth network alone (`--detail.mouth.enabled`), each on a window around
+    the mouth's projection (npga/train/mouth_phase.py): it learns the teeth once the Gaussians under it stop
+    moving. Every other part stays as the joint steps left it."""
     seed: int = 0
     """Seeds initialisation, batch sampling and densification."""
     device: DeviceName = "auto"
@@ -131,11 +139,16 @@ class TrainConfig:
     refine: RefineConfig = field(default_factory=RefineConfig)
     """Used with --refine-tracking."""
 
+    @property
+    def total_steps(self) -> int:
+        """The joint steps and the mouth phase's."""
+        return self.steps + self.mouth_steps
+
 
 def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
-    """The same schedule over `steps` steps: the densification window and interval and the step from which the
-    tracking is refined scale with the step count, as the learning-rate decays already do, so a longer run
-    densifies and refines in the same stages of training."""
+    """The same schedule over `steps` steps: the densification window and interval, the step from which the
+    tracking is refined and the mouth phase scale with the step count, as the learning-rate decays already do,
+    so a longer run densifies, refines and learns the mouth in the same stages of training."""
     if steps < 1:
         raise ValueError(f"steps must be at least 1, got {steps}")
     d, f = cfg.densify, steps / cfg.steps
@@ -146,7 +159,7 @@ def with_steps(cfg: TrainConfig, steps: int) -> TrainConfig:
         refine_stop=round(d.refine_stop * f),
     )
     refine = replace(cfg.refine, start=round(cfg.refine.start * f))
-    return replace(cfg, steps=steps, densify=densify, refine=refine)
+    return replace(cfg, steps=steps, mouth_steps=round(cfg.mouth_steps * f), densify=densify, refine=refine)
 
 
 def mouth_config(mouth: MouthConfig, head: HeadModel) -> MouthConfig:

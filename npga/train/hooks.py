@@ -36,8 +36,10 @@ class ProgressBar:
     def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
         self.bar.update(1)
         if out["step"] % trainer.cfg.log_every == 0:
-            (now,) = to_host([{"loss": out["loss"], "psnr": out["psnr"]}])
-            self.bar.set_postfix(loss=f"{now['loss']:.4f}", psnr=f"{now['psnr']:.2f}", G=out["n_gaussians"])
+            shown = ("loss", "psnr") if "psnr" in out else ("loss_mouth", "mouth_psnr")  # the mouth phase's
+            (now,) = to_host([{k: out[k] for k in shown}])
+            loss, value = (now[k] for k in shown)
+            self.bar.set_postfix({shown[0]: f"{loss:.4f}", shown[1]: f"{value:.2f}", "G": out["n_gaussians"]})
 
     def close(self, trainer: Trainer) -> None:
         self.bar.close()
@@ -64,7 +66,7 @@ class JsonlLog:
 
     def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
         self.window.append(out)
-        if out["step"] % self.every and out["step"] != trainer.cfg.steps:
+        if out["step"] % self.every and out["step"] != trainer.cfg.total_steps:
             return
         now = time.perf_counter()
         window = to_host(self.window)
@@ -123,7 +125,7 @@ class Validation:
         self.batches = {name: trainer.make_batch(seq, cache.n_frames(seq) // 2, [serial]) for name, seq in seqs.items()}
 
     def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
-        if not self.every or (out["step"] % self.every and out["step"] != trainer.cfg.steps):
+        if not self.every or (out["step"] % self.every and out["step"] != trainer.cfg.total_steps):
             return
         with torch.no_grad():
             for name, b in self.batches.items():
@@ -139,7 +141,7 @@ class PeriodicCheckpoint:
         self.every = every
 
     def after_step(self, trainer: Trainer, out: dict[str, Value]) -> None:
-        if out["step"] % self.every == 0 and out["step"] < trainer.cfg.steps:
+        if out["step"] % self.every == 0 and out["step"] < trainer.cfg.total_steps:
             trainer.save_checkpoint()
 
     def close(self, trainer: Trainer) -> None:

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +29,7 @@ from npga.avatar.config import AvatarConfig
 from npga.avatar.densify import STATISTICS, add_statistics, make_strategy
 from npga.avatar.file import save_avatar
 from npga.avatar.model import Avatar, Motion, code_stats
+from npga.avatar.mouth import mouth_weight
 from npga.config import to_dict
 from npga.data.cache import FrameCache
 from npga.data.tracking import Tracking
@@ -42,6 +44,7 @@ from npga.train.batches import Batch, BatchSource
 from npga.train.config import LearningRates, TrainConfig, per_step
 from npga.train.distributed import World
 from npga.train.guard import NonFiniteGuard, make_finite, screen_gradients
+from npga.train.mouth_phase import MARGIN, crop_intrinsics, mouth_window, only_trainable
 from npga.train.refine import TrackingCorrections, make_refine_optimizer, refine_learning_rates
 from npga.train.scalars import Value, to_host
 
@@ -109,6 +112,9 @@ class Trainer:
         world: World | None = None,
     ) -> None:
         cfg = per_step(cfg)  # K frames per step: steps / K steps on the same schedule
+        if cfg.mouth_steps and (nets.detail is None or nets.detail.mouth is None):
+            log.warning("no mouth network (--detail.mouth.enabled): the %d mouth steps are skipped", cfg.mouth_steps)
+            cfg = replace(cfg, mouth_steps=0)
         self.cfg = cfg
         self.world = world  # None: one process
         self.run = RunLayout(cfg.out)
@@ -185,15 +191,21 @@ class Trainer:
         return self.batches.batch(seq, t, serials)
 
     # ---- one step ---------------------------------------------------------------------------------------
+    def mouth_group(self) -> dict[str, Any] | None:
+        """The network optimiser's group of the mouth network (None without one, or at a rate of 0), found by
+        its parameters: a checkpoint's groups carry no names."""
+        mouth = self.nets.detail.mouth if self.nets.detail is not None else None
+        if mouth is None or self.net_optimizer is None:
+            return None
+        first = next(mouth.parameters())
+        return next((g for g in self.net_optimizer.param_groups if any(p is first for p in g["params"])), None)
+
     def _set_learning_rates(self) -> None:
         frac = self.step / max(self.cfg.steps - 1, 1)
         self.optimizers["means"].param_groups[0]["lr"] = self.cfg.lr.means * self.cfg.lr.means_final**frac
-        mouth = self.nets.detail.mouth if self.nets.detail is not None else None
-        if mouth is not None and self.net_optimizer is not None:
-            first = next(mouth.parameters())
-            for group in self.net_optimizer.param_groups:
-                if any(p is first for p in group["params"]):
-                    group["lr"] = self.cfg.lr.mouth * self.cfg.lr.mouth_final**frac
+        mouth = self.mouth_group()
+        if mouth is not None:
+            mouth["lr"] = self.cfg.lr.mouth * self.cfg.lr.mouth_final**frac
         if self.refine_optimizer is not None:
             rates = refine_learning_rates(self.corrections, self.cfg.refine, self.step, self.cfg.steps)
             for group, lr in zip(self.refine_optimizer.param_groups, rates, strict=True):
@@ -216,6 +228,13 @@ class Trainer:
             g, batch.viewmats, batch.Ks, self.cache.width, self.cache.height, self.background, self.nets.cnn
         )
 
+    def code_noise(self, local: Sequence[Batch], k: int) -> list[torch.Tensor | None]:
+        """The detail code's noise (`detail_code_noise`) of this rank's frames of a step of `k`: every rank draws
+        every frame's, and torch's generators are saved in checkpoints, so a resumed run draws alike."""
+        if self.cfg.detail_code_noise <= 0:
+            return [None] * len(local)
+        return [torch.randn_like(local[0].z) for _ in range(k)][self.share(k)]
+
     def train_step(self, batches: Batch | Sequence[Batch]) -> dict[str, Value]:
         """Render, score, back-propagate, update, densify; returns the logged values of this step (the means over
         its frames of the loss terms and PSNR, as 0-d device tensors: reading them here would make the host wait
@@ -235,10 +254,7 @@ class Trainer:
             clock.append(time.perf_counter())
             times[name] += clock[-1] - clock[-2]
 
-        noise: list[torch.Tensor | None] = [None] * len(local)
-        if self.cfg.detail_code_noise > 0:  # torch's generators are saved in checkpoints: a resumed run draws alike
-            noise = [torch.randn_like(local[0].z) for _ in range(k)]  # every rank draws every frame's noise
-            noise = noise[self.share(k)]
+        noise = self.code_noise(local, k)
         metas, records = [], []
         for batch, eps in zip(local, noise, strict=True):
             z, head_pose = self.posed(batch)
@@ -314,16 +330,79 @@ class Trainer:
         out |= {f"time_{n}": t for n, t in times.items() if n != "sync" or self.world is not None}
         return out
 
+    def mouth_step(self, batches: Batch | Sequence[Batch]) -> dict[str, Value]:
+        """A step of the mouth phase (`mouth_steps`, npga/train/mouth_phase.py): only the mouth network learns,
+        from each camera's window around the mouth; the rest of the avatar is drawn as the joint steps left it.
+        The logged values are the windows' (`mouth_psnr`), not the frames'."""
+        local = [batches] if isinstance(batches, Batch) else list(batches)
+        k = len(local) * (1 if self.world is None else self.world.size)
+        mouth = self.nets.detail.mouth
+        start = time.perf_counter()
+        inside = mouth_weight(self.params["means"].detach(), mouth.center, mouth.radii) > 0  # (N,)
+        everything = [*self.params.values(), *self.nets.parameters()]
+        if self.corrections is not None:
+            everything += list(self.corrections.parameters())
+        records = []
+        with only_trainable(everything, mouth.parameters()):
+            for batch, eps in zip(local, self.code_noise(local, k), strict=True):
+                with torch.no_grad():
+                    z, head_pose = self.posed(batch)
+                detail_code = None if eps is None else z + self.cfg.detail_code_noise * eps
+                g = deform(self.params, self.nets, z, head_pose, detail_code)
+                for c in range(len(batch.viewmats)):
+                    window = mouth_window(
+                        g.means[inside].detach(), batch.viewmats[c], batch.Ks[c], self.cache.width,
+                        self.cache.height, MARGIN,
+                    )  # fmt: skip
+                    if window is None:
+                        continue
+                    x0, y0, x1, y1 = window
+                    K = crop_intrinsics(batch.Ks[c], x0, y0)[None]
+                    rgb, alpha, _ = render_gaussians(
+                        g, batch.viewmats[c : c + 1], K, x1 - x0, y1 - y0, self.background, self.nets.cnn
+                    )
+                    gt_rgb, gt_alpha = batch.rgb[c : c + 1, y0:y1, x0:x1], batch.alpha[c : c + 1, y0:y1, x0:x1]
+                    terms = compute_losses(rgb, alpha, gt_rgb, gt_alpha, g, self.neighbors, self.cfg.loss)
+                    loss = total_loss(terms, self.cfg.loss)
+                    # the window's share of the frame's mean: the mouth's gradient as large as in a joint step, so
+                    # the Adam moments from those steps scale its steps as they did (counted as a whole frame, the
+                    # steps were far larger and the held-out mouth got worse; no LPIPS on a window this small)
+                    share = (x1 - x0) * (y1 - y0) / (self.cache.width * self.cache.height)
+                    (loss * share / (k * len(batch.viewmats))).backward(retain_graph=c + 1 < len(batch.viewmats))
+                    with torch.no_grad():
+                        records.append(torch.stack([loss.detach(), psnr(rgb.clamp(0, 1), gt_rgb).mean()]))
+        sums = torch.stack(records).sum(0) if records else self.background.new_zeros(2)
+        counts = self.background.new_tensor(float(len(records)))
+        params = list(mouth.parameters())
+        if self.world is not None:
+            self.world.sum_([p.grad for p in params] + [sums, counts], params + [sums, counts])
+        group = self.mouth_group()
+        if group is None:
+            raise ValueError("the mouth phase (--mouth-steps) needs the mouth network to learn: --lr.mouth is 0")
+        group["lr"] = self.cfg.lr.mouth_phase
+        self.net_optimizer.step()
+        self.net_optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        mean = sums / counts.clamp_min(1)
+        return {
+            "step": self.step,
+            "loss_mouth": mean[0],
+            "mouth_psnr": mean[1],
+            "n_gaussians": len(self.params["means"]),
+            "time_mouth": time.perf_counter() - start,
+        }
+
     def _accumulate(self, state: dict[str, Any], metas: Sequence[dict[str, Any]]) -> None:
         """Add each rendering's screen-space gradients to the densification statistics in `state`."""
         for meta in metas:
             self.strategy.accumulate(self.params, self.optimizers, state, self.step, meta)
 
     def fit(self) -> Path:
-        """Train until `cfg.steps`; a checkpoint is written at the end and on Ctrl-C or SIGTERM (`kill`, a
-        batch scheduler's time limit). On several ranks a signal to any of them stops all after the same step
-        (each rank's handler only sets a flag, which the ranks share after every step)."""
-        if self.step >= self.cfg.steps and self.run.checkpoint(self.step).is_file():
+        """Train until `cfg.total_steps` (the joint steps, then the mouth phase's); a checkpoint is written at the
+        end and on Ctrl-C or SIGTERM (`kill`, a batch scheduler's time limit). On several ranks a signal to any of
+        them stops all after the same step (each rank's handler only sets a flag, which the ranks share after every
+        step)."""
+        if self.step >= self.cfg.total_steps and self.run.checkpoint(self.step).is_file():
             return self.run.checkpoint(self.step)  # a finished run: its checkpoint and avatar file stay as they are
         main_thread = threading.current_thread() is threading.main_thread()
         stop = threading.Event()
@@ -331,12 +410,13 @@ class Trainer:
         handler = _interrupt if self.world is None else lambda signum, frame: stop.set()
         previous = {s: signal.signal(s, handler) for s in signals} if main_thread else {}
         try:
-            while self.step < self.cfg.steps:
-                out = self.train_step(self.sample_step())
+            while self.step < self.cfg.total_steps:
+                step = self.train_step if self.step < self.cfg.steps else self.mouth_step
+                out = step(self.sample_step())
                 for hook in self.hooks:
                     hook.after_step(self, out)
                 self.latest |= {k: v for k, v in out.items() if "psnr" in k}
-                logged = self.step % self.cfg.log_every == 0 or self.step == self.cfg.steps
+                logged = self.step % self.cfg.log_every == 0 or self.step == self.cfg.total_steps
                 if self.guard is not None and logged:
                     self.guard.report(self.step)  # reads the device: only as often as the log does
                 if self.world is not None:
