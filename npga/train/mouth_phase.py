@@ -4,7 +4,7 @@ Trained with everything else, the mouth network learns the opening mouth only as
 hold still: they move and recolour while it learns. Continuing a trained avatar with only the mouth network
 learning draws the mouth better (held-out mouth 24.99 -> 25.67 dB over 3 seeds, benchmarks/RESULTS.md, The open
 mouth). Only the mouth's pixels can change then, so each step renders a window around the mouth's projection
-instead of the frame, at about a seventh of a joint step's cost; the window's loss counts as its share of the
+instead of the frame, at about a third of a joint step's cost; the window's loss counts as its share of the
 frame's mean, so the network's gradient, and with Adam's moments from the joint steps its step size, stays what
 the joint steps gave it.
 """
