@@ -166,3 +166,10 @@ def test_the_mouth_phase_without_a_mouth_network_warns_and_is_skipped(tiny_captu
     assert trainer.cfg.total_steps == 3 and "mouth steps are skipped" in caplog.text
     trainer.fit()
     assert trainer.step == 3
+
+
+def test_a_mouth_phase_whose_network_cannot_learn_fails_before_the_joint_steps(tiny_capture, tmp_path):
+    cfg = _mouth_config(tiny_capture, tmp_path / "run", steps=3, mouth_steps=5)
+    cfg = dataclasses.replace(cfg, lr=dataclasses.replace(cfg.lr, mouth=0.0))
+    with pytest.raises(ValueError, match="--lr.mouth is 0"):
+        build_trainer(cfg, hooks=[])

@@ -128,6 +128,8 @@ class Trainer:
         self.hooks = list(hooks)
         self.device = params["means"].device
         self.reset_optimizers()
+        if cfg.mouth_steps and self.mouth_group() is None:  # before the joint steps, not after them
+            raise ValueError("the mouth phase (--mouth-steps) needs the mouth network to learn: --lr.mouth is 0")
         self.strategy = make_strategy(cfg.densify)
         self.strategy.check_sanity(params, self.optimizers)
         self.scene_scale = scene_scale
@@ -376,10 +378,7 @@ class Trainer:
         params = list(mouth.parameters())
         if self.world is not None:
             self.world.sum_([p.grad for p in params] + [sums, counts], params + [sums, counts])
-        group = self.mouth_group()
-        if group is None:
-            raise ValueError("the mouth phase (--mouth-steps) needs the mouth network to learn: --lr.mouth is 0")
-        group["lr"] = self.cfg.lr.mouth_phase
+        self.mouth_group()["lr"] = self.cfg.lr.mouth_phase
         self.net_optimizer.step()
         self.net_optimizer.zero_grad(set_to_none=True)
         self.step += 1
