@@ -349,6 +349,14 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/test_mouth.py",),
     ),
     Mutant(
+        "mouth_additive_without_neutral",
+        "npga/avatar/mouth.py",
+        "return h[0] + (h[1:] - h[0]).sum(0)",
+        "return (h[1:] - h[0]).sum(0)",
+        "the additive mouth network forgets its value at the neutral code",
+        ("tests/test_mouth.py", "-k", "additive"),
+    ),
+    Mutant(
         "flame_mouth_under_the_chin",
         "npga/headmodel/flame.py",
         "near &= v[:, 1] >= v[near, 1].max() - 0.03 * extent[1]",

@@ -41,9 +41,11 @@ def test_mouth_weight_is_one_inside_zero_outside_and_fades_between():
     assert torch.allclose(w, torch.tensor([1.0, 1.0, 1.0, 0.5, 0.0, 0.0]), atol=1e-6)
 
 
-def random_mouth_net(expression_dim: int, seed: int = 0) -> MouthNet:
+def random_mouth_net(expression_dim: int, seed: int = 0, additive: bool = False, depth: int = 1) -> MouthNet:
     torch.manual_seed(seed)
-    cfg = MouthConfig(enabled=True, width=16, depth=1, center=(0.0, 0.0, 0.0), radii=(1.0, 0.5, 0.5))
+    cfg = MouthConfig(
+        enabled=True, width=16, depth=depth, center=(0.0, 0.0, 0.0), radii=(1.0, 0.5, 0.5), additive=additive
+    )
     net = MouthNet(cfg, expression_dim, 14)
     torch.nn.init.normal_(net.net[-1].weight, std=0.5)
     return net
@@ -63,6 +65,27 @@ def test_mouth_net_starts_at_zero_and_is_zero_outside_its_region():
     full = net.net(torch.cat([net.encoding(x), z.expand(len(x), -1)], -1)) * w[:, None]
     assert torch.allclose(out, full, atol=1e-5)
     assert out[w > 0].abs().min() > 0
+
+
+def test_the_additive_mouth_net_sums_what_each_code_component_does_alone():
+    torch.manual_seed(2)
+    x, z = torch.randn(300, 3) * 0.4, torch.randn(4)
+    net = random_mouth_net(4, additive=True, depth=2)
+    w = mouth_weight(x, net.center, net.radii)[:, None]  # (N, 1)
+
+    def whole(code: torch.Tensor) -> torch.Tensor:  # the network of the whole code, by brute force
+        return net.net(torch.cat([net.encoding(x), code.expand(len(x), -1)], -1)) * w
+
+    zero = torch.zeros(4)
+    expected = whole(zero) + sum(whole(zero.index_put((torch.tensor(k),), z[k])) - whole(zero) for k in range(4))
+    assert torch.allclose(net(x, z), expected, atol=1e-5)
+    # what one component adds does not depend on the others: the held-out smile with the jaw open gets the jaw's
+    # training effect (the network of the whole code does not, so the property is not trivial)
+    jaw, smile = torch.tensor([0.9, 0.0, 0.0, 0.0]), torch.tensor([0.0, 0.8, 0.0, 0.0])
+    for additive, same in ((True, True), (False, False)):
+        net.cfg = replace(net.cfg, additive=additive)
+        with_smile, alone = net(x, jaw + smile) - net(x, smile), net(x, jaw) - net(x, zero)
+        assert torch.allclose(with_smile, alone, atol=1e-5) == same
 
 
 def test_mouth_net_clamps_the_code_to_the_training_range():

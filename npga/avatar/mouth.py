@@ -7,6 +7,11 @@ gets its own Adam normalisation, so the mouth's gradient moves it at full speed.
 the losses' size priors (`npga.avatar.deform.express`): under them a strong prior meant to keep the shared
 network from fitting the tracking noise held the mouth to a hundredth of a colour logit. Its positional encoding spans
 the region alone, fine enough for a millimetre band, and its code is clamped to the training codes' range.
+
+With `MouthConfig.additive` the code's components act on the mouth one at a time: a capture shows the
+mouth open with some expressions and not others, and a network of the whole code met a held-out smile with the jaw
+open as a combination it had never seen (the worst held-out frames, 22 dB); as a sum of what each component does
+alone it draws the cavity the jaw opens under any smile (benchmarks/RESULTS.md, The open mouth).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from npga.config import SIGNED, AtLeast1, Positive
@@ -41,6 +47,12 @@ class MouthConfig:
     """Centre of the region (canonical coordinates); None: the head model's (`mouth_region`)."""
     radii: Annotated[Vec3, Positive] | None = None
     """Half-axes of the region's ellipsoid; None: the head model's."""
+    additive: bool = False
+    """The residuals as the network's value at the zero (neutral) code plus, per code component, the change that
+    component alone makes: a combination of components unseen in training is the sum of their seen effects (one
+    pass of the hidden layers per component: D + 1 instead of 1, on the region's Gaussians only). False (what
+    avatars saved before this option mean): one network of the whole code, free to learn how components
+    interact."""
 
 
 def mouth_weight(x_c: torch.Tensor, center: torch.Tensor, radii: torch.Tensor) -> torch.Tensor:
@@ -77,6 +89,19 @@ class MouthNet(nn.Module):
         out = x_c.new_zeros(len(x_c), self.net[-1].out_features)
         if len(inside):
             z = z_ex.clamp(self.code_low, self.code_high)
-            h = conditioned(self.net, self.encoding(x_c[inside]), z)  # (M, out_dim)
+            encoded = self.encoding(x_c[inside])  # (M, E)
+            h = self._additive(encoded, z) if self.cfg.additive else conditioned(self.net, encoded, z)  # (M, out)
             out = out.index_put((inside,), (w[inside, None] * h).to(out.dtype))
         return out
+
+    def _additive(self, encoded: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """(M, out_dim) g(x, 0) + sum_k [g(x, z_k e_k) - g(x, 0)], g the network: the first layer's code part is a
+        per-component bias, so all D + 1 codes share one product with the encoding."""
+        first = self.net[0]
+        E = encoded.shape[-1]
+        neutral = F.linear(encoded, first.weight[:, :E], first.bias)  # (M, W) first layer at the zero code
+        per_component = (first.weight[:, E:] * z.to(encoded.dtype)).T  # (D, W) what each component adds to it
+        h = torch.cat([neutral[None], neutral[None] + per_component[:, None]])  # (D + 1, M, W)
+        for layer in self.net[1:]:
+            h = layer(h)
+        return h[0] + (h[1:] - h[0]).sum(0)
