@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from npga.avatar import deform
+from npga.avatar import deform, render_gaussians
 from npga.avatar.mouth import mouth_weight
 from npga.cameras import look_at
-from npga.losses import LOSS_TERMS, LossWeights
+from npga.losses import LOSS_TERMS, LossWeights, compute_losses, total_loss
 from npga.render import rasterize
-from npga.train import TrainConfig, build_trainer, with_steps
-from npga.train.mouth_phase import MARGIN, MIN_WINDOW, crop_intrinsics, mouth_window, only_trainable
+from npga.train import TrainConfig, build_trainer, mouth_phase, with_steps
+from npga.train import trainer as trainer_module
+from npga.train.mouth_phase import MARGIN, MIN_WINDOW, contains, crop_intrinsics, mouth_window, only_trainable
 from tests.test_train import tiny_config
 
 W, H = 96, 64
@@ -144,6 +145,64 @@ def test_a_mouth_step_follows_the_frame_loss_over_the_mouth_s_window(tiny_captur
     for got, want in zip(seen[0], expected, strict=True):
         assert (got - want).norm() <= 1e-4 * want.norm()
     assert max(e.abs().max() for e in expected) > 0
+
+
+def test_a_mouth_step_draws_fewer_gaussians_for_the_gradient_of_the_window_drawn_from_all(
+    tiny_capture, tmp_path, monkeypatch
+):
+    """The step draws only the Gaussians its frame keeps (`MouthFrame`: under 70% of them here) and leaves out
+    the loss terms it cannot change; its gradient is still the whole avatar's window loss's, every term counted
+    (the per-Gaussian means too: a scale limit every Gaussian passes, an opacity prior). A window outside the
+    kept ones' reach falls back to every Gaussian, with the same gradient."""
+    monkeypatch.setattr(mouth_phase, "MIN_WINDOW", 12)  # the tiny capture's face is 30 pixels tall
+    monkeypatch.setattr(trainer_module, "SLACK", 0.1)
+    cfg = _mouth_config(tiny_capture, tmp_path / "run", steps=10, mouth_steps=1)
+    cfg = dataclasses.replace(cfg, loss=dataclasses.replace(cfg.loss, max_scale=1e-4, opacity_reg=0.05))
+    trainer = build_trainer(cfg, hooks=[])
+    while trainer.step < cfg.steps:
+        trainer.train_step(trainer.sample_step())
+    mouth = trainer.nets.detail.mouth
+    seq = trainer.split.train_sequences[0]
+    batch = trainer.make_batch(seq, 1, trainer.train_serials[5:6])
+    # one training camera: its window's line of sight holds a part of the tiny head (all of its cameras' do not)
+    trainer.train_serials = batch.serials
+
+    with only_trainable(trainer.nets.parameters(), mouth.parameters()):
+        g = deform(trainer.params, trainer.nets, batch.z, batch.head_pose)
+        inside = mouth_weight(trainer.params["means"], mouth.center, mouth.radii) > 0
+        w, h = trainer.cache.width, trainer.cache.height
+        x0, y0, x1, y1 = mouth_window(g.means[inside].detach(), batch.viewmats[0], batch.Ks[0], w, h, MARGIN)
+        K = crop_intrinsics(batch.Ks[0], x0, y0)[None]
+        rgb, alpha, _ = render_gaussians(g, batch.viewmats, K, x1 - x0, y1 - y0, trainer.background, trainer.nets.cnn)
+        gt_rgb, gt_alpha = batch.rgb[:, y0:y1, x0:x1], batch.alpha[:, y0:y1, x0:x1]
+        terms = compute_losses(rgb, alpha, gt_rgb, gt_alpha, g, trainer.neighbors, cfg.loss)
+        loss = total_loss(terms, cfg.loss) * (x1 - x0) * (y1 - y0) / (w * h)
+        expected = torch.autograd.grad(loss, list(mouth.parameters()))
+    assert terms["scale"] > 0 and terms["opacity_reg"] > 0
+
+    seen = []
+    trainer.net_optimizer.step = lambda: seen.append([p.grad.clone() for p in mouth.parameters()])
+    trainer.mouth_step(batch)
+    frame = trainer._mouth_frames[(seq, 1)]
+    assert contains(frame.windows[batch.serials[0]], (x0, y0, x1, y1))  # the step drew the kept ones
+    # the kept ones draw the whole grown window as every Gaussian does
+    gx0, gy0, gx1, gy1 = frame.windows[batch.serials[0]]
+    part = {name: p[frame.index] for name, p in trainer.params.items()}
+    with torch.no_grad():
+        kept = deform(part, trainer.nets, batch.z, batch.head_pose, coarse_offset=frame.coarse_offset)
+        K = crop_intrinsics(batch.Ks[0], gx0, gy0)[None]
+        images = [
+            render_gaussians(gs, batch.viewmats, K, gx1 - gx0, gy1 - gy0, trainer.background, trainer.nets.cnn)[0]
+            for gs in (kept, g)
+        ]
+    assert (images[0] - images[1]).abs().max() < 1e-5
+    assert len(frame.index) < 0.7 * len(trainer.params["means"])
+    trainer._mouth_frames[(seq, 1)] = dataclasses.replace(frame, windows={})  # no camera's window is covered
+    trainer.mouth_step(batch)
+    assert len(seen) == 2
+    for grads in seen:
+        for got, want in zip(grads, expected, strict=True):
+            assert (got - want).norm() <= 1e-4 * want.norm()
 
 
 def test_the_mouth_phase_resumes_bit_for_bit_and_scales_with_the_schedule(tiny_capture, tmp_path):

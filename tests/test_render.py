@@ -366,3 +366,27 @@ def test_gsplat_and_torch_backends_agree(scene, mode):
     names = ["means", "quats", "scales", "opacities", "colors", "backgrounds", "means2d"]
     for name, gt, gg in zip(names, grads_t, grads_g, strict=True):
         assert (gt - gg).norm() <= 1e-3 * gg.norm() + 1e-8, name
+
+
+def test_may_draw_keeps_every_gaussian_the_projection_gives_a_footprint_and_culls_the_rest_of_the_view():
+    """`may_draw` is a cheaper bound for culling: it must hold every Gaussian `project` draws (thin needles seen
+    end-on or side-on, at the image's edges, in cameras turned off the scene's centre), and still cull."""
+    from npga.render.projection import may_draw, project
+
+    g = torch.Generator().manual_seed(0)
+    n = 4000
+    means = (torch.rand(n, 3, generator=g) - 0.5) * torch.tensor([3.0, 3.0, 1.0])
+    quats = torch.randn(n, 4, generator=g)
+    scales = torch.exp(torch.randn(n, 3, generator=g) * 1.2 - 4.0)  # needles and discs, 1 mm to 10 cm
+    opacities = torch.rand(n, generator=g)
+    eyes, targets = [[0, 0, 2.0], [1.5, 0.3, 1.5], [0, -1.8, 0.9]], [[0, 0, 0], [0.4, 0, 0], [0, 0.2, 0.1]]
+    viewmats = torch.stack(
+        [torch.tensor(look_at(e, t), dtype=torch.float32) for e, t in zip(eyes, targets, strict=True)]
+    )
+    W, H = 40, 30
+    Ks = torch.tensor([[30.0, 0, 17.0], [0, 33.0, 16.0], [0, 0, 1]]).expand(3, 3, 3)
+    drawn = project(means, quats, scales, opacities, viewmats, Ks, W, H, 0.01, 1e10, 0.3).radii.gt(0).any(-1)
+    bound = may_draw(means, scales, viewmats, Ks, W, H)
+    assert drawn.sum() > 500
+    assert not (drawn & ~bound).any()
+    assert (~bound).sum() > 0.3 * n  # it culls

@@ -9,6 +9,7 @@ head poses keep `express`'s result and only `pose` it again.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -61,15 +62,16 @@ def apply_head_pose(
 
 
 def deform(
-    params: nn.ParameterDict,
+    params: Mapping[str, torch.Tensor],
     nets: AvatarNets,
     z_ex: torch.Tensor,
     head_pose: torch.Tensor,
     detail_code: torch.Tensor | None = None,
+    coarse_offset: torch.Tensor | None = None,
 ) -> Gaussians:
     """Posed Gaussians for expression code z_ex (D,) and head pose (4, 4) (`Tracking.head_to_world`);
-    `detail_code` as in `express`."""
-    return pose(express(params, nets, z_ex, detail_code), head_pose)
+    `detail_code` and `coarse_offset` as in `express`."""
+    return pose(express(params, nets, z_ex, detail_code, coarse_offset), head_pose)
 
 
 def pose(g: Gaussians, head_pose: torch.Tensor) -> Gaussians:
@@ -81,13 +83,21 @@ def pose(g: Gaussians, head_pose: torch.Tensor) -> Gaussians:
 
 
 def express(
-    params: nn.ParameterDict, nets: AvatarNets, z_ex: torch.Tensor, detail_code: torch.Tensor | None = None
+    params: Mapping[str, torch.Tensor],
+    nets: AvatarNets,
+    z_ex: torch.Tensor,
+    detail_code: torch.Tensor | None = None,
+    coarse_offset: torch.Tensor | None = None,
 ) -> Gaussians:
     """The Gaussians of expression code z_ex (D,) in the head's frame (no head pose). `detail_code` (D,): the
-    code the detail network sees instead of z_ex (training perturbs it: `TrainConfig.detail_code_noise`)."""
+    code the detail network sees instead of z_ex (training perturbs it: `TrainConfig.detail_code_noise`).
+    `coarse_offset` (N, 3): the coarse field's displacement of these means at z_ex, where the caller kept it
+    (the mouth phase, in which the field and the means are frozen)."""
     x_c = params["means"]  # (N, 3) canonical
     means = x_c
-    if nets.coarse is not None:
+    if coarse_offset is not None:
+        means = means + coarse_offset
+    elif nets.coarse is not None:
         # A frozen coarse field moves the means without a Jacobian term: its displacement gradient is small,
         # and back-propagating through it would cost as much as the detail network. Tracking (a code that
         # requires grad) needs the code's gradient through it.

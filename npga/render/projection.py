@@ -92,3 +92,31 @@ def project(
         radii = torch.stack([rx, ry], -1).where(valid[..., None], 0.0).to(torch.int32)
 
     return Projected(means2d=means2d, conics=conics, depths=z, radii=radii)
+
+
+@torch.no_grad()
+def may_draw(
+    means: torch.Tensor,  # (N, 3)
+    scales: torch.Tensor,  # (N, 3)
+    viewmats: torch.Tensor,  # (C, 4, 4)
+    Ks: torch.Tensor,  # (C, 3, 3)
+    width: int,
+    height: int,
+    near_plane: float = 0.01,
+    eps2d: float = 0.3,
+) -> torch.Tensor:
+    """(C, N) bool, True for every Gaussian `project` gives a footprint on each image (and for some more): a
+    bound from the largest standard deviation and the projection's largest stretch, sqrt(1 + (x^2 + y^2) / z^2)
+    f / z, instead of each covariance (a tenth of the cost), for callers that draw part of an image from fewer
+    Gaussians."""
+    mean_c = means[None] @ viewmats[:, :3, :3].transpose(-1, -2) + viewmats[:, None, :3, 3]  # (C, N, 3)
+    x, y, z = mean_c.unbind(-1)
+    ahead = z >= near_plane
+    rz = 1.0 / torch.where(ahead, z, torch.ones_like(z))
+    f = torch.maximum(Ks[:, 0, 0], Ks[:, 1, 1])[:, None]  # (C, 1)
+    stretch = f * rz * torch.sqrt(1.0 + (x * x + y * y) * rz * rz)  # (C, N) pixels per head unit, at most
+    sigma = torch.sqrt((stretch * scales.max(-1).values) ** 2 + eps2d)  # (C, N) pixels
+    r = torch.ceil(MAX_EXTENT_SIGMAS * sigma)
+    u = Ks[:, 0, 0, None] * x * rz + Ks[:, 0, 2, None]
+    v = Ks[:, 1, 1, None] * y * rz + Ks[:, 1, 2, None]
+    return ahead & (u + r > 0) & (u - r < width) & (v + r > 0) & (v - r < height)

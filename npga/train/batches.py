@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 class Batch:
     sequence: str
     t: int
+    serials: tuple[str, ...]  # the cameras, in the order of viewmats
     z: torch.Tensor  # (D,)
     head_pose: torch.Tensor  # (4, 4)
     viewmats: torch.Tensor  # (C, 4, 4)
@@ -104,6 +105,11 @@ class BatchSource:
             rows = rows.pin_memory()  # the caching host allocator keeps it until the copy has run
         return rows.to(self.device, non_blocking=True)
 
+    def camera(self, serial: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(viewmat (4, 4), K (3, 3)) of a camera on the device."""
+        i = self.serial_index[serial]
+        return self.viewmats[i], self.Ks[i]
+
     def batch(self, seq: str, t: int, serials: Sequence[str]) -> Batch:
         """Row `t` of `seq` in `serials`, composited on the background, with its code, head pose and cameras."""
         values = self.table[self._rows(seq, t, serials).int()]  # (C, H, W, ch) in [0, 1]
@@ -114,6 +120,7 @@ class BatchSource:
         return Batch(
             sequence=seq,
             t=t,
+            serials=tuple(serials),
             z=motion.expression[t],
             head_pose=motion.head_pose[t],
             viewmats=torch.stack([self.viewmats[i] for i in cams]),

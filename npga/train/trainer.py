@@ -26,6 +26,7 @@ from torch import nn
 import npga
 from npga.avatar import AvatarNets, Gaussians, deform, knn_graph, render_gaussians
 from npga.avatar.config import AvatarConfig
+from npga.avatar.deform import pose
 from npga.avatar.densify import STATISTICS, add_statistics, make_strategy
 from npga.avatar.file import save_avatar
 from npga.avatar.model import Avatar, Motion, code_stats
@@ -38,13 +39,26 @@ from npga.io.untrusted import CorruptFile, first_line, load_torch
 from npga.losses import compute_losses, total_loss
 from npga.metrics import LPIPS, psnr
 from npga.provenance import git_commit
+from npga.render.projection import may_draw
 from npga.runs import RunLayout
 from npga.split import Split
 from npga.train.batches import Batch, BatchSource
 from npga.train.config import LearningRates, TrainConfig, per_step
 from npga.train.distributed import World
 from npga.train.guard import NonFiniteGuard, make_finite, screen_gradients
-from npga.train.mouth_phase import MARGIN, crop_intrinsics, mouth_window, only_trainable
+from npga.train.mouth_phase import (
+    MARGIN,
+    MOUTH_FRAMES_BUDGET,
+    SLACK,
+    MouthFrame,
+    Window,
+    contains,
+    crop_intrinsics,
+    grow,
+    mouth_window,
+    only_trainable,
+    window_loss,
+)
 from npga.train.refine import TrackingCorrections, make_refine_optimizer, refine_learning_rates
 from npga.train.scalars import Value, to_host
 
@@ -160,6 +174,8 @@ class Trainer:
             self.train_serials,
             cfg.frames_on_device_gb * 1e9,
         )
+        self._mouth_frames: dict[tuple[str, int], MouthFrame] = {}  # the mouth phase's frames (`mouth_frame`)
+        self._mouth_frames_bytes = 0
         self.sync_timers: Callable[[], None] = lambda: None  # benchmarks: torch.cuda.synchronize, to time each part
         self.guard = NonFiniteGuard(self, cfg.max_nonfinite_steps) if cfg.max_nonfinite_steps > 0 else None
         self.lpips = LPIPS(self.device) if cfg.loss.lpips > 0 else None
@@ -332,15 +348,47 @@ class Trainer:
         out |= {f"time_{n}": t for n, t in times.items() if n != "sync" or self.world is not None}
         return out
 
+    def mouth_frame(self, batch: Batch, z: torch.Tensor, head_pose: torch.Tensor) -> MouthFrame | None:
+        """The Gaussians the mouth phase draws for the batch's frame (`MouthFrame`), chosen the first time it comes
+        and kept while the kept ones fit `MOUTH_FRAMES_BUDGET`; None beyond it (the step draws them all). Chosen
+        from the frozen state alone (the exact code; the window from the mouth moved by the coarse field), so a
+        resumed run chooses what the uninterrupted one did."""
+        key = (batch.sequence, batch.t)
+        if key in self._mouth_frames or self._mouth_frames_bytes >= MOUTH_FRAMES_BUDGET:
+            return self._mouth_frames.get(key)
+        mouth = self.nets.detail.mouth
+        with torch.no_grad():
+            x_c = self.params["means"]
+            offset = None if self.nets.coarse is None else self.nets.coarse(x_c, z)  # (N, 3)
+            g = deform(self.params, self.nets, z, head_pose, coarse_offset=offset)
+            inside = mouth_weight(x_c, mouth.center, mouth.radii) > 0  # (N,)
+            coarse = x_c if offset is None else x_c + offset
+            rigid = pose(replace(g, means=coarse), head_pose).means[inside]  # (M, 3) the mouth, coarse motion only
+            windows: dict[str, Window] = {}
+            keep = inside.clone()
+            for serial in self.train_serials:
+                viewmat, K = self.batches.camera(serial)
+                window = mouth_window(rigid, viewmat, K, self.cache.width, self.cache.height, MARGIN)
+                if window is None:
+                    continue
+                x0, y0, x1, y1 = windows[serial] = grow(window, SLACK, self.cache.width, self.cache.height)
+                Kw = crop_intrinsics(K, x0, y0)[None]
+                keep |= may_draw(g.means, g.scales, viewmat[None], Kw, x1 - x0, y1 - y0)[0]
+            index = keep.nonzero()[:, 0]
+        frame = MouthFrame(index, None if offset is None else offset[index], windows)
+        self._mouth_frames[key] = frame
+        self._mouth_frames_bytes += frame.nbytes
+        return frame
+
     def mouth_step(self, batches: Batch | Sequence[Batch]) -> dict[str, Value]:
         """A step of the mouth phase (`mouth_steps`, npga/train/mouth_phase.py): only the mouth network learns,
-        from each camera's window around the mouth; the rest of the avatar is drawn as the joint steps left it.
-        The logged values are the windows' (`mouth_psnr`), not the frames'."""
+        from each camera's window around the mouth; the rest of the avatar is drawn as the joint steps left it,
+        from the Gaussians that reach the window (`mouth_frame`). The logged values are the windows'
+        (`mouth_psnr`), not the frames'."""
         local = [batches] if isinstance(batches, Batch) else list(batches)
         k = len(local) * (1 if self.world is None else self.world.size)
         mouth = self.nets.detail.mouth
         start = time.perf_counter()
-        inside = mouth_weight(self.params["means"].detach(), mouth.center, mouth.radii) > 0  # (N,)
         everything = [*self.params.values(), *self.nets.parameters()]
         if self.corrections is not None:
             everything += list(self.corrections.parameters())
@@ -350,27 +398,37 @@ class Trainer:
                 with torch.no_grad():
                     z, head_pose = self.posed(batch)
                 detail_code = None if eps is None else z + self.cfg.detail_code_noise * eps
-                g = deform(self.params, self.nets, z, head_pose, detail_code)
-                for c in range(len(batch.viewmats)):
+                frame = self.mouth_frame(batch, z, head_pose)
+                part = self.params if frame is None else {name: p[frame.index] for name, p in self.params.items()}
+                g = deform(part, self.nets, z, head_pose, detail_code, None if frame is None else frame.coarse_offset)
+                inside = mouth_weight(part["means"], mouth.center, mouth.radii) > 0  # the mouth's Gaussians in g
+                whole = None if frame is not None else g  # every Gaussian, where a window left its grown one
+                for c, serial in enumerate(batch.serials):
                     window = mouth_window(
                         g.means[inside].detach(), batch.viewmats[c], batch.Ks[c], self.cache.width,
                         self.cache.height, MARGIN,
                     )  # fmt: skip
                     if window is None:
                         continue
+                    drawn_from = g
+                    if frame is not None and not contains(frame.windows.get(serial), window):
+                        if whole is None:
+                            whole = deform(self.params, self.nets, z, head_pose, detail_code)
+                        drawn_from = whole
                     x0, y0, x1, y1 = window
                     K = crop_intrinsics(batch.Ks[c], x0, y0)[None]
                     rgb, alpha, _ = render_gaussians(
-                        g, batch.viewmats[c : c + 1], K, x1 - x0, y1 - y0, self.background, self.nets.cnn
+                        drawn_from, batch.viewmats[c : c + 1], K, x1 - x0, y1 - y0, self.background, self.nets.cnn
                     )
                     gt_rgb, gt_alpha = batch.rgb[c : c + 1, y0:y1, x0:x1], batch.alpha[c : c + 1, y0:y1, x0:x1]
-                    terms = compute_losses(rgb, alpha, gt_rgb, gt_alpha, g, self.neighbors, self.cfg.loss)
-                    loss = total_loss(terms, self.cfg.loss)
+                    n = len(self.params["means"])
+                    loss = window_loss(rgb, alpha, gt_rgb, gt_alpha, drawn_from, n, self.cfg.loss)
                     # the window's share of the frame's mean: the mouth's gradient as large as in a joint step, so
                     # the Adam moments from those steps scale its steps as they did (counted as a whole frame, the
                     # steps were far larger and the held-out mouth got worse; no LPIPS on a window this small)
                     share = (x1 - x0) * (y1 - y0) / (self.cache.width * self.cache.height)
-                    (loss * share / (k * len(batch.viewmats))).backward(retain_graph=c + 1 < len(batch.viewmats))
+                    retain = c + 1 < len(batch.viewmats)
+                    (loss * share / (k * len(batch.viewmats))).backward(retain_graph=retain)
                     with torch.no_grad():
                         records.append(torch.stack([loss.detach(), psnr(rgb.clamp(0, 1), gt_rgb).mean()]))
         sums = torch.stack(records).sum(0) if records else self.background.new_zeros(2)
