@@ -193,10 +193,14 @@ def render_view(
     if mask.any():
         pts = img[mask]
         rgb[mask] = colorize(pts[:, :3], pts[:, 3:]).double()
-    s = supersample
-    rgb = rgb.reshape(cam.height, s, cam.width, s, 3).mean((1, 3))
-    alpha = mask.double().reshape(cam.height, s, cam.width, s).mean((1, 3))
-    return to_uint8(rgb.numpy()), to_uint8(alpha.numpy())
+    alpha = box_downsample(mask.double(), supersample)
+    return to_uint8(box_downsample(rgb, supersample).numpy()), to_uint8(alpha.numpy())
+
+
+def box_downsample(img: torch.Tensor, s: int) -> torch.Tensor:
+    """(H, W, ...) from (H s, W s, ...): the mean of each s x s block, summed from strided views (a reshape and
+    mean over the block axes took 6x as long, a tenth of the capture's rendering time)."""
+    return sum(img[i::s, j::s] for i in range(s) for j in range(s)) / (s * s)
 
 
 def frame_geometry(
