@@ -48,7 +48,7 @@ PER_GAUSSIAN_MEANS = ("scale", "opacity_reg", "scale_reg")
 """Loss terms that are means over every Gaussian."""
 
 MOUTH_FRAMES_BUDGET = 1 << 30
-"""Bytes of `MouthFrame`s a trainer keeps (demo: about 20 MB); frames beyond it are chosen again each visit."""
+"""Bytes of `MouthFrame`s a trainer keeps (the demo: about 25 MB); frames beyond it draw every Gaussian."""
 
 Window = tuple[int, int, int, int]
 
