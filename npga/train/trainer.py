@@ -392,6 +392,7 @@ class Trainer:
         everything = [*self.params.values(), *self.nets.parameters()]
         if self.corrections is not None:
             everything += list(self.corrections.parameters())
+        n = len(self.params["means"])
         records = []
         with only_trainable(everything, mouth.parameters()):
             for batch, eps in zip(local, self.code_noise(local, k), strict=True):
@@ -421,7 +422,6 @@ class Trainer:
                         drawn_from, batch.viewmats[c : c + 1], K, x1 - x0, y1 - y0, self.background, self.nets.cnn
                     )
                     gt_rgb, gt_alpha = batch.rgb[c : c + 1, y0:y1, x0:x1], batch.alpha[c : c + 1, y0:y1, x0:x1]
-                    n = len(self.params["means"])
                     loss = window_loss(rgb, alpha, gt_rgb, gt_alpha, drawn_from, n, self.cfg.loss)
                     # the window's share of the frame's mean: the mouth's gradient as large as in a joint step, so
                     # the Adam moments from those steps scale its steps as they did (counted as a whole frame, the
@@ -445,7 +445,7 @@ class Trainer:
             "step": self.step,
             "loss_mouth": mean[0],
             "mouth_psnr": mean[1],
-            "n_gaussians": len(self.params["means"]),
+            "n_gaussians": n,
             "time_mouth": time.perf_counter() - start,
         }
 
