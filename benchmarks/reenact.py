@@ -19,13 +19,14 @@ seconds per tracked frame (first frame apart: it searches for the pose and takes
 load.
 
 .venv/bin/python benchmarks/reenact.py [--avatar runs/demo/avatar.npga] [--capture data/demo]
-    [--driver SERIAL | --views S1 S2 ...] [--frames N] [--mask estimate|alpha] [--device cpu|cuda]
-    [--out benchmarks/out/reenact.json]
+    [--driver SERIAL | --views S1 S2 ...] [--frames N] [--mask estimate|alpha] [--set FIELD=VALUE ...]
+    [--device cpu|cuda] [--out benchmarks/out/reenact.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -94,20 +95,42 @@ def main() -> None:
         help="track from these cameras of the sequence at once (`npga track --capture --cameras`, frames from the "
         "avatar's frame cache) instead of the --driver video; every held-out camera is scored",
     )
-    parser.add_argument("--robust", type=float, default=TrackConfig.robust, help="TrackConfig.robust (0: L1)")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="TrackConfig fields to change from their defaults, e.g. `--set prior=0 iterations=0,16` (a tuple's "
+        "entries separated by commas)",
+    )
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out/reenact.json"))
     args = parser.parse_args()
     avatar = load_avatar(args.avatar, args.device)
     layout = ParticipantLayout(args.capture)
     seq = avatar.split.heldout_sequences[0]
-    cfg = TrackConfig(robust=args.robust)
+    cfg = track_config(args.set)
     load = os.getloadavg()
     if args.views:
         result = multiview_tracking(args.avatar, avatar, layout, seq, tuple(args.views), args.frames, cfg, args.out)
     else:
         result = monocular_tracking(avatar, layout, seq, args, cfg)
     report(avatar, layout, seq, result, load, args, cfg)
+
+
+def track_config(settings: list[str]) -> TrackConfig:
+    """TrackConfig with FIELD=VALUE settings, each value read as its default's type (tuples comma-separated)."""
+    changes = {}
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        if not sep or name not in {f.name for f in dataclasses.fields(TrackConfig)}:
+            raise SystemExit(f"--set {setting}: not FIELD=VALUE with FIELD one of TrackConfig's fields")
+        default = getattr(TrackConfig, name)
+        if isinstance(default, tuple):
+            changes[name] = tuple(type(default[0])(v) for v in value.split(","))
+        else:
+            changes[name] = type(default)(value)
+    return TrackConfig(**changes)
 
 
 @dataclass
@@ -284,7 +307,7 @@ def report(
         "load_average_before": load,
         "gaussians": avatar.n_gaussians,
         "input": tracked.input,
-        "robust": args.robust,
+        "track_config": {k: v for k, v in dataclasses.asdict(cfg).items() if v != getattr(TrackConfig, k)},
         "seconds_first_frame": times[0],
         "seconds_per_frame": sum(times) / T,
         "seconds_per_later_frame": sum(warm) / len(warm),
