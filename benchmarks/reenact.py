@@ -19,8 +19,8 @@ seconds per tracked frame (first frame apart: it searches for the pose and takes
 load.
 
 .venv/bin/python benchmarks/reenact.py [--avatar runs/demo/avatar.npga] [--capture data/demo]
-    [--driver SERIAL | --views S1 S2 ...] [--frames N] [--mask estimate|alpha] [--set FIELD=VALUE ...]
-    [--device cpu|cuda] [--out benchmarks/out/reenact.json]
+    [--driver SERIAL | --views S1 S2 ... [--from-scratch]] [--frames N] [--mask estimate|alpha]
+    [--set FIELD=VALUE ...] [--device cpu|cuda] [--out benchmarks/out/reenact.json]
 """
 
 from __future__ import annotations
@@ -96,6 +96,12 @@ def main() -> None:
         "avatar's frame cache) instead of the --driver video; every held-out camera is scored",
     )
     parser.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="with --views: leave the capture's own tracking of the sequence out (`npga track --from-scratch`), "
+        "each frame fitted from the previous one",
+    )
+    parser.add_argument(
         "--set",
         nargs="+",
         default=[],
@@ -112,7 +118,10 @@ def main() -> None:
     cfg = track_config(args.set)
     load = os.getloadavg()
     if args.views:
-        result = multiview_tracking(args.avatar, avatar, layout, seq, tuple(args.views), args.frames, cfg, args.out)
+        views = tuple(args.views)
+        result = multiview_tracking(
+            args.avatar, avatar, layout, seq, views, args.from_scratch, args.frames, cfg, args.out
+        )
     else:
         result = monocular_tracking(avatar, layout, seq, args, cfg)
     report(avatar, layout, seq, result, load, args, cfg)
@@ -154,6 +163,7 @@ def multiview_tracking(
     layout: ParticipantLayout,
     seq: str,
     views: tuple[str, ...],
+    from_scratch: bool,
     frames: int | None,
     cfg: TrackConfig,
     out: Path,
@@ -163,7 +173,9 @@ def multiview_tracking(
     if unknown := set(views) - set(cache.serials):
         raise SystemExit(f"--views {sorted(unknown)}: not cameras of {cache.root} ({', '.join(cache.serials)})")
     start = time.perf_counter()
-    path = track_capture(CaptureViews(cache, seq, views), avatar, file, out.with_suffix(".tracking.npz"), cfg)
+    path = track_capture(
+        CaptureViews(cache, seq, views, from_scratch), avatar, file, out.with_suffix(".tracking.npz"), cfg
+    )
     seconds = time.perf_counter() - start
     tracking = Tracking.load(path)
     T = min(tracking.n_frames, frames or tracking.n_frames)
@@ -172,7 +184,8 @@ def multiview_tracking(
         poses=_poses(tracking, T),
         ious=list(TrackingExtras.load(path).iou[:T]),
         times=[seconds / tracking.n_frames] * T,
-        input=f"{seq} from cameras {', '.join(views)} ({tracking.n_frames} frames of the cache)",
+        input=f"{seq} from cameras {', '.join(views)} ({tracking.n_frames} frames of the cache"
+        + (", from scratch)" if from_scratch else ", from the capture's tracking where it has one)"),
         scored=list(avatar.split.heldout_serials),
         reference=views[0],
     )

@@ -4,7 +4,9 @@ the foreground of a capture without alpha maps, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import npga.drive.video as track_video
 from npga import nersemble
 from npga.avatar.file import save_avatar
 from npga.cli import main
-from npga.data.cache import FrameCache
+from npga.data.cache import FrameCache, tracking_path
 from npga.data.prepare import PrepareConfig, prepare
 from npga.data.tracking import Tracking, TrackingExtras
 from npga.drive.fit import head_frame, track_views
@@ -184,6 +186,32 @@ def test_track_refuses_bad_multiview_input_in_one_line(filmed, tmp_path):
             main(["track", "--avatar", avatar, "--out", str(out), *extra])
         assert message in str(e.value) and "\n" not in str(e.value), (extra, str(e.value))
     assert not out.exists() and not list(tmp_path.glob(".codes*"))
+
+
+def test_from_scratch_fits_every_frame_without_reading_the_capture_tracking(filmed, tmp_path):
+    """`--from-scratch`: the frames are fitted as a video's are (the first from the search, the next from it), the
+    capture's tracking unread: replaced by one in another code space, which is refused without the flag, it
+    changes nothing."""
+    capture = tmp_path / "capture"
+    shutil.copytree(filmed.capture, capture)
+    brief = ("--track.first-iterations", "0", "4", "--track.iterations", "0", "2")
+    args = ["track", "--avatar", str(filmed.avatar_file), "--capture", str(capture), "--sequence", SEQ]
+    args += ["--cameras", *SERIALS, *brief]
+    main([*args, "--from-scratch", "--out", str(tmp_path / "before.npz")])
+    path = tracking_path(capture / "cache" / "88x128", SEQ)
+    own = Tracking.load(path)
+    dataclasses.replace(own, expression=np.zeros((own.n_frames, own.expression_dim + 3))).save(path)
+    with pytest.raises(SystemExit) as refused:
+        main([*args, "--out", str(tmp_path / "refused.npz")])
+    assert "do not share one expression space" in str(refused.value)
+    main([*args, "--from-scratch", "--out", str(tmp_path / "after.npz")])
+    with np.load(tmp_path / "before.npz") as before, np.load(tmp_path / "after.npz") as after:
+        assert before.files == after.files
+        for key in before.files:
+            np.testing.assert_array_equal(before[key], after[key])
+    with pytest.raises(SystemExit) as video:
+        main(["track", "--avatar", str(filmed.avatar_file), "--video", str(tmp_path / "v.mp4"), "--from-scratch"])
+    assert "--from-scratch is for --capture" in str(video.value)
 
 
 def test_an_interrupted_multiview_run_resumes_at_its_next_frame(filmed, tmp_path, monkeypatch):

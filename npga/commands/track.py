@@ -39,6 +39,9 @@ class Config:
     """With --capture: the sequence to track."""
     cameras: tuple[str, ...] = ()
     """With --capture: the serials of the cameras to fit to; the first films the tracking file."""
+    from_scratch: bool = False
+    """With --capture: leave the capture's own tracking of the sequence out and fit every frame from the previous
+    one (the first from a search), as for a video: a tracking too far off, or in another head model's codes."""
     out: OutFile = Path("codes.npz")
     """Tracking file to write (`nphm_tracking.npz` layout plus the camera and fit residuals)."""
     fov: Annotated[float, Range(0, 180, above=True)] | None = None
@@ -61,6 +64,8 @@ def _check_arguments(cfg: Config) -> None:
         raise ValueError("--capture, --sequence and --cameras go together: give all three")
     if views and any(v is not None for v in (cfg.fov, cfg.intrinsics, cfg.mask)):
         raise ValueError("--fov, --intrinsics and --mask are for --video; a capture's cameras are calibrated")
+    if cfg.from_scratch and not views:
+        raise ValueError("--from-scratch is for --capture: a video has no tracking to leave out")
     if cfg.capture is not None and not Path(cfg.capture).is_dir():
         raise FileNotFoundError(f"--capture {cfg.capture}: no such folder")
 
@@ -84,7 +89,8 @@ def main(cfg: Config) -> Path:
         driver = DriverVideo(video=cfg.video, fov=cfg.fov, intrinsics=cfg.intrinsics, mask=cfg.mask)
         out, source = track_video(driver, avatar, file, cfg.out, cfg.track, cfg.fresh), str(cfg.video)
     else:
-        views = CaptureViews(capture_cache(file, avatar, cfg.capture), cfg.sequence, tuple(cfg.cameras))
+        cache = capture_cache(file, avatar, cfg.capture)
+        views = CaptureViews(cache, cfg.sequence, tuple(cfg.cameras), cfg.from_scratch)
         out = track_capture(views, avatar, file, cfg.out, cfg.track, cfg.fresh)
         source = f"{cfg.sequence} in cameras {' '.join(cfg.cameras)}"
     fits = TrackingExtras.load(out)

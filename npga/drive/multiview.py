@@ -1,12 +1,12 @@
-"""A sequence of a capture tracked from several of its calibrated cameras at once: one code and one head pose per
-frame fitted to all the views (`fit`), in the rig's world.
+"""A sequence of a capture tracked from several of its calibrated cameras at once: one code and one head pose per frame
+fitted to all the views (`fit`), in the rig's world.
 
-Frames come from the capture's frame cache; each view's foreground is the capture's alpha, else the
-plain-background estimate (`foreground`). Each frame's fit starts from the capture's own tracking of it when the
-cache has one, else from the previous frame's fit. Only the named cameras' frames are read: whatever the other
-cameras saw plays no part (evaluation scores the held-out cameras with codes fitted this way to the others).
-Inputs are checked before the first fit; resuming and the tracking file are the video path's (`video`), the
-file's camera the first named view's.
+Frames come from the capture's frame cache; each view's foreground is the capture's alpha, else the plain-background
+estimate (`foreground`). Each frame's fit starts from the capture's own tracking of it when the cache has one (unless
+told to leave it out), else from the previous frame's fit. Only the named cameras' frames are read: whatever the
+other cameras saw plays no part (evaluation scores the held-out cameras with codes fitted this way to the others).
+Inputs are checked before the first fit; resuming and the tracking file are the video path's (`video`), the file's
+camera the first named view's.
 """
 
 from __future__ import annotations
@@ -46,6 +46,16 @@ class CaptureViews:
     cache: FrameCache
     sequence: str
     serials: tuple[str, ...]
+    from_scratch: bool = False
+    """Leave the capture's own tracking of the sequence unread: each frame starts from the previous fit (the
+    first from the search), as a video's do."""
+
+    @property
+    def tracking(self) -> Tracking | None:
+        """The capture's tracking the fits start from, if it has one and it is not left out."""
+        if self.from_scratch or not self.cache.has_tracking(self.sequence):
+            return None
+        return self.cache.tracking(self.sequence)
 
     @property
     def rig(self) -> Rig:
@@ -76,9 +86,9 @@ def check_views(views: CaptureViews, avatar: Avatar, out: Path) -> None:
     repeated = sorted({s for s in views.serials if views.serials.count(s) > 1})
     if repeated:
         raise ValueError(f"--cameras: camera {repeated[0]!r} is given more than once")
-    if cache.has_tracking(seq):
+    if views.tracking is not None:
         path = tracking_path(cache.root, seq)
-        check_expression_space(str(path), None, cache.tracking(seq).expression_dim, avatar, "the avatar")
+        check_expression_space(str(path), None, views.tracking.expression_dim, avatar, "the avatar")
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: a tracking file ends in .npz")
     for serial, background in zip(views.serials, _backgrounds(views), strict=True):
@@ -122,7 +132,7 @@ def capture_start(tracking: Tracking, t: int, head: HeadFrame, K: torch.Tensor) 
 def capture_frames(views: CaptureViews, avatar: Avatar, first: int) -> Iterator[Views]:
     """The views of frames `first`, `first` + 1, ... with their foregrounds and the capture's starts."""
     cache, seq = views.cache, views.sequence
-    tracking = cache.tracking(seq) if cache.has_tracking(seq) else None
+    tracking = views.tracking
     head, K, backgrounds = head_frame(avatar), views.rig.K[0].to(avatar.device), _backgrounds(views)
     for t in range(first, cache.n_frames(seq)):
         rows = views.images(t)
@@ -144,6 +154,7 @@ def track_capture(
             "cache": str(cache.root.resolve()),
             "sequence": seq,
             "cameras": list(views.serials),
+            "from_scratch": views.from_scratch,
             "frames": n_frames,
             "avatar": str(avatar_file.resolve()),
             "track": to_dict(cfg),
