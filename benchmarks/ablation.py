@@ -44,6 +44,7 @@ from npga.data.cache import FrameCache
 from npga.data.layout import ParticipantLayout
 from npga.data.prepare import open_or_prepare
 from npga.data.tracking import Tracking
+from npga.drive.fit import TrackConfig
 from npga.evaluate import evaluate
 from npga.evaluate import summarize as summarize_split
 from npga.headmodel import SyntheticHead, load_head_model
@@ -51,6 +52,7 @@ from npga.headmodel.synthetic import EYE_CENTER, EYE_RADII
 from npga.metrics import composite
 from npga.runs import RunLayout
 from npga.train import ProgressBar, TrainConfig, build_trainer, with_steps
+from npga.train.refit import refit_tracking
 from npga.workers import worker_pool
 
 REGIONS = ("mouth", "eyes", "forehead and brows", "cheeks", "rest of face", "hair, ears, neck")
@@ -201,6 +203,8 @@ def train_and_score(
     trainer.hooks.insert(0, ProgressBar(0, cfg.total_steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
+    if cfg.refit_tracking:  # as `npga train` does after the steps
+        refit_tracking(run, trainer.device, TrackConfig())
     runtime = RuntimeOptions(device=cfg.device, precision="float32")  # `npga eval`'s default precision
     metrics = run_eval(
         EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every, runtime=runtime)
@@ -213,6 +217,7 @@ def train_and_score(
         "steps": cfg.steps,
         "mouth_steps": trainer.cfg.mouth_steps,
         "train_seconds": seconds,
+        "refit_seconds": time.perf_counter() - t0 - seconds if cfg.refit_tracking else None,
         "n_gaussians": len(trainer.params["means"]),
         "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
         "heldout_cameras": {k: cams[k] for k in ("psnr", "ssim", "lpips", "n_frames")},

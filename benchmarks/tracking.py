@@ -1,7 +1,8 @@
 """What refining the tracking in training buys: the demo avatar trained on the capture's (noisy) tracking, with
 `--refine-tracking`, and on the true tracking (the oracle), scored like the ablation's rows.
 
-Rows: "capture tracking" (the preset without refinement), "refined" (`--refine-tracking`) and "oracle"
+Rows: "capture tracking" (the preset without refinement), "refined" (`--refine-tracking`), "refined + training refit"
+(and `--refit-tracking`: the training frames fitted anew to all their cameras after training) and "oracle"
 (`--tracking true`: trained, and so scored, with the codes and poses that rendered the frames). Each is scored on
 the held-out cameras (training sequences: each avatar plays them with its own tracking, refined where it was) and
 on the held-out sequence three ways: with the capture's tracking (the oracle: the true one), after `npga eval
@@ -40,11 +41,15 @@ from npga.train import TrainConfig, with_steps
 MM = 1000.0  # head units of the synthetic head (metre-like) to millimetres
 
 
+REFINED, REFITTED = "refined", "refined + training refit"
+
+
 def rows(base: TrainConfig) -> dict[str, TrainConfig]:
     return {
-        "capture tracking": dataclasses.replace(base, refine_tracking=False),
-        "refined": dataclasses.replace(base, refine_tracking=True),
-        "oracle": dataclasses.replace(base, tracking="true", refine_tracking=False),
+        "capture tracking": dataclasses.replace(base, refine_tracking=False, refit_tracking=False),
+        REFINED: dataclasses.replace(base, refine_tracking=True, refit_tracking=False),
+        REFITTED: dataclasses.replace(base, refine_tracking=True, refit_tracking=True),
+        "oracle": dataclasses.replace(base, tracking="true", refine_tracking=False, refit_tracking=False),
     }
 
 
@@ -76,22 +81,22 @@ def targets(table: list[dict]) -> dict[str, float]:
     refined training poses' error relative to the capture's."""
     means = {t["row"]: t["mean"] for t in table}
     out = {}
-    if {"capture tracking", "refined", "oracle"} <= set(means):
-        capture, refined, oracle = means["capture tracking"], means["refined"], means["oracle"]
-        for split in ("cam PSNR", "seq PSNR"):
-            out[f"{split}: oracle gap closed by refinement"] = share_closed(
-                capture[split], refined[split], oracle[split]
-            )
+    for name in (REFINED, REFITTED):
+        if {"capture tracking", name, "oracle"} <= set(means):
+            capture, refined, oracle = means["capture tracking"], means[name], means["oracle"]
+            for split in ("cam PSNR", "seq PSNR"):
+                out[f"{name}: {split}: oracle gap closed"] = share_closed(capture[split], refined[split], oracle[split])
     for name, m in means.items():
         if "seq PSNR, refit" in m and "seq PSNR, true tracking" in m:
             closed = share_closed(m["seq PSNR"], m["seq PSNR, refit"], m["seq PSNR, true tracking"])
             out[f"{name}: held-out sequence gap to its true tracking closed by the refit"] = closed
-    if "refined" in means and "capture rotation deg" in means["refined"]:
-        r = means["refined"]
-        for kind, unit in (("rotation", "deg"), ("position", "mm")):
-            out[f"refined training poses: {kind} error / the capture's"] = (
-                r[f"played {kind} {unit}"] / r[f"capture {kind} {unit}"]
-            )
+    for name in (REFINED, REFITTED):
+        r = means.get(name, {})
+        if "capture rotation deg" in r:
+            for kind, unit in (("rotation", "deg"), ("position", "mm")):
+                out[f"{name}: training poses' {kind} error / the capture's"] = (
+                    r[f"played {kind} {unit}"] / r[f"capture {kind} {unit}"]
+                )
     return out
 
 

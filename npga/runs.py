@@ -48,6 +48,10 @@ class RunLayout:
         """The run's checkpoints, oldest first."""
         return sorted(self.checkpoints.glob("step_*.pt"))
 
+    def refit(self, step: int) -> Path:
+        """The folder of the training sequences' tracking refitted after step `step` (one SEQ.npz each)."""
+        return self.root / "refit" / f"step_{step:07d}"
+
     @property
     def avatar(self) -> Path:
         return self.root / f"avatar{AVATAR_SUFFIX}"

@@ -184,6 +184,30 @@ def test_resuming_a_finished_run_leaves_it_as_it_is_and_fewer_steps_are_refused(
     assert {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in files} == files
 
 
+def test_refit_tracking_fits_the_training_frames_after_the_steps_once(tiny_capture, tmp_path, capsys):
+    """`npga train --refit-tracking`: after the last step the training sequences play their refitted tracking,
+    the capture's beside it, and a resumed finished run neither trains nor refits again."""
+    run = RunLayout(tmp_path / "run")
+    args = ["train", "--config", str(TINY), "--capture", str(tiny_capture), "--out", str(run.root), "--device", "cpu"]
+    args += ["--steps", "3", "--checkpoint-every", "1000", "--val-every", "0", "--refit-tracking"]
+    cli.main(args)
+    avatar = load_avatar(run.avatar)
+    assert avatar.provenance["tracking_refit"] == {"step": 3, "cameras": list(avatar.split.train_serials)}
+    for seq in avatar.split.train_sequences:
+        m = avatar.motions[seq]
+        assert m.refined and not torch.equal(m.head_pose, m.tracked_head_pose)
+        captured = Tracking.load(ParticipantLayout(tiny_capture).tracking(seq))
+        np.testing.assert_allclose(m.tracked_head_pose.double().numpy(), captured.head_poses, atol=1e-6)
+        assert (run.refit(3) / f"{seq}.npz").is_file()
+    for seq in avatar.split.heldout_sequences:
+        assert not avatar.motions[seq].refined
+    before = (run.avatar.read_bytes(), run.avatar.stat().st_mtime_ns)
+    capsys.readouterr()
+    cli.main([*args, "--resume"])
+    assert "already trained to step 3; training tracking refitted" in capsys.readouterr().out
+    assert (run.avatar.read_bytes(), run.avatar.stat().st_mtime_ns) == before
+
+
 def test_a_resumed_run_takes_the_changed_config_s_learning_rates(tiny_capture, tmp_path):
     """--override-config with new rates: the loaded Adam states keep their moments but not the checkpoint's rates."""
     cfg = tiny_config(tiny_capture, tmp_path / "run", steps=3, checkpoint_every=1000)

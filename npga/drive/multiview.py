@@ -49,13 +49,19 @@ class CaptureViews:
     from_scratch: bool = False
     """Leave the capture's own tracking of the sequence unread: each frame starts from the previous fit (the
     first from the search), as a video's do."""
+    start: Tracking | None = None
+    """The tracking each frame's fit starts from in place of the capture's (a training sequence as an avatar plays
+    it, for the refit after training); it has the sequence's frames."""
 
     @property
     def tracking(self) -> Tracking | None:
-        """The capture's tracking the fits start from, if it has one and it is not left out."""
-        if self.from_scratch or not self.cache.has_tracking(self.sequence):
+        """The tracking the fits start from: the given start, else the capture's if it has one; none from
+        scratch."""
+        if self.from_scratch:
             return None
-        return self.cache.tracking(self.sequence)
+        if self.start is not None:
+            return self.start
+        return self.cache.tracking(self.sequence) if self.cache.has_tracking(self.sequence) else None
 
     @property
     def rig(self) -> Rig:
@@ -87,8 +93,12 @@ def check_views(views: CaptureViews, avatar: Avatar, out: Path) -> None:
     if repeated:
         raise ValueError(f"--cameras: camera {repeated[0]!r} is given more than once")
     if views.tracking is not None:
-        path = tracking_path(cache.root, seq)
-        check_expression_space(str(path), None, views.tracking.expression_dim, avatar, "the avatar")
+        source = "the start" if views.start is not None else str(tracking_path(cache.root, seq))
+        check_expression_space(source, None, views.tracking.expression_dim, avatar, "the avatar")
+    if views.start is not None and views.start.n_frames != cache.n_frames(seq):
+        raise ValueError(
+            f"the start: {views.start.n_frames} frames of {seq}, the frame cache {cache.root} {cache.n_frames(seq)}"
+        )
     if out.suffix != ".npz":
         raise ValueError(f"--out {out}: a tracking file ends in .npz")
     for serial, background in zip(views.serials, _backgrounds(views), strict=True):
@@ -155,6 +165,7 @@ def track_capture(
             "sequence": seq,
             "cameras": list(views.serials),
             "from_scratch": views.from_scratch,
+            "start": "given" if views.start is not None else "capture",
             "frames": n_frames,
             "avatar": str(avatar_file.resolve()),
             "track": to_dict(cfg),

@@ -105,6 +105,11 @@ class TrainConfig:
     refine_tracking: bool = False
     """Refine each training frame's head pose and expression code with the avatar (settings under `refine`);
     the avatar file then holds the refined tracking, which it plays back, beside the capture's."""
+    refit_tracking: bool = False
+    """After the last step, fit every training frame's head pose and code anew to all its training cameras at
+    once, the avatar frozen (`npga track --capture`'s fit, from the tracking training left): what refinement in
+    training leaves of the capture's slow drift (npga/train/refit.py). The fits replace the played tracking in
+    the avatar file; each training frame costs what tracking a frame of a new sequence does."""
     tracking: Literal["capture", "true"] = "capture"
     """Which tracking drives training: the capture's (as any real capture has), or `true` for a synthetic
     capture's `true_tracking.npz`, the codes and poses that rendered its frames (an oracle for benchmarks)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +24,8 @@ from npga.data.layout import ParticipantLayout
 from npga.data.tracking import Tracking
 from npga.deform import FieldConfig
 from npga.deform.distill import DistillConfig, distill
+from npga.drive.fit import head_frame
+from npga.geometry import axis_angle_to_matrix
 from npga.headmodel import SyntheticHead
 from npga.io.video import to_uint8, write_video
 from npga.split import make_split
@@ -139,3 +142,47 @@ def film_capture(
     if tracking is not None:
         tracking.save(layout.tracking(sequence))
     return root
+
+
+def tracked_sequence(
+    avatar: Avatar, n: int, seed: int, turn_deg: float = 3.0, shift: float = 0.008, code_sd: float = 0.05
+) -> tuple[torch.Tensor, torch.Tensor, Tracking]:
+    """Codes (T, D) and head -> world poses (T, 4, 4) of a short sequence of `avatar` (the head turns, the jaw
+    opens) and a tracking of it whose poses are `turn_deg` degrees and `shift` (head units: metres) off in random
+    directions and whose codes are `code_sd` off per component: a tracker's output."""
+    rng = np.random.default_rng(seed)
+    codes = avatar.codes.mean.repeat(n, 1)
+    codes[:, 0] = torch.linspace(0.3, 0.8, n)  # jaw_open
+    poses = torch.eye(4).repeat(n, 1, 1)
+    for t in range(n):
+        poses[t, :3, :3] = axis_angle_to_matrix(torch.tensor([0.03 * t, 0.15 - 0.04 * t, 0.02]))
+        poses[t, :3, 3] = torch.tensor([0.004 * t, -0.003, 0.01])
+    centroid = head_frame(avatar).centroid.double().numpy()
+    true_R = poses[:, :3, :3].double().numpy()
+    axes = rng.normal(size=(n, 3))
+    turns = axes / np.linalg.norm(axes, axis=1, keepdims=True) * math.radians(turn_deg)
+    R = axis_angle_to_matrix(torch.from_numpy(turns)).numpy() @ true_R
+    shifts = rng.normal(size=(n, 3))
+    centres = true_R @ centroid + poses[:, :3, 3].double().numpy()
+    centres += shifts / np.linalg.norm(shifts, axis=1, keepdims=True) * shift
+    start = Tracking(
+        expression=codes.double().numpy() + rng.normal(0.0, code_sd, codes.shape),
+        identity=np.zeros(0),
+        rotation=R,
+        translation=centres - R @ centroid,
+        scale=np.ones(n),
+        timesteps=np.arange(n),
+    )
+    return codes, poses, start
+
+
+def head_error_mm(avatar: Avatar, tracking: Tracking, poses: torch.Tensor) -> np.ndarray:
+    """(T,) mean distance in mm (head units are metres) between the avatar's Gaussians placed by the tracking's
+    head poses and by the true ones (T, 4, 4): rotation and position errors in one number."""
+    means = avatar.params["means"].double().numpy()  # (N, 3) canonical
+    errors = []
+    for t, truth in enumerate(poses.double().numpy()):
+        fitted = tracking.head_to_world(t)
+        moved = means @ fitted[:3, :3].T + fitted[:3, 3]
+        errors.append(np.linalg.norm(moved - (means @ truth[:3, :3].T + truth[:3, 3]), axis=1).mean() * 1000)
+    return np.array(errors)
