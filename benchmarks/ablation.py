@@ -203,8 +203,10 @@ def train_and_score(
     trainer.hooks.insert(0, ProgressBar(0, cfg.total_steps))
     trainer.fit()
     seconds = time.perf_counter() - t0
+    refit_seconds = None
     if cfg.refit_tracking:  # as `npga train` does after the steps
         refit_tracking(run, trainer.device, TrackConfig())
+        refit_seconds = time.perf_counter() - t0 - seconds
     runtime = RuntimeOptions(device=cfg.device, precision="float32")  # `npga eval`'s default precision
     metrics = run_eval(
         EvalConfig(run.root, split=("heldout_sequences", "heldout_cameras"), every=scoring.every, runtime=runtime)
@@ -217,7 +219,7 @@ def train_and_score(
         "steps": cfg.steps,
         "mouth_steps": trainer.cfg.mouth_steps,
         "train_seconds": seconds,
-        "refit_seconds": time.perf_counter() - t0 - seconds if cfg.refit_tracking else None,
+        "refit_seconds": refit_seconds,
         "n_gaussians": len(trainer.params["means"]),
         "heldout_sequences": {k: seq[k] for k in ("psnr", "ssim", "lpips", "n_frames")},
         "heldout_cameras": {k: cams[k] for k in ("psnr", "ssim", "lpips", "n_frames")},

@@ -28,6 +28,7 @@ from npga.data.tracking import Tracking
 from npga.drive.fit import TrackConfig
 from npga.drive.multiview import CaptureViews, track_capture
 from npga.runs import RunLayout
+from npga.train.trainer import motion_of
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +36,14 @@ PROVENANCE_KEY = "tracking_refit"
 """The avatar's provenance entry of a refit: the training step it followed and the cameras it fitted to."""
 
 
-def motion_tracking(motion: Motion, identity: np.ndarray) -> Tracking:
-    """A motion (its played codes and poses) as a tracking file's arrays: the refit's starting point."""
+def motion_tracking(motion: Motion) -> Tracking:
+    """A motion (its played codes and poses) as a tracking file's arrays: the refit's starting point (the fit reads
+    codes and poses only, so no identity code)."""
     pose = motion.head_pose.double().cpu().numpy()  # (T, 4, 4) s R | t
     scale = np.cbrt(np.abs(np.linalg.det(pose[:, :3, :3])))  # (T,)
     return Tracking(
         expression=motion.expression.double().cpu().numpy(),
-        identity=identity,
+        identity=np.zeros(0),
         rotation=pose[:, :3, :3] / scale[:, None, None],
         translation=pose[:, :3, 3],
         scale=scale,
@@ -51,11 +53,10 @@ def motion_tracking(motion: Motion, identity: np.ndarray) -> Tracking:
 
 def refitted(motion: Motion, fit: Tracking) -> Motion:
     """`motion` played with the fit's codes and poses, the capture's tracking kept beside them."""
-    device = motion.expression.device
-    to = lambda a: torch.from_numpy(np.asarray(a)).to(device, torch.float32)
+    played = motion_of(fit).to(motion.expression.device)
     tracked_expression = motion.tracked_expression if motion.refined else motion.expression
     tracked_head_pose = motion.tracked_head_pose if motion.refined else motion.head_pose
-    return Motion(to(fit.expression), to(fit.head_poses), motion.timesteps, tracked_expression, tracked_head_pose)
+    return Motion(played.expression, played.head_pose, motion.timesteps, tracked_expression, tracked_head_pose)
 
 
 def is_refitted(avatar: Avatar) -> bool:
@@ -74,15 +75,15 @@ def refit_tracking(run: RunLayout, device: torch.device | str, cfg: TrackConfig)
     serials = tuple(s for s in avatar.split.train_serials if s in cache.serials)
     folder = run.refit(avatar.step)
     motions = dict(avatar.motions)
-    for i, seq in enumerate(avatar.split.train_sequences):
+    sequences = avatar.split.train_sequences
+    for i, seq in enumerate(sequences):
         path = folder / f"{seq}.npz"
         if not path.is_file():
-            log.info("refitting %s (%d of %d) to %d cameras", seq, i + 1, len(motions), len(serials))
-            identity = cache.tracking(seq).identity if cache.has_tracking(seq) else np.zeros(0)
-            views = CaptureViews(cache, seq, serials, start=motion_tracking(avatar.motions[seq], identity))
+            log.info("refitting %s (%d of %d) to %d cameras", seq, i + 1, len(sequences), len(serials))
+            views = CaptureViews(cache, seq, serials, start=motion_tracking(avatar.motions[seq]))
             track_capture(views, avatar, run.avatar, path, cfg)
         motions[seq] = refitted(avatar.motions[seq], Tracking.load(path))
-    codes = code_stats(torch.cat([motions[s].expression for s in avatar.split.train_sequences]))
+    codes = code_stats(torch.cat([motions[s].expression for s in sequences]))
     provenance = avatar.provenance | {PROVENANCE_KEY: {"step": avatar.step, "cameras": list(serials)}}
     refit = dataclasses.replace(avatar, motions=motions, codes=codes, provenance=provenance)
     save_avatar(refit, run.avatar)
